@@ -1,0 +1,44 @@
+# The commands the README names. Each installs what it needs (uv, the locked dependencies) by itself.
+SHELL := /bin/bash
+UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
+RUN := $(UV) run --frozen --all-extras
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_LOGGING_LEVEL ?= INFO
+
+.PHONY: install demo test lint typecheck pytest provision services-down server benchmark screenshots clean
+
+$(UV):
+	python3 -m pip install --user --quiet uv
+
+install: $(UV)  ## the locked dependencies, into .venv
+	$(UV) sync --frozen --all-extras
+
+demo: install  ## the whole pipeline on embedded defaults (local S3, registry and cluster stand-ins)
+	$(RUN) python -m oncology_pipeline.demo
+
+test: install provision lint typecheck pytest  ## lint, type check and every test suite (CI runs this)
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: install
+	$(RUN) mypy .
+
+pytest: install
+	$(RUN) pytest
+
+provision:  ## Docker engine, base image, local registry (root; idempotent)
+	bash scripts/provision.sh
+
+services-down:
+	bash scripts/services-down.sh
+
+server: install  ## Prefect server + process worker + `prefect deploy --all`, for nightly-style runs in the UI
+	bash scripts/server.sh
+
+benchmark: install
+	$(RUN) python -m benchmarks.run
+
+clean:
+	rm -rf .work build dist .pytest_cache .mypy_cache .ruff_cache .coverage coverage.json

@@ -1,0 +1,1 @@
+"""Prefect flows: wiring only, one file per flow."""

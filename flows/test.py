@@ -1,0 +1,49 @@
+"""Flow `test`: the test suites with coverage, uploaded to the metrics bucket (the seed's `make test`
+and `make upload.monitoring`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, tags
+
+from oncology_pipeline.errors import ConfigurationError
+from oncology_pipeline.settings import load_settings
+from tasks.runs import stamp_run
+from tasks.testing import MODEL, UNIT, check_test_results, run_test_suites_with_coverage
+from tasks.training import fetch_model_bundle, upload_reports
+
+
+@flow(name="test", log_prints=False)
+def run_test_suites(
+    version: str | None = None,
+    model_dir: Path | None = None,
+    model_version: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[str]:
+    """Run the unit suite and the model suite (against `model_dir`, else `model_version` or production from S3)."""
+    settings = load_settings(overrides)
+    version = stamp_run("test", version)
+    with tags("test"):
+        if model_dir is None:
+            fetched = fetch_model_bundle(settings, model_version)
+            if fetched is None:
+                raise ConfigurationError("no model to test: run the train flow first, or pass model_dir")
+            model_dir = fetched[1]
+        results = run_test_suites_with_coverage(settings, model_dir, settings.run_dir(version) / "coverage")
+    with tags("reports"):
+        coverage = {r.name: r.coverage for r in results}
+        written = upload_reports(
+            settings,
+            {
+                f"trainer/unittest-coverage/unittest-coverage-{version}.json": coverage[UNIT],
+                f"trainer/test-coverage/test-coverage-{version}.json": coverage[MODEL],
+            },
+            "Coverage reports",
+        )
+    check_test_results(results)
+    return [o.uri for o in written]
+
+if __name__ == "__main__":
+    run_test_suites()

@@ -1,0 +1,70 @@
+"""Flow `train`: data -> validate -> train -> evaluate -> gate -> upload (the seed's `make train`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, tags
+
+from oncology_model.errors import QualityGateFailed
+from oncology_model.training import Estimator, TrainingConfig
+from oncology_pipeline.settings import load_settings
+from tasks.data import download_training_data, validate_data
+from tasks.runs import stamp_run
+from tasks.training import (
+    apply_quality_gate,
+    evaluate_model,
+    fetch_model_bundle,
+    load_champion,
+    package_model,
+    record_metrics_history,
+    train_model,
+    upload_model_bundle,
+    upload_reports,
+)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """The trained, approved model: its version, local bundle and every S3 object written."""
+
+    version: str
+    bundle_dir: Path
+    s3_uris: list[str]
+
+
+@flow(name="train", log_prints=False)
+def train(
+    version: str | None = None, estimator: Estimator | None = None, overrides: dict[str, Any] | None = None
+) -> TrainOutcome:
+    """Train on the S3 data; promote to production only if the quality gate passes (the run fails otherwise)."""
+    settings = load_settings({**(overrides or {}), **({"estimator": estimator} if estimator else {})})
+    version = stamp_run("train", version)
+    config = TrainingConfig(estimator=settings.estimator, seed=settings.seed)
+    with tags("data"):
+        data = download_training_data(settings)
+        dataset = validate_data(data.path, data.source.uri, settings.max_invalid_share)
+    with tags("train"):
+        model = train_model(dataset, config)
+        evaluation = evaluate_model(model, config, settings.bootstrap_resamples)
+        champion = load_champion(fetch_model_bundle(settings))
+        decision = apply_quality_gate(
+            evaluation, champion, model.split, settings.gate, version, settings.bootstrap_resamples
+        )
+        bundle_dir = settings.run_dir(version) / "model"
+        metadata = package_model(model, dataset, config, evaluation, decision, version, bundle_dir)
+        written = upload_model_bundle(settings, bundle_dir, version) if decision.passed else []
+    with tags("reports"):
+        written += upload_reports(
+            settings, {f"trainer/metrics/metrics-{version}.json": metadata.model_dump(mode="json")}, "Metrics report"
+        )
+        written += record_metrics_history(settings, metadata)
+    if not decision.passed:
+        raise QualityGateFailed(decision.reasons)
+    return TrainOutcome(version=version, bundle_dir=bundle_dir, s3_uris=[o.uri for o in written])
+
+
+if __name__ == "__main__":
+    train()

@@ -1,0 +1,117 @@
+"""Model bundles: the pipeline saved with skops (no pickle) plus metadata.json, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sklearn
+import skops.io as sio
+from pydantic import BaseModel, Field, ValidationError
+from sklearn.pipeline import Pipeline
+
+from oncology_model.datamodel import FEATURES
+from oncology_model.errors import BundleError
+from oncology_model.evaluation import Evaluation, GateDecision
+from oncology_model.training import TrainingConfig
+
+MODEL_FILE = "model.skops"
+METADATA_FILE = "metadata.json"
+# Types outside skops' default trust that our own pipelines need; anything else in a bundle is refused.
+TRUSTED_TYPES: tuple[str, ...] = ("numpy.dtype", "sklearn.tree._tree.Tree")
+
+
+class ModelMetadata(BaseModel):
+    """What a bundle holds and how it was made."""
+
+    model_version: str
+    created_at: datetime
+    data_sha256: str
+    rows: dict[str, int] = Field(description="read, kept, train, test")
+    config: TrainingConfig
+    evaluation: Evaluation
+    gate: GateDecision | None = None
+    features: list[str] = Field(default_factory=lambda: list(FEATURES))
+    python_version: str = Field(default_factory=platform.python_version)
+    sklearn_version: str = sklearn.__version__
+    git_revision: str | None = None
+    model_sha256: str = ""
+
+
+def make_version(data_sha256: str, now: datetime | None = None) -> str:
+    """A sortable, unique model version: UTC time plus the data fingerprint, e.g. 20261125T030000Z-402c5853."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{data_sha256[:8]}"
+
+
+def git_revision(cwd: Path | None = None) -> str | None:
+    """The current git commit, when known."""
+    if revision := os.environ.get("GIT_REVISION"):
+        return revision
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def save_bundle(pipeline: Pipeline, metadata: ModelMetadata, directory: Path) -> ModelMetadata:
+    """Write model.skops and metadata.json into `directory` atomically; returns the metadata with the model hash."""
+    model_bytes = sio.dumps(pipeline)
+    metadata = metadata.model_copy(update={"model_sha256": hashlib.sha256(model_bytes).hexdigest()})
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        (staging / MODEL_FILE).write_bytes(model_bytes)
+        (staging / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return metadata
+
+
+def read_metadata(directory: Path) -> ModelMetadata:
+    """Read and validate a bundle's metadata.json."""
+    path = directory / METADATA_FILE
+    try:
+        return ModelMetadata.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise BundleError(f"no model bundle at {directory}: {METADATA_FILE} is missing") from None
+    except ValidationError as exc:
+        raise BundleError(f"{path} is invalid: {exc.error_count()} errors, first: {exc.errors()[0]['msg']}") from None
+
+
+def load_bundle(directory: Path) -> tuple[Pipeline, ModelMetadata]:
+    """Load a bundle; refuses a model file whose hash differs from the metadata, or that holds untrusted types."""
+    metadata = read_metadata(directory)
+    try:
+        model_bytes = (directory / MODEL_FILE).read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"incomplete model bundle at {directory}: {MODEL_FILE} is missing") from None
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    if digest != metadata.model_sha256:
+        raise BundleError(
+            f"{directory / MODEL_FILE} does not match the sha256 recorded in {METADATA_FILE} "
+            f"({digest[:12]} != {metadata.model_sha256[:12]}): the bundle was altered; rebuild it"
+        )
+    untrusted = sorted(set(sio.get_untrusted_types(data=model_bytes)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise BundleError(f"{directory / MODEL_FILE} holds types we do not trust: {', '.join(untrusted)}")
+    try:
+        pipeline = sio.loads(model_bytes, trusted=list(TRUSTED_TYPES))
+    except Exception as exc:
+        raise BundleError(f"cannot load {directory / MODEL_FILE}: {exc}") from None
+    if not isinstance(pipeline, Pipeline):
+        raise BundleError(f"{directory / MODEL_FILE} holds a {type(pipeline).__name__}, not a scikit-learn Pipeline")
+    return pipeline, metadata

@@ -1,0 +1,156 @@
+"""Command line without Prefect: sample-data, train, serve."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from oncology_model.errors import OncologyModelError
+
+
+@contextmanager
+def _step(text: str) -> Iterator[None]:
+    """Progress on stderr: what runs, then how long it took."""
+    sys.stderr.write(f"{text} ... ")
+    sys.stderr.flush()
+    start = time.perf_counter()
+    yield
+    sys.stderr.write(f"done ({time.perf_counter() - start:.2f} s)\n")
+
+
+def format_evaluation(metadata: object) -> str:
+    """A plain-text table of the hold-out metrics with their 95 % CIs."""
+    from oncology_model.bundle import ModelMetadata
+
+    assert isinstance(metadata, ModelMetadata)
+    ev = metadata.evaluation
+    lines = [
+        f"model version  {metadata.model_version}",
+        f"estimator      {metadata.config.estimator} (threshold {metadata.config.decision_threshold})",
+        f"data           {metadata.rows['kept']} of {metadata.rows['read']} rows kept, "
+        f"sha256 {metadata.data_sha256[:12]}",
+        f"hold-out       {ev.n_test} rows ({metadata.rows['train']} for training)",
+        "",
+        f"{'metric':<12} {'value':>8}   95 % CI",
+    ]
+    for name, est in ev.metrics.items():
+        lines.append(f"{name:<12} {est.value:>8.4f}   [{est.ci_low:.4f}, {est.ci_high:.4f}]")
+    for name, scores in ev.cv_scores.items():
+        lines.append(f"cv {name:<9} {sum(scores) / len(scores):>8.4f}   folds {', '.join(f'{s:.3f}' for s in scores)}")
+    if metadata.gate is not None:
+        lines += ["", f"quality gate   {'PASSED' if metadata.gate.passed else 'FAILED'}"]
+        lines += [f"  - {reason}" for reason in metadata.gate.reasons]
+    return "\n".join(lines)
+
+
+def _sample_data(args: argparse.Namespace) -> int:
+    from oncology_model.sample_data import write_sample_data
+
+    rows = write_sample_data(args.out)
+    sys.stdout.write(f"wrote {rows} rows to {args.out}\n")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from oncology_model.bundle import ModelMetadata, git_revision, make_version, save_bundle
+    from oncology_model.data import load_csv
+    from oncology_model.evaluation import QualityGate, evaluate
+    from oncology_model.training import TrainingConfig, train
+
+    config = TrainingConfig(estimator=args.estimator, seed=args.seed)
+    with _step(f"reading {args.data}"):
+        dataset = load_csv(args.data, args.max_invalid_share)
+    sys.stderr.write(dataset.report.summary() + "\n")
+    with _step(f"training {config.estimator} with {config.cv_folds}-fold cross-validation"):
+        model = train(dataset, config)
+    with _step("evaluating on the hold-out set (1000 bootstrap resamples)"):
+        proba = model.pipeline.predict_proba(model.split.X_test)[:, 1]
+        evaluation = evaluate(model.split.y_test, proba, threshold=config.decision_threshold, cv_scores=model.cv_scores)
+    decision = QualityGate().decide(evaluation)
+    metadata = ModelMetadata(
+        model_version=args.version or make_version(dataset.report.sha256),
+        created_at=datetime.now(UTC),
+        data_sha256=dataset.report.sha256,
+        rows={
+            "read": dataset.report.rows_read,
+            "kept": dataset.report.rows_kept,
+            "train": len(model.split.y_train),
+            "test": len(model.split.y_test),
+        },
+        config=config,
+        evaluation=evaluation,
+        gate=decision,
+        git_revision=git_revision(),
+    )
+    if args.strict and not decision.passed:
+        sys.stdout.write(format_evaluation(metadata) + "\n")
+        raise OncologyModelError("quality gate failed (--strict): " + "; ".join(decision.reasons) + "; nothing saved")
+    with _step(f"saving the bundle to {args.out}"):
+        metadata = save_bundle(model.pipeline, metadata, args.out)
+    sys.stdout.write(format_evaluation(metadata) + "\n")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from oncology_model.classifier import Classifier
+
+    Classifier.from_bundle(args.model)  # fail fast, with a one-line reason, before the server starts
+    os.environ["ONCOLOGY_MODEL_DIR"] = str(args.model)
+    uvicorn.run(
+        "oncology_model.service:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m oncology_model", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sample = commands.add_parser("sample-data", help="write the real Wisconsin data set (UCI layout) to a CSV file")
+    sample.add_argument("out", type=Path, help="the CSV file to write")
+    sample.set_defaults(run=_sample_data)
+
+    train = commands.add_parser("train", help="train, evaluate and save a model bundle; prints the metrics")
+    train.add_argument("--data", type=Path, required=True, help="training CSV in UCI layout")
+    train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    train.add_argument(
+        "--estimator",
+        default="logistic_regression",
+        choices=["logistic_regression", "random_forest", "gradient_boosting"],
+    )
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--version", help="model version (default: UTC time and data fingerprint)")
+    train.add_argument("--max-invalid-share", type=float, default=0.05, help="share of bad rows tolerated (dropped)")
+    train.add_argument("--strict", action="store_true", help="exit 1 and save nothing when the quality gate fails")
+    train.set_defaults(run=_train)
+
+    serve = commands.add_parser("serve", help="serve a model bundle over HTTP (FastAPI, docs at /docs)")
+    serve.add_argument("--model", type=Path, required=True, help="bundle directory")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input exits non-zero with a one-line reason."""
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except (OncologyModelError, ValueError, OSError, RuntimeError) as exc:
+        sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
+        return 1
+    return code

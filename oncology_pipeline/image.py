@@ -1,0 +1,409 @@
+"""The serving image: build context, build, and a smoke test of the built image (no Prefect here)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+from packaging.requirements import Requirement
+
+from oncology_pipeline.errors import BuildFailed, ConfigurationError, SmokeTestFailed, TransientError
+
+#: Label holding the model version (the OCI labels hold the image version and the git revision).
+MODEL_VERSION_LABEL = "org.oncology-mlops.model.version"
+#: Python of the serving image; the wheelhouse is downloaded for it, whatever runs the pipeline.
+IMAGE_PYTHON = "3.11"
+#: glibc of Debian 12 (bookworm), the distribution of both supported base images.
+IMAGE_GLIBC = (2, 36)
+BUNDLE_FILES = ("model.skops", "metadata.json")
+CONTAINER_PORT = 8000
+_LOG_TAIL = 30
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """A built image."""
+
+    id: str
+    tag: str
+    size: int
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    """What the smoke test saw: the served answer and how long the container took to be ready."""
+
+    image: str
+    response: dict[str, Any]
+    ready_seconds: float
+    latency_ms: float
+
+
+def _run(command: list[str], cwd: Path, what: str) -> str:
+    """Run a command; raise BuildFailed with its stderr tail when it fails."""
+    try:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"{what}: {command[0]} is not installed") from exc
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-_LOG_TAIL:])
+        raise BuildFailed(f"{what} failed (exit {done.returncode}): {' '.join(command[:4])} ...\n{tail}")
+    return done.stdout
+
+
+def export_requirements(project_dir: Path) -> str:
+    """The locked runtime requirements (no extras, no dev group, no project) as requirements.txt text."""
+    return _run(
+        [
+            "uv",
+            "export",
+            "--frozen",
+            "--no-dev",
+            "--no-hashes",
+            "--no-emit-project",
+            "--no-header",
+            "--format",
+            "requirements-txt",
+        ],
+        project_dir,
+        "exporting the locked runtime requirements",
+    )
+
+
+def _arch() -> str:
+    """The machine architecture as wheel tags spell it (the image runs on this docker host)."""
+    machine = platform.machine()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine)
+
+
+def _platforms() -> list[str]:
+    """pip `--platform` tags the image's glibc accepts (pip does not expand manylinux_2_X itself)."""
+    arch = _arch()
+    major, newest = IMAGE_GLIBC
+    tags = [f"manylinux_{major}_{minor}_{arch}" for minor in range(newest, 16, -1)]
+    return [*tags, f"manylinux2014_{arch}"]
+
+
+def for_image(requirements: str) -> list[str]:
+    """The pinned requirements that apply in the image (markers evaluated for its Python, not ours)."""
+    environment = {
+        "python_version": IMAGE_PYTHON,
+        "python_full_version": f"{IMAGE_PYTHON}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "platform_machine": _arch(),
+    }
+    pinned = []
+    for line in requirements.splitlines():
+        text = line.split(" #", 1)[0].strip()
+        if not text or text.startswith(("#", "-")):
+            continue
+        requirement = Requirement(text)
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            requirement.marker = None
+            pinned.append(str(requirement))
+    return sorted(pinned)
+
+
+def _pip() -> list[str]:
+    """A pip command: this interpreter's pip if it has one, else pip run through uv."""
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    return ["uv", "tool", "run", "--from", "pip", "pip"]
+
+
+def _download_wheels(pinned: list[str], target: Path) -> None:
+    """Download binary wheels of the pinned requirements for the image's Python and platform."""
+    target.mkdir(parents=True)
+    (target / "requirements.txt").write_text("".join(f"{line}\n" for line in pinned))
+    python_tag = IMAGE_PYTHON.replace(".", "")
+    command = [
+        *_pip(),
+        "download",
+        "--quiet",
+        "--no-deps",  # the export is the full locked closure
+        "--only-binary=:all:",
+        "--python-version",
+        IMAGE_PYTHON,
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{python_tag}",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        *[arg for tag in _platforms() for arg in ("--platform", tag)],
+        "--dest",
+        str(target),
+        "-r",
+        str(target / "requirements.txt"),
+    ]
+    _run(command, target, "downloading the runtime wheels")
+
+
+def _cache_root(project_dir: Path) -> Path:
+    """Where wheelhouses are cached: $ONCOLOGY_CACHE_DIR, else .work/cache in the project."""
+    configured = os.environ.get("ONCOLOGY_CACHE_DIR")
+    return Path(configured) if configured else project_dir / ".work" / "cache"
+
+
+def dependency_wheelhouse(project_dir: Path, cache_dir: Path | None = None) -> Path:
+    """The wheelhouse of the locked runtime dependencies, cached by the hash of the requirements."""
+    pinned = for_image(export_requirements(project_dir))
+    key_source = "\n".join([IMAGE_PYTHON, *_platforms(), *pinned])
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
+    root = (cache_dir or _cache_root(project_dir)).resolve()
+    wheelhouse = root / f"wheelhouse-{key}"
+    if wheelhouse.is_dir():
+        return wheelhouse
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".wheelhouse-{key}-", dir=root))
+    try:
+        _download_wheels(pinned, staging / "wheels")
+        (staging / "wheels").rename(wheelhouse)
+    except OSError:
+        if not wheelhouse.is_dir():  # another build renamed its copy first: use that one
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return wheelhouse
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link a file (cheap) or copy it when links are impossible (another file system)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _make_world_readable(root: Path) -> None:
+    """Directories 0755 and files 0644, so the image's non-root user can read the bundle."""
+    root.chmod(0o755)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def prepare_build_context(project_dir: Path, bundle_dir: Path, out_dir: Path, cache_dir: Path | None = None) -> Path:
+    """Write a complete build context to `out_dir`: Dockerfile, wheels/ and the bundle under model/.
+
+    The dependency wheels come from a cache keyed by the locked requirements, so a new model alone
+    downloads nothing. The context is assembled in a temporary directory and renamed into place:
+    a failure leaves no half-built context.
+    """
+    project_dir, bundle_dir, out_dir = project_dir.resolve(), bundle_dir.resolve(), out_dir.resolve()
+    missing = [name for name in BUNDLE_FILES if not (bundle_dir / name).is_file()]
+    if missing:
+        raise ConfigurationError(f"{bundle_dir} is not a model bundle: {', '.join(missing)} missing")
+    dockerfile = project_dir / "Dockerfile"
+    if not dockerfile.is_file():
+        raise ConfigurationError(f"no Dockerfile in {project_dir}")
+    wheelhouse = dependency_wheelhouse(project_dir, cache_dir)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        shutil.copy2(dockerfile, staging / "Dockerfile")
+        if (project_dir / ".dockerignore").is_file():
+            shutil.copy2(project_dir / ".dockerignore", staging / ".dockerignore")
+        wheels = staging / "wheels"
+        wheels.mkdir()
+        for item in wheelhouse.iterdir():
+            _link_or_copy(item, wheels / item.name)
+        _run(
+            ["uv", "build", "--wheel", "--quiet", "--out-dir", str(wheels), str(project_dir)],
+            project_dir,
+            "building the project wheel",
+        )
+        (wheels / ".gitignore").unlink(missing_ok=True)  # uv build drops one into its out-dir
+        shutil.copytree(bundle_dir, staging / "model", ignore=shutil.ignore_patterns("__pycache__", ".*"))
+        _make_world_readable(staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def build_image(
+    client: docker.DockerClient,
+    context_dir: Path,
+    tag: str,
+    build_args: Mapping[str, str],
+    log: Callable[[str], None],
+) -> ImageInfo:
+    """Build `context_dir` as `tag`, streaming every build line into `log`.
+
+    Raises BuildFailed with the last lines of output when the build fails. Build-arg values are
+    never logged (they may hold index credentials).
+    """
+    tail: deque[str] = deque(maxlen=_LOG_TAIL)
+    image_id: str | None = None
+    try:
+        stream: Iterable[dict[str, Any]] = client.api.build(
+            path=str(context_dir),
+            tag=tag,
+            buildargs=dict(build_args),
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+        )
+        for line in stream:
+            if "error" in line or "errorDetail" in line:
+                detail = line.get("errorDetail") or {}
+                message = str(line.get("error") or detail.get("message") or line)
+                raise BuildFailed(f"Building {tag} failed: {message}\nLast build output:\n" + "\n".join(tail))
+            text = line.get("stream") or line.get("status")
+            if isinstance(text, str):
+                for part in text.rstrip("\n").splitlines():
+                    if part.strip():
+                        tail.append(part)
+                        log(part)
+            aux = line.get("aux")
+            if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
+                image_id = aux["ID"]
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise TransientError(f"Lost the docker daemon while building {tag}: {exc}") from exc
+    except docker.errors.APIError as exc:
+        raise BuildFailed(f"Docker refused to build {tag}: {exc.explanation or exc}") from exc
+    image = client.images.get(image_id or tag)
+    return ImageInfo(
+        id=str(image.id),
+        tag=tag,
+        size=int(image.attrs["Size"]),
+        labels=dict(image.labels or {}),
+    )
+
+
+def _http(method: str, url: str, body: Mapping[str, Any] | None, timeout: float) -> tuple[int, bytes]:
+    """One HTTP request; returns status and body (HTTP errors are answers, not exceptions)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read())
+
+
+def _logs(container: Any) -> str:
+    """The container's last log lines, or why they are unavailable."""
+    try:
+        return bytes(container.logs(tail=50)).decode(errors="replace")
+    except docker.errors.APIError as exc:
+        return f"(no logs: {exc})"
+
+
+def _host_port(container: Any) -> int:
+    """The loopback port docker published the service port on."""
+    container.reload()
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{CONTAINER_PORT}/tcp") or []
+    if not bindings:
+        raise SmokeTestFailed(f"container {container.short_id} published no port for {CONTAINER_PORT}/tcp")
+    return int(bindings[0]["HostPort"])
+
+
+def _compare(response: Mapping[str, Any], expected: Mapping[str, Any], model_version: str) -> list[str]:
+    """What differs between the served answer and the expected one."""
+    problems = []
+    if response.get("prediction") != expected.get("prediction"):
+        problems.append(f"prediction {response.get('prediction')!r} != expected {expected.get('prediction')!r}")
+    served = response.get("probability_malignant")
+    wanted = expected.get("probability_malignant")
+    if wanted is not None and (
+        not isinstance(served, (int, float)) or not math.isclose(served, float(wanted), abs_tol=1e-6)
+    ):
+        problems.append(f"probability_malignant {served!r} != expected {wanted!r}")
+    if response.get("model_version") != model_version:
+        problems.append(f"model_version {response.get('model_version')!r} != bundle's {model_version!r}")
+    return problems
+
+
+def smoke_test_image(
+    client: docker.DockerClient,
+    image: str,
+    bundle_dir: Path,
+    tumor: Mapping[str, int],
+    expected: Mapping[str, Any],
+    timeout: float = 60.0,
+) -> SmokeResult:
+    """Run `image` (read-only root fs, loopback port), ask it for one prediction, compare with `expected`.
+
+    `expected` holds the bundle's own answer (`prediction`, optionally `probability_malignant`); the
+    served `model_version` must be the bundle's. The container is always removed. Raises
+    SmokeTestFailed, with the container's logs, on a wrong answer, a crash or a timeout.
+    """
+    model_version = str(json.loads((bundle_dir / "metadata.json").read_text())["model_version"])
+    container = client.containers.run(
+        image,
+        detach=True,
+        ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},
+        read_only=True,
+        tmpfs={"/tmp": "rw,size=16m"},
+        labels={"org.oncology-mlops.smoke-test": "true"},
+    )
+    started = time.monotonic()
+    try:
+        base = f"http://127.0.0.1:{_host_port(container)}"
+        while True:
+            try:
+                status, _ = _http("GET", f"{base}/readyz", None, timeout=2)
+            except (OSError, urllib.error.URLError):
+                status = 0
+            if status == 200:
+                break
+            container.reload()
+            if container.status in ("exited", "dead"):
+                raise SmokeTestFailed(
+                    f"{image} exited before it was ready (status {container.status}); logs:\n{_logs(container)}"
+                )
+            if time.monotonic() - started > timeout:
+                raise SmokeTestFailed(
+                    f"{image} was not ready (GET /readyz 200) within {timeout:.0f} s; logs:\n{_logs(container)}"
+                )
+            time.sleep(0.25)
+        ready_seconds = time.monotonic() - started
+        sent = time.perf_counter()
+        status, body = _http("POST", f"{base}/v1/predictions", tumor, timeout=10)
+        latency_ms = (time.perf_counter() - sent) * 1000
+        if status != 200:
+            raise SmokeTestFailed(
+                f"{image} answered POST /v1/predictions with {status}: {body[:500]!r}; logs:\n{_logs(container)}"
+            )
+        response: dict[str, Any] = json.loads(body)
+        problems = _compare(response, expected, model_version)
+        if problems:
+            raise SmokeTestFailed(
+                f"{image} does not serve the bundle's answer: {'; '.join(problems)}; logs:\n{_logs(container)}"
+            )
+        return SmokeResult(image=image, response=response, ready_seconds=ready_seconds, latency_ms=latency_ms)
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)

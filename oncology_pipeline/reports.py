@@ -1,0 +1,90 @@
+"""Human-readable views of reports, metrics, gate decisions and coverage (markdown and tables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oncology_model.data import ValidationReport
+from oncology_model.evaluation import Evaluation, GateDecision
+
+
+def validation_markdown(report: ValidationReport, source: str) -> str:
+    """The data validation report."""
+    missing = ", ".join(f"{k} {v}" for k, v in report.missing.items() if v) or "none"
+    lines = [
+        f"# Data validation: {source}",
+        "",
+        f"- rows read: **{report.rows_read}**, kept: **{report.rows_kept}**, dropped: **{len(report.dropped)}**",
+        f"- class balance: {', '.join(f'{k} {v}' for k, v in report.class_balance.items())}",
+        f"- missing values kept for imputation: {missing}",
+        f"- duplicate sample ids: {len(report.duplicate_sample_ids)}; rows identical to an earlier row: "
+        f"{report.duplicate_rows}",
+        f"- sha256: `{report.sha256}`",
+    ]
+    if report.dropped:
+        lines += ["", "| row | field | reason |", "|---:|---|---|"]
+        lines += [f"| {d.row} | {d.field} | {d.reason} |" for d in report.dropped[:50]]
+    return "\n".join(lines)
+
+
+def metrics_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """One row per hold-out metric with its 95 % confidence interval."""
+    return [
+        {"metric": name, "value": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high}
+        for name, est in evaluation.metrics.items()
+    ]
+
+
+def gate_markdown(decision: GateDecision, version: str) -> str:
+    """The quality gate's decision with its reasons."""
+    verdict = "PASSED: promoted to production" if decision.passed else "FAILED: not promoted"
+    champion = decision.champion_version or "none (first model)"
+    return "\n".join(
+        [f"# Quality gate for {version}: {verdict}", "", f"Champion: {champion}", ""]
+        + [f"- {reason}" for reason in decision.reasons]
+    )
+
+
+def coverage_rows(coverage: dict[str, Any]) -> list[dict[str, Any]]:
+    """Coverage per module from a coverage.py JSON report."""
+    rows = [
+        {
+            "module": path,
+            "statements": data["summary"]["num_statements"],
+            "missing": data["summary"]["missing_lines"],
+            "covered_percent": round(data["summary"]["percent_covered"], 1),
+        }
+        for path, data in sorted(coverage.get("files", {}).items())
+    ]
+    total = coverage.get("totals", {})
+    if total:
+        rows.append(
+            {
+                "module": "TOTAL",
+                "statements": total["num_statements"],
+                "missing": total["missing_lines"],
+                "covered_percent": round(total["percent_covered"], 1),
+            }
+        )
+    return rows
+
+
+def links_markdown(title: str, links: list[tuple[str, str]]) -> str:
+    """A list of written objects: (s3 uri, browsable url)."""
+    return "\n".join([f"# {title}", ""] + [f"- [{uri}]({url})" for uri, url in links])
+
+
+def history_row(metadata: dict[str, Any]) -> dict[str, Any]:
+    """One row of trainer/metrics/history.csv: version, data, each metric with its CI, the gate decision."""
+    row: dict[str, Any] = {
+        "model_version": metadata["model_version"],
+        "created_at": metadata["created_at"],
+        "estimator": metadata["config"]["estimator"],
+        "data_sha256": metadata["data_sha256"],
+        "rows_kept": metadata["rows"]["kept"],
+    }
+    for name, est in metadata["evaluation"]["metrics"].items():
+        row |= {name: est["value"], f"{name}_ci_low": est["ci_low"], f"{name}_ci_high": est["ci_high"]}
+    gate = metadata.get("gate") or {}
+    row |= {"gate_passed": gate.get("passed"), "champion_version": gate.get("champion_version") or ""}
+    return row

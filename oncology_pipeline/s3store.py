@@ -1,0 +1,270 @@
+"""S3 objects for the pipeline: cached downloads, verified uploads, the production pointer, the metrics history."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel
+
+from oncology_pipeline.errors import ConfigurationError, is_transient
+
+POINTER_FILE = "production.json"
+_ADVICE = {
+    "NoSuchBucket": "the bucket does not exist: create it or fix the bucket setting",
+    "AccessDenied": "access denied (403): check the credentials and the IAM policy (s3:GetObject, s3:PutObject, "
+    "s3:ListBucket); without s3:ListBucket a missing key also answers 403",
+    "403": "access denied (403): check the credentials and the IAM policy (s3:GetObject, s3:PutObject, "
+    "s3:ListBucket); without s3:ListBucket a missing key also answers 403",
+    "InvalidAccessKeyId": "the AWS access key id is not known: fix the credentials (AWS_* variables, profile or "
+    "the AwsCredentials block)",
+    "SignatureDoesNotMatch": "the AWS secret key is wrong: fix the credentials",
+    "ExpiredToken": "the AWS session token has expired: refresh the credentials",
+    "NoSuchKey": "the object does not exist: upload it or fix the key setting",
+    "404": "the object does not exist: upload it or fix the key setting",
+}
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """An object written to or read from S3."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    version_id: str | None = None
+
+    @property
+    def uri(self) -> str:
+        """`s3://bucket/key`."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class CachedDownload:
+    """A downloaded object and whether the local cache already held it."""
+
+    path: Path
+    source: S3Object
+    downloaded: bool
+
+
+class ProductionPointer(BaseModel):
+    """`models/production.json`: which version serves, and the files it is made of."""
+
+    model_version: str
+    keys: list[str]
+    updated_at: datetime
+    previous_version: str | None = None
+
+
+@contextmanager
+def s3_errors(uri: str) -> Iterator[None]:
+    """Turn permanent S3 errors into a ConfigurationError that says what to fix; let transient ones through."""
+    try:
+        yield
+    except ClientError as exc:
+        if is_transient(exc):
+            raise
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        advice = _ADVICE.get(code, exc.response.get("Error", {}).get("Message", "") or "see the AWS error code")
+        raise ConfigurationError(f"{uri}: {code or 'error'}: {advice}") from exc
+
+
+def head(s3: Any, bucket: str, key: str) -> S3Object:
+    """An object's size, ETag and version."""
+    with s3_errors(f"s3://{bucket}/{key}"):
+        meta = s3.head_object(Bucket=bucket, Key=key)
+    return S3Object(bucket, key, int(meta["ContentLength"]), meta["ETag"].strip('"'), meta.get("VersionId"))
+
+
+def exists(s3: Any, bucket: str, key: str) -> bool:
+    """Whether the object exists (a 404 is an answer; other errors raise)."""
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey"}:
+            return False
+        with s3_errors(f"s3://{bucket}/{key}"):
+            raise
+    return True
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download_cached(s3: Any, bucket: str, key: str, cache_dir: Path) -> CachedDownload:
+    """Download unless the cache holds the same ETag (and version); writes the cache file atomically."""
+    source = head(s3, bucket, key)
+    path = cache_dir / bucket / key
+    marker = path.with_name(path.name + ".etag")
+    stamp = f"{source.etag} {source.version_id or ''}".strip()
+    if path.exists() and marker.exists() and marker.read_text() == stamp:
+        return CachedDownload(path, source, downloaded=False)
+    with s3_errors(source.uri):
+        response = s3.get_object(Bucket=bucket, Key=key, IfMatch=f'"{source.etag}"')
+        data = response["Body"].read()
+    _write_atomically(path, data)
+    _write_atomically(marker, stamp.encode())
+    return CachedDownload(path, source, downloaded=True)
+
+
+def get_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when it does not exist."""
+    try:
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey"}:
+            return None
+        with s3_errors(f"s3://{bucket}/{key}"):
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def put_bytes(s3: Any, bucket: str, key: str, data: bytes, content_type: str) -> S3Object:
+    """Upload bytes with an MD5 check by S3; returns what S3 stored."""
+    uri = f"s3://{bucket}/{key}"
+    md5 = hashlib.md5(data, usedforsecurity=False)
+    with s3_errors(uri):
+        response = s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            ContentMD5=base64.b64encode(md5.digest()).decode(),
+        )
+    return S3Object(bucket, key, len(data), response["ETag"].strip('"'), response.get("VersionId"))
+
+
+def put_json(s3: Any, bucket: str, key: str, payload: Any) -> S3Object:
+    """Upload a JSON document."""
+    return put_bytes(s3, bucket, key, json.dumps(payload, indent=2, default=str).encode(), "application/json")
+
+
+def upload_directory(s3: Any, bucket: str, prefix: str, directory: Path) -> list[S3Object]:
+    """Upload every file of `directory` under `prefix/`, then check each one is there with its size."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    written = []
+    for path in files:
+        key = f"{prefix}/{path.relative_to(directory).as_posix()}"
+        content_type = "application/json" if path.suffix == ".json" else "application/octet-stream"
+        written.append(put_bytes(s3, bucket, key, path.read_bytes(), content_type))
+    for obj in written:
+        stored = head(s3, bucket, obj.key)
+        if stored.size != obj.size:
+            raise ConfigurationError(f"{obj.uri}: stored {stored.size} bytes, uploaded {obj.size}: upload again")
+    return written
+
+
+def read_pointer(s3: Any, bucket: str, prefix: str) -> ProductionPointer | None:
+    """The production pointer, or None before the first model."""
+    data = get_bytes(s3, bucket, f"{prefix}/{POINTER_FILE}")
+    return None if data is None else ProductionPointer.model_validate_json(data)
+
+
+def write_pointer(s3: Any, bucket: str, prefix: str, version: str, objects: list[S3Object]) -> S3Object:
+    """Point production at `version`: written last, after every file of the version is in place."""
+    previous = read_pointer(s3, bucket, prefix)
+    pointer = ProductionPointer(
+        model_version=version,
+        keys=[o.key for o in objects],
+        updated_at=datetime.now(UTC),
+        previous_version=previous.model_version if previous else None,
+    )
+    data = pointer.model_dump_json(indent=2).encode()
+    return put_bytes(s3, bucket, f"{prefix}/{POINTER_FILE}", data, "application/json")
+
+
+def version_keys(s3: Any, bucket: str, prefix: str, version: str) -> list[str]:
+    """The keys of one model version's files."""
+    with s3_errors(f"s3://{bucket}/{prefix}/{version}/"):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/{version}/")
+        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    if not keys:
+        raise ConfigurationError(f"s3://{bucket}/{prefix}/{version}/ holds no model: check the version")
+    return keys
+
+
+def fetch_bundle(
+    s3: Any, bucket: str, prefix: str, cache_root: Path, version: str | None = None
+) -> tuple[str, Path] | None:
+    """Download a model version (default: production) into `cache_root/<version>`; None before the first model."""
+    if version is None:
+        pointer = read_pointer(s3, bucket, prefix)
+        if pointer is None:
+            return None
+        version, keys = pointer.model_version, pointer.keys
+    else:
+        keys = version_keys(s3, bucket, prefix, version)
+    dest = cache_root / version
+    if not dest.exists():
+        download_version(s3, bucket, prefix, version, keys, dest)
+    return version, dest
+
+
+def download_version(s3: Any, bucket: str, prefix: str, version: str, keys: list[str], dest: Path) -> Path:
+    """Download the files of one model version into `dest` (atomically)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        for key in keys:
+            relative = key.removeprefix(f"{prefix}/{version}/")
+            data = get_bytes(s3, bucket, key)
+            if data is None:
+                raise ConfigurationError(f"s3://{bucket}/{key} is listed in the production pointer but missing")
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            (staging / relative).write_bytes(data)
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
+def append_csv_row(s3: Any, bucket: str, key: str, row: Mapping[str, object]) -> S3Object:
+    """Append one row to a CSV object (created with a header on first use); new columns are added."""
+    existing = get_bytes(s3, bucket, key)
+    rows = list(csv.DictReader(io.StringIO(existing.decode()))) if existing else []
+    rows = [r for r in rows if r.get("model_version") != row.get("model_version")]
+    rows.append({k: str(v) for k, v in row.items()})
+    columns: list[str] = []
+    for r in rows:
+        columns += [c for c in r if c not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return put_bytes(s3, bucket, key, out.getvalue().encode(), "text/csv")
+
+
+def quicksight_manifest(bucket: str, key: str) -> dict[str, Any]:
+    """An Amazon QuickSight S3 manifest for the metrics history CSV."""
+    return {
+        "fileLocations": [{"URIs": [f"s3://{bucket}/{key}"]}],
+        "globalUploadSettings": {"format": "CSV", "delimiter": ",", "textqualifier": '"', "containsHeader": "true"},
+    }

@@ -1,0 +1,1 @@
+"""Thin Prefect tasks: retries, logging and artifacts around one plain call each."""

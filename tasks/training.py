@@ -1,0 +1,212 @@
+"""Train stage: fit, evaluate, compare with the production champion, gate, store on S3."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from oncology_model.bundle import ModelMetadata, git_revision, save_bundle
+from oncology_model.classifier import Classifier
+from oncology_model.data import Dataset
+from oncology_model.evaluation import Evaluation, GateDecision, GateThresholds, QualityGate, evaluate
+from oncology_model.training import Split, TrainedModel, TrainingConfig, train
+from oncology_pipeline import aws, s3store
+from oncology_pipeline.reports import gate_markdown, history_row, metrics_rows
+from oncology_pipeline.settings import PipelineSettings
+from tasks.artifacts import link_objects
+from tasks.policy import NETWORK_RETRIES
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model in production now."""
+
+    version: str
+    classifier: Classifier
+
+
+@task(name="train_model", tags=["train"], cache_policy=NO_CACHE)
+def train_model(dataset: Dataset, config: TrainingConfig) -> TrainedModel:
+    """Cross-validate and fit the pipeline."""
+    start = time.perf_counter()
+    model = train(dataset, config)
+    cv = {name: round(sum(s) / len(s), 4) for name, s in model.cv_scores.items()}
+    get_run_logger().info(
+        "trained %s on %d rows (hold-out %d) in %.2f s; mean CV scores %s",
+        config.estimator,
+        len(model.split.y_train),
+        len(model.split.y_test),
+        time.perf_counter() - start,
+        cv,
+    )
+    return model
+
+
+@task(name="evaluate_model", tags=["train"], cache_policy=NO_CACHE)
+def evaluate_model(model: TrainedModel, config: TrainingConfig, resamples: int) -> Evaluation:
+    """Hold-out metrics with bootstrap confidence intervals; published as a table."""
+    proba = model.pipeline.predict_proba(model.split.X_test)[:, 1]
+    evaluation = evaluate(
+        model.split.y_test,
+        proba,
+        threshold=config.decision_threshold,
+        n_bootstrap=resamples,
+        seed=config.seed,
+        cv_scores=model.cv_scores,
+    )
+    create_table_artifact(
+        table=metrics_rows(evaluation),
+        key="model-metrics",
+        description="Hold-out metrics with 95 % bootstrap confidence intervals",
+    )
+    get_run_logger().info(
+        "hold-out: %s",
+        ", ".join(f"{n} {evaluation.value(n):.4f}" for n in ("accuracy", "recall", "specificity", "roc_auc")),
+    )
+    return evaluation
+
+
+@task(name="fetch_model_bundle", tags=["models"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def fetch_model_bundle(settings: PipelineSettings, version: str | None = None) -> tuple[str, Path] | None:
+    """A model version's bundle from S3 (default: production, via models/production.json); None before the first."""
+    s3 = aws.client(settings, "s3")
+    found = s3store.fetch_bundle(
+        s3, settings.model_bucket, settings.model_prefix, settings.cache_dir / "models", version
+    )
+    log = get_run_logger()
+    if found is None:
+        log.info(
+            "no production model at s3://%s/%s/%s yet",
+            settings.model_bucket,
+            settings.model_prefix,
+            s3store.POINTER_FILE,
+        )
+    else:
+        log.info(
+            "model %s from s3://%s/%s/%s/ in %s",
+            found[0],
+            settings.model_bucket,
+            settings.model_prefix,
+            found[0],
+            found[1],
+        )
+    return found
+
+
+@task(name="load_champion", tags=["train"], cache_policy=NO_CACHE)
+def load_champion(bundle: tuple[str, Path] | None) -> Champion | None:
+    """Load the production model (the champion) fetched from S3; None on the first run."""
+    return None if bundle is None else Champion(bundle[0], Classifier.from_bundle(bundle[1]))
+
+
+@task(name="apply_quality_gate", tags=["train"], cache_policy=NO_CACHE)
+def apply_quality_gate(
+    evaluation: Evaluation,
+    champion: Champion | None,
+    split: Split,
+    thresholds: GateThresholds,
+    version: str,
+    resamples: int,
+) -> GateDecision:
+    """Thresholds, and the champion evaluated on the same hold-out data; publishes the decision."""
+    champion_eval = None
+    if champion is not None:
+        champion_eval = evaluate(
+            split.y_test,
+            champion.classifier.probabilities(split.X_test),
+            threshold=champion.classifier.threshold,
+            n_bootstrap=resamples,
+        )
+    decision = QualityGate(thresholds).decide(evaluation, champion_eval, champion.version if champion else None)
+    create_markdown_artifact(
+        markdown=gate_markdown(decision, version), key="quality-gate", description="Quality gate decision"
+    )
+    get_run_logger().info("quality gate %s: %s", "passed" if decision.passed else "FAILED", "; ".join(decision.reasons))
+    return decision
+
+
+@task(name="package_model", tags=["train"], cache_policy=NO_CACHE)
+def package_model(
+    model: TrainedModel,
+    dataset: Dataset,
+    config: TrainingConfig,
+    evaluation: Evaluation,
+    decision: GateDecision,
+    version: str,
+    directory: Path,
+) -> ModelMetadata:
+    """Write the bundle (model.skops + metadata.json) locally."""
+    report = dataset.report
+    metadata = ModelMetadata(
+        model_version=version,
+        created_at=datetime.now(UTC),
+        data_sha256=report.sha256,
+        rows={
+            "read": report.rows_read,
+            "kept": report.rows_kept,
+            "train": len(model.split.y_train),
+            "test": len(model.split.y_test),
+        },
+        config=config,
+        evaluation=evaluation,
+        gate=decision,
+        git_revision=git_revision(),
+    )
+    metadata = save_bundle(model.pipeline, metadata, directory)
+    get_run_logger().info("bundle %s written to %s (model sha256 %s)", version, directory, metadata.model_sha256[:12])
+    return metadata
+
+
+@task(name="upload_model_bundle", tags=["train"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def upload_model_bundle(settings: PipelineSettings, bundle_dir: Path, version: str) -> list[s3store.S3Object]:
+    """Upload the bundle under models/<version>/, then (only then) move models/production.json to it."""
+    s3 = aws.client(settings, "s3")
+    start = time.perf_counter()
+    prefix = f"{settings.model_prefix}/{version}"
+    objects = s3store.upload_directory(s3, settings.model_bucket, prefix, bundle_dir)
+    pointer = s3store.write_pointer(s3, settings.model_bucket, settings.model_prefix, version, objects)
+    written = [*objects, pointer]
+    get_run_logger().info(
+        "uploaded %s in %.2f s: %s",
+        version,
+        time.perf_counter() - start,
+        ", ".join(f"{o.uri} ({o.size} bytes)" for o in written),
+    )
+    link_objects(settings, "model-bundle-objects", f"Model bundle {version}", written)
+    return written
+
+
+@task(name="upload_reports", tags=["reports"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def upload_reports(settings: PipelineSettings, reports: dict[str, Any], title: str) -> list[s3store.S3Object]:
+    """Upload JSON reports to the metrics bucket (`reports` maps key -> JSON payload)."""
+    s3 = aws.client(settings, "s3")
+    written = [s3store.put_json(s3, settings.metrics_bucket, key, payload) for key, payload in reports.items()]
+    get_run_logger().info("uploaded %s", ", ".join(f"{o.uri} ({o.size} bytes)" for o in written))
+    link_objects(settings, f"{title.lower().replace(' ', '-')}-objects", title, written)
+    return written
+
+
+@task(name="record_metrics_history", tags=["reports"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def record_metrics_history(settings: PipelineSettings, metadata: ModelMetadata) -> list[s3store.S3Object]:
+    """Append this version's row to trainer/metrics/history.csv and keep its QuickSight manifest beside it."""
+    s3 = aws.client(settings, "s3")
+    history_key = "trainer/metrics/history.csv"
+    row = history_row(metadata.model_dump(mode="json"))
+    history = s3store.append_csv_row(s3, settings.metrics_bucket, history_key, row)
+    manifest = s3store.put_json(
+        s3,
+        settings.metrics_bucket,
+        "trainer/metrics/quicksight-manifest.json",
+        s3store.quicksight_manifest(settings.metrics_bucket, history_key),
+    )
+    get_run_logger().info(
+        "metrics history: %s (%d bytes); QuickSight manifest %s", history.uri, history.size, manifest.uri
+    )
+    return [history, manifest]

@@ -1,0 +1,1 @@
+"""Tests of the model package: code, data and model behaviour."""

@@ -1,0 +1,50 @@
+"""Fixtures shared by the model package's tests: the parsed real data, loaded classifiers, a random-forest bundle."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from oncology_model.classifier import Classifier
+from oncology_model.data import Dataset, parse_csv
+from oncology_model.training import TrainingConfig
+from tests.support.models import train_bundle
+
+RF_VERSION = "20261125T000000Z-rforest1"
+
+
+@pytest.fixture(scope="session")
+def real_dataset(real_csv: bytes) -> Dataset:
+    """The real data set, validated."""
+    return parse_csv(real_csv)
+
+
+@pytest.fixture(scope="session")
+def classifier(model_bundle_dir: Path) -> Classifier:
+    """The session bundle (logistic regression on the real data), loaded; do not modify it."""
+    return Classifier.from_bundle(model_bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def rf_bundle_dir(tmp_path_factory: pytest.TempPathFactory, real_csv: bytes) -> Path:
+    """A random-forest bundle trained on the real data (few trees, to stay fast); do not modify it."""
+    directory = tmp_path_factory.mktemp("rf-bundle") / "model"
+    config = TrainingConfig(estimator="random_forest", hyperparameters={"n_estimators": 30})
+    train_bundle(real_csv, directory, version=RF_VERSION, config=config)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def rf_classifier(rf_bundle_dir: Path) -> Classifier:
+    """The random-forest bundle, loaded."""
+    return Classifier.from_bundle(rf_bundle_dir)
+
+
+@pytest.fixture
+def bundle_copy(model_bundle_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the session bundle that a test may damage."""
+    target = tmp_path / "bundle-copy" / "model"
+    shutil.copytree(model_bundle_dir, target)
+    return target

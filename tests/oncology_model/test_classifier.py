@@ -1,0 +1,123 @@
+"""The classifier: the folded linear path agrees with scikit-learn; the fallback; thresholds; batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from oncology_model.classifier import Classifier
+from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, FEATURES, Prediction, Tumor
+from tests.oncology_model.conftest import RF_VERSION
+
+BARE_NUCLEI = FEATURES.index("bare_nuclei")
+
+
+def _random_scores(seed: int, n: int = 2000, nan_every: int = 3) -> NDArray[np.float64]:
+    X = np.random.default_rng(seed).integers(1, 11, size=(n, len(FEATURES))).astype(np.float64)
+    X[::nan_every, BARE_NUCLEI] = np.nan
+    return X
+
+
+def _with_threshold(classifier: Classifier, threshold: float) -> Classifier:
+    config = classifier.metadata.config.model_copy(update={"decision_threshold": threshold})
+    return Classifier(classifier.pipeline, classifier.metadata.model_copy(update={"config": config}))
+
+
+def _tumors(seed: int, n: int) -> list[Tumor]:
+    rows = np.random.default_rng(seed).integers(1, 11, size=(n, len(FEATURES)))
+    return [Tumor(**dict(zip(FEATURES, map(int, row), strict=True))) for row in rows]
+
+
+def test_logistic_regression_bundle_uses_the_fast_path(classifier: Classifier) -> None:
+    assert classifier._fast is not None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_fast_path_equals_pipeline_predict_proba(classifier: Classifier, seed: int) -> None:
+    X = _random_scores(seed)
+    expected = classifier.pipeline.predict_proba(X)[:, 1]
+    got = classifier.probabilities(X)
+    assert got.shape == (len(X),)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+def test_fast_path_with_every_bare_nuclei_missing(classifier: Classifier) -> None:
+    X = _random_scores(5, n=100, nan_every=1)
+    assert np.isnan(X[:, BARE_NUCLEI]).all()
+    np.testing.assert_allclose(
+        classifier.probabilities(X), classifier.pipeline.predict_proba(X)[:, 1], rtol=0, atol=1e-9
+    )
+
+
+def test_fast_path_does_not_modify_its_input(classifier: Classifier) -> None:
+    X = _random_scores(6, n=50)
+    before = X.copy()
+    classifier.probabilities(X)
+    assert np.array_equal(X, before, equal_nan=True)
+
+
+def test_random_forest_bundle_uses_the_fallback(rf_classifier: Classifier) -> None:
+    assert rf_classifier._fast is None
+    X = _random_scores(7, n=300)
+    assert np.array_equal(rf_classifier.probabilities(X), rf_classifier.pipeline.predict_proba(X)[:, 1])
+    assert rf_classifier.version == RF_VERSION
+    assert rf_classifier.predict(Tumor(**EXAMPLE_MALIGNANT))[0] is Prediction.MALIGNANT
+    assert rf_classifier.predict(Tumor(**EXAMPLE_BENIGN))[0] is Prediction.BENIGN
+
+
+def test_from_bundle(model_bundle_dir: Path, classifier: Classifier) -> None:
+    loaded = Classifier.from_bundle(model_bundle_dir)
+    assert loaded.version == "20261125T000000Z-test0001"
+    assert loaded.metadata == classifier.metadata
+    assert loaded.threshold == loaded.metadata.config.decision_threshold == 0.25
+
+
+def test_predict_returns_prediction_and_probability(classifier: Classifier) -> None:
+    prediction, probability = classifier.predict(Tumor(**EXAMPLE_MALIGNANT))
+    assert prediction is Prediction.MALIGNANT
+    assert isinstance(probability, float)
+    assert 0.0 <= probability <= 1.0
+    row = np.array([list(Tumor(**EXAMPLE_MALIGNANT).as_row())], dtype=np.float64)
+    assert probability == pytest.approx(float(classifier.pipeline.predict_proba(row)[0, 1]), abs=1e-9)
+
+
+def test_predict_many_keeps_order_and_equals_predict(classifier: Classifier, rf_classifier: Classifier) -> None:
+    tumors = _tumors(8, 60)
+    for model in (classifier, rf_classifier):
+        many = model.predict_many(tumors)
+        assert len(many) == 60
+        singles = [model.predict(t) for t in tumors]
+        assert [p for p, _ in many] == [p for p, _ in singles]
+        np.testing.assert_allclose([q for _, q in many], [q for _, q in singles], rtol=0, atol=1e-12)
+
+
+def test_predict_many_of_nothing(classifier: Classifier) -> None:
+    assert classifier.predict_many([]) == []
+
+
+def test_predictions_follow_the_threshold(classifier: Classifier) -> None:
+    tumors = _tumors(9, 200)
+    for prediction, probability in classifier.predict_many(tumors):
+        assert (prediction is Prediction.MALIGNANT) == (probability >= classifier.threshold)
+
+
+def test_decision_threshold_from_metadata_is_applied(classifier: Classifier) -> None:
+    tumor = Tumor(**EXAMPLE_BENIGN)
+    _, probability = classifier.predict(tumor)
+    assert 0.0 < probability < 0.25
+    at = _with_threshold(classifier, probability)
+    above = _with_threshold(classifier, float(np.nextafter(probability, 1.0)))
+    assert at.threshold == probability
+    assert at.predict(tumor) == (Prediction.MALIGNANT, probability)  # P >= threshold is malignant
+    assert above.predict(tumor) == (Prediction.BENIGN, probability)
+
+
+def test_a_high_threshold_turns_a_borderline_malignant_benign(classifier: Classifier) -> None:
+    tumors = _tumors(10, 500)
+    probabilities = [p for _, p in classifier.predict_many(tumors)]
+    borderline = next(t for t, p in zip(tumors, probabilities, strict=True) if 0.3 <= p < 0.9)
+    assert classifier.predict(borderline)[0] is Prediction.MALIGNANT
+    assert _with_threshold(classifier, 0.9).predict(borderline)[0] is Prediction.BENIGN

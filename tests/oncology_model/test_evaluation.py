@@ -1,0 +1,220 @@
+"""Hold-out metrics with bootstrap confidence intervals, and the quality gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from sklearn.metrics import roc_auc_score
+
+from oncology_model.evaluation import (
+    METRICS,
+    Estimate,
+    Evaluation,
+    GateThresholds,
+    QualityGate,
+    evaluate,
+)
+
+RATES = ("accuracy", "precision", "recall", "f1", "specificity", "roc_auc")
+COUNTS = ("tn", "fp", "fn", "tp")
+
+# Six benign, four malignant; hand-computed below.
+Y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=np.int64)
+P = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.05, 0.9, 0.8, 0.45, 0.7], dtype=np.float64)
+
+
+def _noisy(n: int = 300, seed: int = 1) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Labels and informative-but-imperfect probabilities, with ties (rounded to 0.1)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.int64)
+    p = np.round(np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1), 1)
+    return y, p
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        pytest.param(
+            0.5,
+            {"tn": 5, "fp": 1, "fn": 1, "tp": 3, "accuracy": 0.8, "precision": 0.75, "recall": 0.75}
+            | {"specificity": 5 / 6, "f1": 0.75},
+            id="threshold-0.5",
+        ),
+        pytest.param(
+            0.4,  # 0.4 itself counts as malignant (>=)
+            {"tn": 4, "fp": 2, "fn": 0, "tp": 4, "accuracy": 0.8, "precision": 4 / 6, "recall": 1.0}
+            | {"specificity": 4 / 6, "f1": 0.8},
+            id="threshold-0.4",
+        ),
+        pytest.param(
+            0.95,  # nothing predicted malignant: precision and f1 are 0, not NaN
+            {"tn": 6, "fp": 0, "fn": 4, "tp": 0, "accuracy": 0.6, "precision": 0.0, "recall": 0.0}
+            | {"specificity": 1.0, "f1": 0.0},
+            id="threshold-0.95",
+        ),
+    ],
+)
+def test_metrics_equal_hand_computed_values(threshold: float, expected: dict[str, float]) -> None:
+    evaluation = evaluate(Y, P, threshold=threshold, n_bootstrap=50)
+    assert evaluation.n_test == 10
+    assert evaluation.threshold == threshold
+    for name, value in expected.items():
+        assert evaluation.value(name) == pytest.approx(value, abs=1e-6), name
+    # Ranking does not depend on the threshold: 23 of the 24 (malignant, benign) pairs are ordered correctly.
+    assert evaluation.value("roc_auc") == pytest.approx(23 / 24, abs=1e-6)
+
+
+def test_metrics_cover_every_name() -> None:
+    assert set(evaluate(Y, P, n_bootstrap=20).metrics) == set(METRICS)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_roc_auc_equals_sklearn_with_ties(seed: int) -> None:
+    y, p = _noisy(seed=seed)
+    assert len(np.unique(p)) < len(p)  # there are ties
+    evaluation = evaluate(y, p, n_bootstrap=20)
+    assert evaluation.value("roc_auc") == pytest.approx(roc_auc_score(y, p), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_metrics_equal_sklearn_on_random_data(seed: int) -> None:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
+
+    y, p = _noisy(seed=seed)
+    pred = (p >= 0.5).astype(int)
+    evaluation = evaluate(y, p, threshold=0.5, n_bootstrap=20)
+    tn, fp, fn, tp = confusion_matrix(y, pred).ravel()
+    assert [evaluation.value(n) for n in COUNTS] == [tn, fp, fn, tp]
+    assert evaluation.value("accuracy") == pytest.approx(accuracy_score(y, pred), abs=1e-6)
+    assert evaluation.value("precision") == pytest.approx(precision_score(y, pred), abs=1e-6)
+    assert evaluation.value("recall") == pytest.approx(recall_score(y, pred), abs=1e-6)
+    assert evaluation.value("f1") == pytest.approx(f1_score(y, pred), abs=1e-6)
+    assert evaluation.value("specificity") == pytest.approx(tn / (tn + fp), abs=1e-6)
+
+
+def test_confidence_intervals_contain_the_estimate_and_stay_in_range() -> None:
+    y, p = _noisy(n=300)
+    evaluation = evaluate(y, p, threshold=0.5, n_bootstrap=500)
+    for name in RATES:
+        est = evaluation.metrics[name]
+        assert 0.0 <= est.ci_low <= est.value <= est.ci_high <= 1.0, name
+        assert est.ci_low < est.ci_high, name
+    for name in COUNTS:
+        est = evaluation.metrics[name]
+        assert 0 <= est.ci_low <= est.value <= est.ci_high <= 300, name
+
+
+def test_bootstrap_is_deterministic_with_the_seed() -> None:
+    y, p = _noisy()
+    first = evaluate(y, p, n_bootstrap=200, seed=9)
+    second = evaluate(y, p, n_bootstrap=200, seed=9)
+    other = evaluate(y, p, n_bootstrap=200, seed=10)
+    assert first == second
+    assert [first.metrics[n].value for n in METRICS] == [other.metrics[n].value for n in METRICS]
+    assert any(first.metrics[n].ci_low != other.metrics[n].ci_low for n in RATES)
+
+
+def test_cv_scores_are_carried() -> None:
+    scores = {"roc_auc": [0.99, 0.98]}
+    assert evaluate(Y, P, n_bootstrap=10, cv_scores=scores).cv_scores == scores
+    assert evaluate(Y, P, n_bootstrap=10).cv_scores == {}
+
+
+# --- quality gate ------------------------------------------------------------------------------------------------
+
+GOOD = {"recall": 0.98, "roc_auc": 0.99, "accuracy": 0.96, "specificity": 0.95}
+
+
+def _evaluation(**values: float) -> Evaluation:
+    merged = {**GOOD, **values}
+    metrics = {name: Estimate(value=merged.get(name, 0.9), ci_low=0.0, ci_high=1.0) for name in METRICS}
+    return Evaluation(n_test=140, threshold=0.25, metrics=metrics)
+
+
+def test_gate_passes_a_good_first_model_and_says_there_is_no_champion() -> None:
+    decision = QualityGate().decide(_evaluation())
+    assert decision.passed is True
+    assert decision.champion_version is None
+    assert "no champion in production: first model" in decision.reasons
+    assert any(r.startswith("recall 0.9800 >= minimum 0.9500") for r in decision.reasons)
+
+
+@pytest.mark.parametrize(
+    ("metric", "minimum"),
+    [("recall", 0.95), ("roc_auc", 0.97), ("accuracy", 0.93), ("specificity", 0.90)],
+)
+def test_gate_fails_on_each_threshold(metric: str, minimum: float) -> None:
+    decision = QualityGate().decide(_evaluation(**{metric: minimum - 0.01}))
+    assert decision.passed is False
+    assert decision.reasons == [f"{metric} {minimum - 0.01:.4f} < minimum {minimum:.4f}"]
+
+
+@pytest.mark.parametrize(
+    ("metric", "minimum"),
+    [("recall", 0.95), ("roc_auc", 0.97), ("accuracy", 0.93), ("specificity", 0.90)],
+)
+def test_gate_passes_exactly_at_the_minimum(metric: str, minimum: float) -> None:
+    assert QualityGate().decide(_evaluation(**{metric: minimum})).passed is True
+
+
+def test_gate_lists_every_failure() -> None:
+    decision = QualityGate().decide(_evaluation(recall=0.5, accuracy=0.5))
+    assert decision.passed is False
+    assert [r.split()[0] for r in decision.reasons] == ["recall", "accuracy"]
+
+
+def test_gate_uses_custom_thresholds() -> None:
+    gate = QualityGate(GateThresholds(min_recall=0.99))
+    decision = gate.decide(_evaluation(recall=0.98))
+    assert decision.passed is False
+    assert decision.reasons == ["recall 0.9800 < minimum 0.9900"]
+
+
+@pytest.mark.parametrize("metric", ["recall", "roc_auc", "accuracy"])
+def test_gate_fails_against_a_better_champion(metric: str) -> None:
+    champion = _evaluation(**{metric: 0.999})
+    challenger = _evaluation(**{metric: 0.975})
+    decision = QualityGate().decide(challenger, champion, champion_version="20261101T000000Z-champion")
+    assert decision.passed is False
+    assert decision.champion_version == "20261101T000000Z-champion"
+    assert len(decision.reasons) == 1
+    reason = decision.reasons[0]
+    assert reason.startswith(f"{metric} 0.9750 is worse than champion 20261101T000000Z-champion 0.9990")
+    assert reason.endswith("beyond tolerance 0.01")
+
+
+def test_gate_passes_when_within_tolerance_of_the_champion() -> None:
+    champion = _evaluation(recall=0.99, roc_auc=0.995, accuracy=0.97)
+    challenger = _evaluation(recall=0.985, roc_auc=0.99, accuracy=0.965)
+    decision = QualityGate().decide(challenger, champion, champion_version="v-old")
+    assert decision.passed is True
+    assert "recall 0.9850 vs champion v-old 0.9900 (tolerance 0.01)" in decision.reasons
+    assert not any("first model" in r for r in decision.reasons)
+
+
+def test_gate_passes_a_challenger_better_than_the_champion() -> None:
+    decision = QualityGate().decide(_evaluation(), _evaluation(recall=0.96), champion_version="v-old")
+    assert decision.passed is True
+
+
+def test_gate_tolerance_is_configurable() -> None:
+    champion = _evaluation(recall=0.99)
+    challenger = _evaluation(recall=0.97)
+    assert QualityGate().decide(challenger, champion).passed is False
+    assert QualityGate(GateThresholds(champion_tolerance=0.05)).decide(challenger, champion).passed is True
+
+
+def test_gate_without_champion_version_still_names_the_champion() -> None:
+    decision = QualityGate().decide(_evaluation(recall=0.96), _evaluation(recall=0.99))
+    assert decision.passed is False
+    assert decision.reasons == ["recall 0.9600 is worse than champion 0.9900 beyond tolerance 0.01"]
+
+
+@pytest.mark.parametrize("field", ["min_recall", "min_roc_auc", "min_accuracy", "min_specificity", "champion_tolerance"])
+@pytest.mark.parametrize("value", [-0.1, 1.1])
+def test_gate_thresholds_refuse_values_outside_0_1(field: str, value: float) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        GateThresholds.model_validate({field: value})

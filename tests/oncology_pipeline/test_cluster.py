@@ -1,0 +1,462 @@
+"""The deploy stage through the official kubernetes client, against the Kubernetes API stand-in.
+
+The stand-in (tests/support/kube_standin.py) speaks the apps/v1 REST protocol and simulates the deployment
+controller; the client reaches it through a kubeconfig file, the same path real users take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client import AppsV1Api, V1Deployment
+from kubernetes.client.exceptions import ApiException
+
+from oncology_pipeline import cluster
+from oncology_pipeline.cluster import (
+    WEBSERVICE_CONTAINER,
+    ImageChange,
+    api_error,
+    connect_in_cluster,
+    connect_kubeconfig,
+    deploy_image,
+    is_pinned,
+    pin_image,
+    rollback,
+    rollout_status,
+    set_image,
+    wait_for_rollout,
+    webservice_selector,
+)
+from oncology_pipeline.errors import ClusterError, ConfigurationError, RolloutFailed, TransientError, is_transient
+from tests.support.kube_standin import KubeStandIn
+from tests.support.moto_server import free_port
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+TOKEN = "test-token-0123456789"
+NS = "oncology"
+TEAM = "ml-platform"
+SELECTOR = webservice_selector(TEAM)
+CONTAINER = WEBSERVICE_CONTAINER
+OLD = "registry.local/oncology-webservice@sha256:" + "a" * 64
+NEW = "registry.local/oncology-webservice@sha256:" + "b" * 64
+THIRD = "registry.local/oncology-webservice@sha256:" + "c" * 64
+POLL = 0.02
+TIMEOUT = 5.0
+LABELS = {"app": "oncology-webservice", "team": TEAM}
+
+
+@pytest.fixture
+def standin() -> Iterator[KubeStandIn]:
+    """A fresh API stand-in per test: fast controller steps, a short progress deadline."""
+    with KubeStandIn(TOKEN, step_interval=0.02, progress_deadline=0.4) as server:
+        yield server
+
+
+@pytest.fixture
+def apps(standin: KubeStandIn, tmp_path: Path) -> AppsV1Api:
+    """AppsV1Api connected through a kubeconfig file pointing at the stand-in."""
+    kubeconfig = standin.write_kubeconfig(tmp_path / "kubeconfig.yaml")
+    return AppsV1Api(connect_kubeconfig(str(kubeconfig), "kube-standin"))
+
+
+@pytest.fixture
+def seeded(standin: KubeStandIn) -> KubeStandIn:
+    """Two matching Deployments, one of another team, one in another namespace; all run OLD."""
+    standin.add_deployment(NS, "oncology-webservice", LABELS, {CONTAINER: OLD}, replicas=2)
+    standin.add_deployment(NS, "oncology-webservice-canary", {**LABELS, "track": "canary"}, {CONTAINER: OLD})
+    standin.add_deployment(NS, "other-team", {**LABELS, "team": "other"}, {CONTAINER: OLD})
+    standin.add_deployment("elsewhere", "oncology-webservice", LABELS, {CONTAINER: OLD})
+    return standin
+
+
+def image_of(standin: KubeStandIn, name: str, namespace: str = NS, container: str = CONTAINER) -> str:
+    containers = standin.deployment(namespace, name)["spec"]["template"]["spec"]["containers"]
+    image: str = next(c["image"] for c in containers if c["name"] == container)
+    return image
+
+
+def assert_rolled_out(standin: KubeStandIn, name: str, image: str) -> None:
+    """Spec and status agree: every replica runs `image` and is available."""
+    deployment = standin.deployment(NS, name)
+    status, replicas = deployment["status"], deployment["spec"]["replicas"]
+    assert image_of(standin, name) == image
+    assert status["observedGeneration"] == deployment["metadata"]["generation"]
+    assert status["replicas"] == status["updatedReplicas"] == status["availableReplicas"] == replicas
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "NewReplicaSetAvailable"
+    active = [rs for rs in standin.replicasets(NS, name) if rs["spec"]["replicas"]]
+    assert [c["image"] for rs in active for c in rs["spec"]["template"]["spec"]["containers"]] == [image]
+
+
+# --- success ------------------------------------------------------------------------------------------
+
+
+def test_deploy_patches_every_matching_deployment_and_waits(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    logs: list[str] = []
+    changes = deploy_image(apps, NS, SELECTOR, CONTAINER, NEW, timeout=TIMEOUT, poll=POLL, log=logs.append)
+
+    assert changes == [
+        ImageChange("oncology-webservice", OLD, NEW, 2),
+        ImageChange("oncology-webservice-canary", OLD, NEW, 2),
+    ]
+    assert_rolled_out(seeded, "oncology-webservice", NEW)
+    assert_rolled_out(seeded, "oncology-webservice-canary", NEW)
+    assert image_of(seeded, "other-team") == OLD
+    assert image_of(seeded, "oncology-webservice", namespace="elsewhere") == OLD
+    assert seeded.deployment(NS, "other-team")["metadata"]["generation"] == 1
+    assert 'deployment "oncology-webservice" successfully rolled out' in logs
+    assert 'deployment "oncology-webservice-canary" successfully rolled out' in logs
+    assert any(line.startswith('Waiting for deployment "oncology-webservice" rollout to finish') for line in logs), logs
+    history = seeded.replicasets(NS, "oncology-webservice")
+    assert [rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] for rs in history] == ["1", "2"]
+    assert [rs["spec"]["replicas"] for rs in history] == [0, 2]
+
+
+def test_set_image_merges_by_container_name_and_keeps_the_sidecar(standin: KubeStandIn, apps: AppsV1Api) -> None:
+    containers: list[dict[str, Any]] = [
+        {"name": "log-shipper", "image": "fluent-bit:3.1"},
+        {"name": CONTAINER, "image": OLD, "ports": [{"containerPort": 8000}]},
+    ]
+    standin.add_deployment(NS, "oncology-webservice", LABELS, containers)
+
+    set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+
+    patched = standin.deployment(NS, "oncology-webservice")["spec"]["template"]["spec"]["containers"]
+    assert patched == [
+        {"name": "log-shipper", "image": "fluent-bit:3.1"},
+        {"name": CONTAINER, "image": NEW, "ports": [{"containerPort": 8000}]},
+    ]
+
+
+def test_the_manifest_in_deployments_can_be_deployed(standin: KubeStandIn, apps: AppsV1Api) -> None:
+    documents = list(yaml.safe_load_all((PROJECT_DIR / "deployments" / "webservice.yaml").read_text()))
+    manifest = next(doc for doc in documents if doc["kind"] == "Deployment")
+    standin.add_manifest(manifest, namespace=NS)
+
+    deploy_image(apps, NS, webservice_selector(TEAM), WEBSERVICE_CONTAINER, NEW, timeout=TIMEOUT, poll=POLL)
+
+    assert_rolled_out(standin, "oncology-webservice", NEW)
+    pod_spec = standin.deployment(NS, "oncology-webservice")["spec"]["template"]["spec"]
+    assert pod_spec["volumes"] == manifest["spec"]["template"]["spec"]["volumes"]
+    assert pod_spec["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+# --- refusals before anything changes ---------------------------------------------------------------
+
+
+def test_no_matching_deployment_names_selector_and_namespace(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    with pytest.raises(
+        ClusterError, match=r"namespace 'oncology' matches the selector 'app=oncology-webservice,team=nobody'"
+    ):
+        set_image(apps, NS, webservice_selector("nobody"), CONTAINER, NEW)
+    assert seeded.requests_made("PATCH") == []
+
+
+def test_a_deployment_without_the_container_stops_everything(standin: KubeStandIn, apps: AppsV1Api) -> None:
+    standin.add_deployment(NS, "oncology-webservice", LABELS, {CONTAINER: OLD})
+    standin.add_deployment(NS, "oncology-webservice-legacy", LABELS, {"web": OLD})
+
+    with pytest.raises(ClusterError, match=r"oncology-webservice-legacy \(has: web\)") as info:
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+
+    assert "Nothing was changed" in str(info.value)
+    assert standin.requests_made("PATCH") == []
+    assert image_of(standin, "oncology-webservice") == OLD
+
+
+def test_an_image_not_pinned_by_digest_is_refused(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    with pytest.raises(ConfigurationError, match="not pinned by digest"):
+        set_image(apps, NS, SELECTOR, CONTAINER, "registry.local/oncology-webservice:latest")
+    assert seeded.requests_made("GET") == []
+
+
+# --- failed rollouts ----------------------------------------------------------------------------------
+
+
+def test_a_rollout_past_its_deadline_is_rolled_back(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    seeded.break_image(NEW, "fail")
+    logs: list[str] = []
+
+    with pytest.raises(RolloutFailed) as info:
+        deploy_image(apps, NS, SELECTOR, CONTAINER, NEW, timeout=TIMEOUT, poll=POLL, log=logs.append)
+
+    message = str(info.value)
+    assert "exceeded its progress deadline" in message
+    assert "has timed out progressing" in message
+    assert f"Rolled back: oncology-webservice runs {OLD} again" in message
+    for name in ("oncology-webservice", "oncology-webservice-canary"):
+        assert_rolled_out(seeded, name, OLD)
+        assert seeded.deployment(NS, name)["metadata"]["generation"] == 3
+    history = seeded.replicasets(NS, "oncology-webservice")
+    # The old ReplicaSet came back as the newest revision; the broken one is scaled to zero.
+    assert [
+        (rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"], rs["spec"]["replicas"]) for rs in history
+    ] == [
+        ("2", 0),
+        ("3", 2),
+    ]
+    assert f'deployment "oncology-webservice" image put back to {OLD}' in logs
+
+
+def test_a_hanging_rollout_times_out_and_is_rolled_back(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    seeded.break_image(NEW, "hang")
+
+    with pytest.raises(RolloutFailed, match=r"did not finish within 0\.8 s: .*new replicas have been updated") as info:
+        deploy_image(apps, NS, SELECTOR, CONTAINER, NEW, timeout=0.8, poll=POLL)
+
+    assert "Rolled back" in str(info.value)
+    for name in ("oncology-webservice", "oncology-webservice-canary"):
+        assert_rolled_out(seeded, name, OLD)
+    conditions = seeded.deployment(NS, "oncology-webservice")["status"]["conditions"]
+    assert all(c["reason"] != "ProgressDeadlineExceeded" for c in conditions)
+
+
+def test_rollback_leaves_alone_a_deployment_someone_else_changed(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    changes = set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+    someone_else = {"spec": {"template": {"spec": {"containers": [{"name": CONTAINER, "image": THIRD}]}}}}
+    apps.patch_namespaced_deployment("oncology-webservice-canary", NS, someone_else)
+    logs: list[str] = []
+
+    restored = rollback(apps, NS, changes, CONTAINER, timeout=TIMEOUT, poll=POLL, log=logs.append)
+
+    assert [(c.deployment, c.new_image) for c in restored] == [("oncology-webservice", OLD)]
+    assert_rolled_out(seeded, "oncology-webservice", OLD)
+    assert image_of(seeded, "oncology-webservice-canary") == THIRD
+    assert f'deployment "oncology-webservice-canary" no longer runs {NEW}: left alone' in logs
+
+
+# --- the API failing ----------------------------------------------------------------------------------
+
+
+def test_a_server_error_half_way_leaves_no_deployment_patched(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    seeded.fail_requests("PATCH", 1, status=500, after=1)  # the first patch passes, the second fails
+
+    with pytest.raises(TransientError) as info:
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+
+    assert is_transient(info.value)
+    assert "HTTP 500" in str(info.value)
+    assert "restored: oncology-webservice." in str(info.value)
+    assert len(seeded.requests_made("PATCH")) == 3  # patch, failed patch, restore
+    assert image_of(seeded, "oncology-webservice") == OLD
+    assert seeded.deployment(NS, "oncology-webservice")["metadata"]["generation"] == 3  # patched, then put back
+    assert image_of(seeded, "oncology-webservice-canary") == OLD
+    # A retry starts from a clean state and completes.
+    assert [c.previous_image for c in set_image(apps, NS, SELECTOR, CONTAINER, NEW)] == [OLD, OLD]
+
+
+def test_a_restore_that_fails_too_says_what_to_do_by_hand(
+    seeded: KubeStandIn, apps: AppsV1Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster, "_RESTORE_BACKOFF", 0.01)
+    seeded.fail_requests("PATCH", 10, status=503, after=1)
+
+    with pytest.raises(TransientError) as info:
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+
+    assert "COULD NOT restore: oncology-webservice" in str(info.value)
+    assert f"kubectl -n {NS} set image deployment/oncology-webservice {CONTAINER}={OLD}" in str(info.value)
+
+
+def test_a_wrong_token_is_a_configuration_error(seeded: KubeStandIn, tmp_path: Path) -> None:
+    kubeconfig = seeded.write_kubeconfig(tmp_path / "wrong.yaml", token="not-the-token")
+    apps = AppsV1Api(connect_kubeconfig(str(kubeconfig)))
+
+    with pytest.raises(ConfigurationError, match="HTTP 401: Unauthorized. The credentials were not accepted") as info:
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+
+    assert not is_transient(info.value)
+    assert seeded.requests_made("PATCH") == []
+
+
+def test_forbidden_is_a_configuration_error_naming_the_permission(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    seeded.fail_requests("GET", 1, status=403)
+    with pytest.raises(ConfigurationError, match="grant get, list and patch on deployments.apps"):
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+
+
+def test_an_unreachable_api_is_transient(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "nowhere.yaml"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+                "users": [{"name": "u", "user": {"token": TOKEN}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    apps = AppsV1Api(connect_kubeconfig(str(kubeconfig)))
+    with pytest.raises(TransientError, match="Cannot reach the Kubernetes API to list deployments"):
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+
+
+def test_server_errors_while_watching_are_polled_through(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+    seeded.fail_requests("GET", 3, status=503, path_contains="/deployments/oncology-webservice")
+    logs: list[str] = []
+
+    wait_for_rollout(apps, NS, ["oncology-webservice"], TIMEOUT, POLL, logs.append)
+
+    assert any("HTTP 503" in line and "still waiting" in line for line in logs)
+    assert_rolled_out(seeded, "oncology-webservice", NEW)
+
+
+# --- configuration ------------------------------------------------------------------------------------
+
+
+def test_a_missing_kubeconfig_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="Cannot load the Kubernetes configuration"):
+        connect_kubeconfig(str(tmp_path / "absent.yaml"))
+
+
+def test_an_unknown_context_is_a_configuration_error(standin: KubeStandIn, tmp_path: Path) -> None:
+    kubeconfig = standin.write_kubeconfig(tmp_path / "kubeconfig.yaml")
+    with pytest.raises(ConfigurationError, match="context: prod"):
+        connect_kubeconfig(str(kubeconfig), "prod")
+
+
+def test_in_cluster_configuration_outside_a_pod_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigurationError, match="Not running in a Kubernetes pod"):
+        connect_in_cluster()
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (401, ConfigurationError),
+        (403, ConfigurationError),
+        (404, ClusterError),
+        (409, ClusterError),
+        (422, ClusterError),
+        (429, TransientError),
+        (500, TransientError),
+        (503, TransientError),
+    ],
+)
+def test_api_errors_are_classified(status: int, expected: type[Exception]) -> None:
+    exc = ApiException(status=status, reason="Reason")
+    exc.body = '{"kind": "Status", "message": "deployments.apps \\"x\\" is what it is"}'
+    error = api_error(exc, "patch deployment 'x'")
+    assert type(error) is expected
+    assert f"refused to patch deployment 'x': HTTP {status}: deployments.apps \"x\" is what it is" in str(error)
+
+
+# --- images -------------------------------------------------------------------------------------------
+
+
+def test_pin_image_drops_the_tag_and_keeps_the_registry_port() -> None:
+    digest = "sha256:" + "d" * 64
+    assert pin_image("localhost:5000/team/oncology-webservice:1.2.0", digest) == (
+        f"localhost:5000/team/oncology-webservice@{digest}"
+    )
+    assert pin_image("123456789012.dkr.ecr.eu-central-1.amazonaws.com/oncology", digest).endswith(f"oncology@{digest}")
+
+
+@pytest.mark.parametrize("digest", ["sha256:abc", "md5:" + "0" * 64, "sha256:" + "G" * 64, "b" * 64])
+def test_pin_image_refuses_a_malformed_digest(digest: str) -> None:
+    with pytest.raises(ConfigurationError, match="is not sha256:<64 hex>"):
+        pin_image("registry.local/oncology-webservice", digest)
+
+
+@pytest.mark.parametrize(
+    ("image", "pinned"),
+    [
+        (OLD, True),
+        ("localhost:5000/repo:tag@sha256:" + "e" * 64, True),
+        ("registry.local/oncology-webservice:latest", False),
+        ("registry.local/oncology-webservice@sha256:" + "e" * 63, False),
+        ("@sha256:" + "e" * 64, False),
+    ],
+)
+def test_is_pinned(image: str, pinned: bool) -> None:
+    assert is_pinned(image) is pinned
+
+
+# --- kubectl's rollout rule ---------------------------------------------------------------------------
+
+
+def deployment(
+    *,
+    generation: int = 2,
+    replicas: int | None = 3,
+    status: dict[str, Any] | None = None,
+    reason: str = "ReplicaSetUpdated",
+) -> V1Deployment:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": "a"}},
+        "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    full_status = {"observedGeneration": 2, "conditions": [{"type": "Progressing", "status": "True", "reason": reason}]}
+    full_status |= status or {}
+    built = V1Deployment.from_dict(
+        {"metadata": {"name": "web", "generation": generation}, "spec": spec, "status": full_status}
+    )
+    assert built is not None
+    return built
+
+
+@pytest.mark.parametrize(
+    ("subject", "done", "failed", "message"),
+    [
+        (deployment(generation=3), False, False, "Waiting for deployment spec update to be observed..."),
+        (
+            deployment(reason="ProgressDeadlineExceeded", status={"updatedReplicas": 1}),
+            False,
+            True,
+            'deployment "web" exceeded its progress deadline',
+        ),
+        (
+            deployment(status={"updatedReplicas": 1, "replicas": 4, "availableReplicas": 3}),
+            False,
+            False,
+            'Waiting for deployment "web" rollout to finish: 1 out of 3 new replicas have been updated...',
+        ),
+        (
+            deployment(status={"updatedReplicas": 3, "replicas": 4, "availableReplicas": 3}),
+            False,
+            False,
+            'Waiting for deployment "web" rollout to finish: 1 old replicas are pending termination...',
+        ),
+        (
+            deployment(status={"updatedReplicas": 3, "replicas": 3, "availableReplicas": 2}),
+            False,
+            False,
+            'Waiting for deployment "web" rollout to finish: 2 of 3 updated replicas are available...',
+        ),
+        (
+            deployment(status={}),  # counts omitted (omitempty) read as 0
+            False,
+            False,
+            'Waiting for deployment "web" rollout to finish: 0 out of 3 new replicas have been updated...',
+        ),
+        (
+            deployment(
+                status={"updatedReplicas": 3, "replicas": 3, "availableReplicas": 3}, reason="NewReplicaSetAvailable"
+            ),
+            True,
+            False,
+            'deployment "web" successfully rolled out',
+        ),
+        (
+            deployment(replicas=None, status={"updatedReplicas": 1, "replicas": 1, "availableReplicas": 1}),
+            True,
+            False,
+            'deployment "web" successfully rolled out',
+        ),
+    ],
+)
+def test_rollout_status_follows_kubectl(subject: V1Deployment, done: bool, failed: bool, message: str) -> None:
+    state = rollout_status(subject)
+    assert (state.deployment, state.done, state.failed) == ("web", done, failed)
+    assert state.message.startswith(message)

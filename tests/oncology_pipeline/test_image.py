@@ -1,0 +1,228 @@
+"""The serving image: build context, a real build, what the image holds, and the smoke test."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT
+from oncology_pipeline import image as image_module
+from oncology_pipeline.errors import BuildFailed, ConfigurationError, SmokeTestFailed
+from oncology_pipeline.image import (
+    MODEL_VERSION_LABEL,
+    build_image,
+    dependency_wheelhouse,
+    prepare_build_context,
+    smoke_test_image,
+)
+from tests.oncology_pipeline.conftest import PROJECT_DIR, BuiltImage
+from tests.support import docker_env
+
+PIPELINE_ONLY = ("prefect", "boto3", "botocore", "docker", "kubernetes", "pytest", "moto")
+SMOKE_LABEL = "org.oncology-mlops.smoke-test"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _project(name: str) -> str:
+    """A distribution name as wheel file names spell it."""
+    return name.replace("-", "_").lower()
+
+
+# --- build context -----------------------------------------------------------------------------
+
+
+def test_build_context_holds_dockerfile_runtime_wheels_and_the_bundle(
+    build_context: Path, model_bundle_dir: Path
+) -> None:
+    assert (build_context / "Dockerfile").read_text() == (PROJECT_DIR / "Dockerfile").read_text()
+    assert (build_context / ".dockerignore").is_file()
+    wheels = sorted(p.name for p in (build_context / "wheels").iterdir())
+    dists = {name.split("-")[0].lower() for name in wheels if name.endswith(".whl")}
+    assert {"numpy", "scikit_learn", "skops", "fastapi", "uvicorn", "pydantic", "pydantic_settings"} <= dists
+    assert "oncology_mlops" in dists
+    assert not dists & {_project(name) for name in PIPELINE_ONLY}
+    assert all("cp311" in name or "py3-none-any" in name or "abi3" in name for name in wheels if name.endswith(".whl"))
+    requirements = (build_context / "wheels" / "requirements.txt").read_text().splitlines()
+    assert any(line.startswith("skops==") for line in requirements)
+    assert all("==" in line and ";" not in line for line in requirements), "pinned, markers resolved for 3.11"
+    for name in ("model.skops", "metadata.json"):
+        copied = build_context / "model" / name
+        assert _sha256(copied) == _sha256(model_bundle_dir / name)
+        assert copied.stat().st_mode & 0o044 == 0o044, f"{name} must be readable by the image's non-root user"
+
+
+def test_a_new_model_reuses_the_cached_wheelhouse(
+    build_context: Path, model_bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_download(*_: object) -> None:
+        raise AssertionError("a model-only change must not download wheels again")
+
+    monkeypatch.setattr(image_module, "_download_wheels", no_download)
+    other_bundle = tmp_path / "bundle"
+    shutil.copytree(model_bundle_dir, other_bundle)
+    (other_bundle / "metadata.json").write_text((model_bundle_dir / "metadata.json").read_text() + "\n")
+    context = prepare_build_context(PROJECT_DIR, other_bundle, tmp_path / "context")
+    wheelhouse = dependency_wheelhouse(PROJECT_DIR)
+    for wheel in wheelhouse.iterdir():
+        assert (context / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
+    assert (context / "model" / "metadata.json").read_bytes() != (
+        build_context / "model" / "metadata.json"
+    ).read_bytes()
+
+
+def test_a_directory_without_a_bundle_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    (tmp_path / "not-a-bundle").mkdir()
+    (tmp_path / "not-a-bundle" / "metadata.json").write_text("{}")
+    with pytest.raises(ConfigurationError, match=r"model\.skops missing"):
+        prepare_build_context(PROJECT_DIR, tmp_path / "not-a-bundle", tmp_path / "out" / "context")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failure_half_way_leaves_no_context(
+    model_bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run = image_module._run
+
+    def failing_build(command: list[str], cwd: Path, what: str) -> str:
+        if command[:2] == ["uv", "build"]:
+            raise BuildFailed("uv build broke")
+        return real_run(command, cwd, what)
+
+    monkeypatch.setattr(image_module, "_run", failing_build)
+    with pytest.raises(BuildFailed, match="uv build broke"):
+        prepare_build_context(PROJECT_DIR, model_bundle_dir, tmp_path / "context")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- build ---------------------------------------------------------------------------------------
+
+
+def test_the_image_is_labelled_and_configured(
+    built_image: BuiltImage, docker_client: Any, model_bundle_dir: Path
+) -> None:
+    info = built_image.info
+    assert info.id.startswith("sha256:")
+    assert info.size > 0
+    metadata = (model_bundle_dir / "metadata.json").read_text()
+    assert info.labels[MODEL_VERSION_LABEL] in metadata
+    assert info.labels[MODEL_VERSION_LABEL] == "20261125T000000Z-test0001"
+    assert info.labels["org.opencontainers.image.version"] == "0.1.0"
+    assert info.labels["org.opencontainers.image.revision"] == "0123456789abcdef0123456789abcdef01234567"
+    config = docker_client.images.get(info.id).attrs["Config"]
+    assert config["User"] == "10001:10001"
+    assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
+    assert config["Cmd"] == [
+        "python", "-m", "oncology_model", "serve", "--model", "/opt/model", "--host", "0.0.0.0", "--port", "8000",
+    ]  # fmt: skip
+    assert any(line.startswith("Successfully built") for line in built_image.build_log)
+
+
+def test_the_image_holds_runtime_dependencies_only(built_image: BuiltImage, docker_client: Any) -> None:
+    probe = (
+        "import importlib.util as u; "
+        f"print(' '.join(m for m in {[*PIPELINE_ONLY, 'pip', 'oncology_model', 'sklearn', 'skops']!r} "
+        "if u.find_spec(m)))"
+    )
+    found = docker_client.containers.run(built_image.info.id, ["python", "-c", probe], remove=True, read_only=True)
+    assert found.decode().split() == ["oncology_model", "sklearn", "skops"]
+    assert b"curl" not in docker_client.containers.run(
+        built_image.info.id, ["sh", "-c", "command -v curl || echo none"], remove=True
+    )
+
+
+def test_the_image_runs_as_non_root_on_a_read_only_root(built_image: BuiltImage, docker_client: Any) -> None:
+    output = docker_client.containers.run(
+        built_image.info.id,
+        ["sh", "-c", "id -u; touch /opt/model/x 2>/dev/null && echo writable || echo read-only"],
+        remove=True,
+        read_only=True,
+    )
+    uid, writable = output.decode().split()
+    assert uid == "10001"
+    assert writable == "read-only"
+
+
+def test_no_build_secret_reaches_the_final_image(built_image: BuiltImage, docker_client: Any) -> None:
+    secret = built_image.secret.encode()
+    history = docker_client.api.history(built_image.info.id)
+    assert secret.decode() not in repr(history)
+    assert not any(secret.decode() in line for line in built_image.build_log)
+    searched = 0
+    known = b'"model_version": "20261125T000000Z-test0001"'
+    seen_known = False
+    for name, content in docker_env.image_files(docker_client, built_image.info.id):
+        searched += 1
+        assert secret not in content, f"the build secret is in {name}"
+        assert secret not in name.encode()
+        seen_known = seen_known or known in content
+    assert seen_known, "the search must find what the image does hold (the bundle's metadata)"
+    assert searched > 1000
+
+
+def test_a_broken_dockerfile_raises_build_failed_with_its_output(docker_client: Any, tmp_path: Path) -> None:
+    docker_env.require_image(docker_client, docker_env.BASE_IMAGE)
+    (tmp_path / "Dockerfile").write_text(f"FROM {docker_env.BASE_IMAGE}\nRUN echo about-to-fail-7f3a && exit 3\n")
+    log: list[str] = []
+    with pytest.raises(BuildFailed) as failure:
+        build_image(docker_client, tmp_path, "oncology-model-test:broken", {}, log.append)
+    assert "returned a non-zero code: 3" in str(failure.value)
+    assert "about-to-fail-7f3a" in str(failure.value)
+    assert "about-to-fail-7f3a" in log
+
+
+# --- smoke test ---------------------------------------------------------------------------------
+
+
+def _smoke_containers(docker_client: Any, image_id: str) -> list[Any]:
+    return [
+        c for c in docker_client.containers.list(all=True, filters={"label": SMOKE_LABEL}) if c.image.id == image_id
+    ]
+
+
+def test_the_image_serves_the_bundles_answer(
+    built_image: BuiltImage, docker_client: Any, model_bundle_dir: Path, benign_answer: dict[str, Any]
+) -> None:
+    result = smoke_test_image(
+        docker_client, built_image.info.id, model_bundle_dir, EXAMPLE_BENIGN, benign_answer, timeout=90
+    )
+    assert result.response["prediction"] == benign_answer["prediction"] == "benign"
+    assert result.response["probability_malignant"] == pytest.approx(benign_answer["probability_malignant"], abs=1e-9)
+    assert result.response["model_version"] == "20261125T000000Z-test0001"
+    assert 0 < result.ready_seconds < 90
+    assert _smoke_containers(docker_client, built_image.info.id) == []
+
+
+def test_a_wrong_answer_fails_the_smoke_test_and_leaves_no_container(
+    built_image: BuiltImage, docker_client: Any, model_bundle_dir: Path, benign_answer: dict[str, Any]
+) -> None:
+    wrong = {**benign_answer, "prediction": "malignant"}
+    with pytest.raises(SmokeTestFailed, match=r"prediction 'benign' != expected 'malignant'") as failure:
+        smoke_test_image(docker_client, built_image.info.id, model_bundle_dir, EXAMPLE_BENIGN, wrong, timeout=90)
+    assert "Uvicorn running" in str(failure.value) or "Application startup complete" in str(failure.value)
+    assert _smoke_containers(docker_client, built_image.info.id) == []
+
+
+def test_a_container_that_never_gets_ready_times_out_with_its_logs(
+    docker_client: Any, model_bundle_dir: Path, tmp_path: Path
+) -> None:
+    docker_env.require_image(docker_client, docker_env.BASE_IMAGE)
+    (tmp_path / "Dockerfile").write_text(
+        f'FROM {docker_env.BASE_IMAGE}\nCMD ["sh", "-c", "echo never-ready-5c1e; sleep 600"]\n'
+    )
+    info = build_image(docker_client, tmp_path, "oncology-model-test:never-ready", {}, lambda _: None)
+    try:
+        with pytest.raises(SmokeTestFailed, match=r"not ready .* within 3 s") as failure:
+            smoke_test_image(
+                docker_client, info.id, model_bundle_dir, EXAMPLE_MALIGNANT, {"prediction": "malignant"}, timeout=3
+            )
+        assert "never-ready-5c1e" in str(failure.value)
+        assert _smoke_containers(docker_client, info.id) == []
+    finally:
+        docker_client.images.remove(info.id, force=True)

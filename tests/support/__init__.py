@@ -1,0 +1,1 @@
+"""Test support: real servers on loopback and faithful stand-ins where no real server can run here."""
