@@ -42,7 +42,7 @@ def train(
     """Train on the S3 data; promote to production only if the quality gate passes (the run fails otherwise)."""
     settings = load_settings({**(overrides or {}), **({"estimator": estimator} if estimator else {})})
     version = stamp_run("train", version)
-    config = TrainingConfig(estimator=settings.estimator, seed=settings.seed)
+    config = TrainingConfig(estimator=settings.estimator, hyperparameters=settings.hyperparameters, seed=settings.seed)
     with tags("data"):
         data = download_training_data(settings)
         dataset = validate_data(data.path, data.source.uri, settings.max_invalid_share)

@@ -69,16 +69,29 @@ def save_bundle(pipeline: Pipeline, metadata: ModelMetadata, directory: Path) ->
     metadata = metadata.model_copy(update={"model_sha256": hashlib.sha256(model_bytes).hexdigest()})
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a serving image may run as another user
     try:
         (staging / MODEL_FILE).write_bytes(model_bytes)
         (staging / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
+        replace_directory(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return metadata
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Move `new` to `target`; an existing `target` is kept aside and put back if the move fails."""
+    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(backup)
+    try:
+        new.rename(target)
+    except BaseException:
+        if backup.exists():
+            backup.rename(target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
 
 
 def read_metadata(directory: Path) -> ModelMetadata:
@@ -88,8 +101,12 @@ def read_metadata(directory: Path) -> ModelMetadata:
         return ModelMetadata.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise BundleError(f"no model bundle at {directory}: {METADATA_FILE} is missing") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read the model bundle at {directory}: {exc.strerror}") from None
     except ValidationError as exc:
-        raise BundleError(f"{path} is invalid: {exc.error_count()} errors, first: {exc.errors()[0]['msg']}") from None
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        raise BundleError(f"{path} is invalid: {exc.error_count()} errors, first: {where}: {first['msg']}") from None
 
 
 def load_bundle(directory: Path) -> tuple[Pipeline, ModelMetadata]:
@@ -99,13 +116,18 @@ def load_bundle(directory: Path) -> tuple[Pipeline, ModelMetadata]:
         model_bytes = (directory / MODEL_FILE).read_bytes()
     except FileNotFoundError:
         raise BundleError(f"incomplete model bundle at {directory}: {MODEL_FILE} is missing") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read {directory / MODEL_FILE}: {exc.strerror}") from None
     digest = hashlib.sha256(model_bytes).hexdigest()
     if digest != metadata.model_sha256:
         raise BundleError(
             f"{directory / MODEL_FILE} does not match the sha256 recorded in {METADATA_FILE} "
             f"({digest[:12]} != {metadata.model_sha256[:12]}): the bundle was altered; rebuild it"
         )
-    untrusted = sorted(set(sio.get_untrusted_types(data=model_bytes)) - set(TRUSTED_TYPES))
+    try:
+        untrusted = sorted(set(sio.get_untrusted_types(data=model_bytes)) - set(TRUSTED_TYPES))
+    except Exception as exc:
+        raise BundleError(f"{directory / MODEL_FILE} is not a readable skops file: {exc}") from None
     if untrusted:
         raise BundleError(f"{directory / MODEL_FILE} holds types we do not trust: {', '.join(untrusted)}")
     try:

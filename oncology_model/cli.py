@@ -20,7 +20,11 @@ def _step(text: str) -> Iterator[None]:
     sys.stderr.write(f"{text} ... ")
     sys.stderr.flush()
     start = time.perf_counter()
-    yield
+    try:
+        yield
+    except BaseException:
+        sys.stderr.write("failed\n")
+        raise
     sys.stderr.write(f"done ({time.perf_counter() - start:.2f} s)\n")
 
 

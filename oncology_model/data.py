@@ -98,7 +98,7 @@ def _parse_score(text: str, name: str) -> float:
 def _parse_row(cells: list[str]) -> tuple[int, list[float], int]:
     """Sample id, scores and label (1 = malignant); raises ValueError('field: rule')."""
     sample_id = cells[0].strip()
-    if not sample_id.isdigit():
+    if not sample_id.isdigit() or int(sample_id) == 0:
         raise ValueError(f"{ID_COLUMN}: must be a positive integer, got {sample_id!r}")
     scores = []
     for name, text in zip(FEATURES, cells[1:-1], strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from numbers import Integral
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -30,7 +31,7 @@ def _no_bool_or_str(value: Any) -> Any:
     return value
 
 
-Score = Annotated[int, BeforeValidator(_no_bool_or_str), Field(ge=SCORE_MIN, le=SCORE_MAX)]
+Score = Annotated[int, Field(ge=SCORE_MIN, le=SCORE_MAX), BeforeValidator(_no_bool_or_str)]
 
 EXAMPLE_BENIGN: dict[str, Any] = dict(zip(FEATURES, (5, 1, 1, 1, 2, 1, 3, 1, 1), strict=True))
 EXAMPLE_MALIGNANT: dict[str, Any] = dict(zip(FEATURES, (8, 10, 10, 8, 7, 10, 9, 7, 1), strict=True))
@@ -68,14 +69,14 @@ class Prediction(StrEnum):
     def from_class(cls, value: object) -> Prediction:
         """From the UCI class code: 2 is benign, 4 is malignant."""
         mapping = {2: cls.BENIGN, 4: cls.MALIGNANT}
-        if isinstance(value, bool) or value not in mapping:
+        if not isinstance(value, Integral) or isinstance(value, bool) or int(value) not in mapping:
             raise ValueError(f"class must be 2 (benign) or 4 (malignant), got {value!r}")
-        return mapping[value]
+        return mapping[int(value)]
 
     @classmethod
     def from_classifier(cls, value: object) -> Prediction:
         """From the classifier's label: 0 is benign, 1 is malignant."""
         mapping = {0: cls.BENIGN, 1: cls.MALIGNANT}
-        if isinstance(value, bool) or value not in mapping:
+        if not isinstance(value, Integral) or isinstance(value, bool) or int(value) not in mapping:
             raise ValueError(f"classifier label must be 0 (benign) or 1 (malignant), got {value!r}")
-        return mapping[value]
+        return mapping[int(value)]

@@ -78,7 +78,10 @@ class Problem(BaseModel):
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, whether or not Content-Length is sent."""
+    """Refuse request bodies over `limit` bytes with 413, whether or not Content-Length is sent.
+
+    The body is read here, up to the limit, and handed on whole; FastAPI never sees an oversized one.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -88,36 +91,34 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length", b"0")
+        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.limit:
             await _too_large(self.limit, send)
             return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
                 await _too_large(self.limit, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 class PayloadTooLarge(Exception):
@@ -141,8 +142,11 @@ def get_classifier(request: Request) -> Classifier:
 ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc if part != "body") or "body"
+def _field(error: dict[str, Any]) -> str:
+    """The field an error is about, e.g. `clump_thickness` or `tumors.3.mitoses`; `body` for unreadable JSON."""
+    if error.get("type") == "json_invalid":
+        return "body"
+    return ".".join(str(part) for part in error["loc"] if part != "body") or "body"
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -170,7 +174,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = jsonable_encoder(exc.errors(), exclude={"url", "input", "ctx"})
-        message = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in errors[:5])
+        message = "; ".join(f"{_field(e)}: {e['msg']}" for e in errors[:5])
         return JSONResponse(status_code=422, content={"message": message, "detail": errors})
 
     @app.get("/healthz", tags=["probes"])

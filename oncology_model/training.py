@@ -71,7 +71,8 @@ def build_pipeline(config: TrainingConfig) -> Pipeline:
     params.setdefault("random_state", config.seed)
     try:
         estimator = estimator_cls(**params)
-    except TypeError as exc:
+        estimator._validate_params()  # scikit-learn's own parameter constraints
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"hyperparameters: invalid for {config.estimator}: {exc}") from None
     return Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler()), ("model", estimator)])
 

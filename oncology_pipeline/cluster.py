@@ -233,9 +233,14 @@ def set_image(apps: AppsV1Api, namespace: str, selector: str, container: str, im
         try:
             with _calling(f"patch deployment {name!r} in namespace {namespace!r}"):
                 patched = apps.patch_namespaced_deployment(name, namespace, body, _content_type=STRATEGIC_MERGE_PATCH)
-        except PipelineError as exc:
-            outcome = _undo(apps, namespace, changes, container)
-            raise type(exc)(f"{exc} {outcome}") from exc
+        except Exception as exc:  # whatever broke, leave no Deployment half-patched
+            # The failed patch may have landed all the same (a reply lost on the way): undo it too; the
+            # compare-and-swap in `_put_back` leaves it alone if it did not.
+            in_flight = ImageChange(name, previous, image, 0)
+            outcome = _undo(apps, namespace, [*changes, in_flight], container)
+            if isinstance(exc, PipelineError):
+                raise type(exc)(f"{exc} {outcome}") from exc
+            raise ClusterError(f"Patching deployment {name!r} failed: {exc!r}. {outcome}") from exc
         generation = (patched.metadata.generation if patched.metadata else None) or 0
         changes.append(ImageChange(name, previous, image, generation))
     return changes
@@ -284,22 +289,23 @@ def _put_back_retrying(apps: AppsV1Api, namespace: str, change: ImageChange, con
 
 def _undo(apps: AppsV1Api, namespace: str, changes: Sequence[ImageChange], container: str) -> str:
     """Put back the images of a half-done `set_image`; say what happened."""
-    if not changes:
-        return "No Deployment had been patched yet."
     restored, failed = [], []
     for change in changes:
+        if change.previous_image == change.new_image:
+            continue
         try:
-            if change.previous_image != change.new_image:
-                _put_back_retrying(apps, namespace, change, container)
-            restored.append(change.deployment)
+            if _put_back_retrying(apps, namespace, change, container) is not None:
+                restored.append(change.deployment)
         except PipelineError as exc:
             failed.append(
-                f"{change.deployment} ({exc}; fix by hand: kubectl -n {namespace} set image "
+                f"{change.deployment} ({exc} Fix by hand: kubectl -n {namespace} set image "
                 f"deployment/{change.deployment} {container}={change.previous_image})"
             )
-    outcome = f"Deployments patched before the failure were restored: {', '.join(restored) or 'none'}."
+    outcome = (
+        f"The previous image is back on: {', '.join(restored)}." if restored else "No Deployment was left changed."
+    )
     if failed:
-        outcome += f" COULD NOT restore: {'; '.join(failed)}."
+        outcome = f"COULD NOT restore: {'; '.join(failed)}. {outcome}"
     return outcome
 
 

@@ -39,6 +39,7 @@ class PipelineSettings(BaseSettings):
 
     # Training and the quality gate
     estimator: Estimator = "logistic_regression"
+    hyperparameters: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
     seed: int = 42
     gate: GateThresholds = GateThresholds()
     bootstrap_resamples: int = Field(default=1000, ge=100)

@@ -156,6 +156,9 @@ auth:
     realm: oncology-local-registry
     path: ${REGISTRY_DIR}/htpasswd
 EOF
+    # Reclaim blobs of deleted manifests (tests delete what they push); only safe while it is stopped.
+    docker-registry garbage-collect --delete-untagged "${REGISTRY_DIR}/config.yml" \
+        >"${SERVICES_DIR}/registry-gc.log" 2>&1 || log "registry garbage-collect failed (see registry-gc.log); continuing"
     log "starting docker-registry (log: ${SERVICES_DIR}/registry.log)"
     setsid docker-registry serve "${REGISTRY_DIR}/config.yml" >"${SERVICES_DIR}/registry.log" 2>&1 </dev/null &
     echo $! >"${SERVICES_DIR}/registry.pid"

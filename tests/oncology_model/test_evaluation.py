@@ -28,7 +28,7 @@ def _noisy(n: int = 300, seed: int = 1) -> tuple[NDArray[np.int64], NDArray[np.f
     """Labels and informative-but-imperfect probabilities, with ties (rounded to 0.1)."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n).astype(np.int64)
-    p = np.round(np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1), 1)
+    p = np.round(np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1), 1).astype(np.float64)
     return y, p
 
 
@@ -211,7 +211,9 @@ def test_gate_without_champion_version_still_names_the_champion() -> None:
     assert decision.reasons == ["recall 0.9600 is worse than champion 0.9900 beyond tolerance 0.01"]
 
 
-@pytest.mark.parametrize("field", ["min_recall", "min_roc_auc", "min_accuracy", "min_specificity", "champion_tolerance"])
+@pytest.mark.parametrize(
+    "field", ["min_recall", "min_roc_auc", "min_accuracy", "min_specificity", "champion_tolerance"]
+)
 @pytest.mark.parametrize("value", [-0.1, 1.1])
 def test_gate_thresholds_refuse_values_outside_0_1(field: str, value: float) -> None:
     from pydantic import ValidationError

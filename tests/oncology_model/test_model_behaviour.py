@@ -67,14 +67,14 @@ def test_all_tens_is_more_malignant_than_all_ones(any_classifier: Classifier) ->
     assert low < 0.05 < 0.95 < high
 
 
-def test_retraining_gives_the_same_model(classifier: Classifier, model_metadata: ModelMetadata, real_dataset: Dataset) -> None:
+def test_retraining_gives_the_same_model(
+    classifier: Classifier, model_metadata: ModelMetadata, real_dataset: Dataset
+) -> None:
     retrained = train(real_dataset, model_metadata.config)
     grid = np.random.default_rng(11).integers(1, 11, size=(1000, 9)).astype(np.float64)
     grid[::4, FEATURES.index("bare_nuclei")] = np.nan
     assert np.array_equal(retrained.pipeline.predict_proba(grid), classifier.pipeline.predict_proba(grid))
-    assert np.array_equal(
-        retrained.pipeline.named_steps["model"].coef_, classifier.pipeline.named_steps["model"].coef_
-    )
+    assert np.array_equal(retrained.pipeline.named_steps["model"].coef_, classifier.pipeline.named_steps["model"].coef_)
 
 
 def test_predictions_are_repeatable(classifier: Classifier) -> None:

@@ -41,7 +41,9 @@ def test_config_refuses_out_of_bounds_values(field: str, value: object) -> None:
     assert [e["loc"] for e in caught.value.errors()] == [(field,)]
 
 
-@pytest.mark.parametrize(("field", "value"), [("test_size", 0.01), ("test_size", 0.49), ("cv_folds", 2), ("cv_folds", 20)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("test_size", 0.01), ("test_size", 0.49), ("cv_folds", 2), ("cv_folds", 20)]
+)
 def test_config_accepts_values_at_the_bounds(field: str, value: object) -> None:
     assert getattr(TrainingConfig.model_validate({field: value}), field) == value
 
@@ -54,7 +56,7 @@ def test_config_refuses_unknown_fields() -> None:
 
 def test_config_is_frozen() -> None:
     with pytest.raises(ValidationError):
-        TrainingConfig().seed = 1  # type: ignore[misc]
+        TrainingConfig().seed = 1
 
 
 @pytest.mark.parametrize(
@@ -69,8 +71,9 @@ def test_build_pipeline_steps_and_seed(estimator: Any, cls: type) -> None:
     pipeline = build_pipeline(TrainingConfig(estimator=estimator, seed=7))
     assert [name for name, _ in pipeline.steps] == ["impute", "scale", "model"]
     assert pipeline.named_steps["impute"].strategy == "median"
-    assert isinstance(pipeline.named_steps["model"], cls)
-    assert pipeline.named_steps["model"].random_state == 7
+    model: Any = pipeline.named_steps["model"]
+    assert model.random_state == 7
+    assert isinstance(model, cls)
 
 
 def test_build_pipeline_passes_hyperparameters_and_keeps_an_explicit_random_state() -> None:

@@ -77,9 +77,12 @@ def built_image(docker_client: Any, build_context: Path, model_bundle_dir: Path)
         log.append,
     )
     yield BuiltImage(info=info, secret=secret, build_log=log)
-    # Drop the tag but keep the parent layers: the next session's build reuses them.
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        docker_client.images.remove(tag, force=True, noprune=True)
+    # The builder stage keeps its build args in its own (never pushed) history: drop it with the image.
+    for image in docker_env.builder_images_with(docker_client, secret):
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.images.remove(image, force=True)
+    with contextlib.suppress(docker.errors.APIError):
+        docker_client.images.remove(info.id, force=True)
 
 
 @pytest.fixture(scope="session")

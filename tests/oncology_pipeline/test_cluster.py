@@ -96,6 +96,7 @@ def assert_rolled_out(standin: KubeStandIn, name: str, image: str) -> None:
 
 
 def test_deploy_patches_every_matching_deployment_and_waits(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    seeded.pod_start_steps = 10  # new pods take 0.2 s to get ready: the wait sees the rollout in progress
     logs: list[str] = []
     changes = deploy_image(apps, NS, SELECTOR, CONTAINER, NEW, timeout=TIMEOUT, poll=POLL, log=logs.append)
 
@@ -240,13 +241,25 @@ def test_a_server_error_half_way_leaves_no_deployment_patched(seeded: KubeStandI
 
     assert is_transient(info.value)
     assert "HTTP 500" in str(info.value)
-    assert "restored: oncology-webservice." in str(info.value)
+    assert str(info.value).endswith("The previous image is back on: oncology-webservice.")
     assert len(seeded.requests_made("PATCH")) == 3  # patch, failed patch, restore
     assert image_of(seeded, "oncology-webservice") == OLD
     assert seeded.deployment(NS, "oncology-webservice")["metadata"]["generation"] == 3  # patched, then put back
     assert image_of(seeded, "oncology-webservice-canary") == OLD
     # A retry starts from a clean state and completes.
     assert [c.previous_image for c in set_image(apps, NS, SELECTOR, CONTAINER, NEW)] == [OLD, OLD]
+
+
+def test_a_patch_that_landed_despite_its_error_is_undone_too(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    seeded.fail_requests("PATCH", 1, status=504, after=1, applied=True)  # the second patch lands, its reply fails
+
+    with pytest.raises(TransientError, match="HTTP 504") as info:
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+
+    assert str(info.value).endswith("The previous image is back on: oncology-webservice, oncology-webservice-canary.")
+    assert image_of(seeded, "oncology-webservice") == OLD
+    assert image_of(seeded, "oncology-webservice-canary") == OLD
+    assert seeded.deployment(NS, "oncology-webservice-canary")["metadata"]["generation"] == 3
 
 
 def test_a_restore_that_fails_too_says_what_to_do_by_hand(
@@ -266,7 +279,7 @@ def test_a_wrong_token_is_a_configuration_error(seeded: KubeStandIn, tmp_path: P
     kubeconfig = seeded.write_kubeconfig(tmp_path / "wrong.yaml", token="not-the-token")
     apps = AppsV1Api(connect_kubeconfig(str(kubeconfig)))
 
-    with pytest.raises(ConfigurationError, match="HTTP 401: Unauthorized. The credentials were not accepted") as info:
+    with pytest.raises(ConfigurationError, match=r"HTTP 401: Unauthorized\. The credentials were not accepted") as info:
         set_image(apps, NS, SELECTOR, CONTAINER, NEW)
 
     assert not is_transient(info.value)
@@ -275,7 +288,7 @@ def test_a_wrong_token_is_a_configuration_error(seeded: KubeStandIn, tmp_path: P
 
 def test_forbidden_is_a_configuration_error_naming_the_permission(seeded: KubeStandIn, apps: AppsV1Api) -> None:
     seeded.fail_requests("GET", 1, status=403)
-    with pytest.raises(ConfigurationError, match="grant get, list and patch on deployments.apps"):
+    with pytest.raises(ConfigurationError, match=r"grant get, list and patch on deployments\.apps"):
         set_image(apps, NS, SELECTOR, CONTAINER, NEW)
 
 

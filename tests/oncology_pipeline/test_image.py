@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,16 +138,24 @@ def test_the_image_holds_runtime_dependencies_only(built_image: BuiltImage, dock
     )
 
 
-def test_the_image_runs_as_non_root_on_a_read_only_root(built_image: BuiltImage, docker_client: Any) -> None:
-    output = docker_client.containers.run(
-        built_image.info.id,
-        ["sh", "-c", "id -u; touch /opt/model/x 2>/dev/null && echo writable || echo read-only"],
-        remove=True,
-        read_only=True,
-    )
-    uid, writable = output.decode().split()
-    assert uid == "10001"
-    assert writable == "read-only"
+def test_the_image_serves_as_non_root_on_a_read_only_root_and_is_healthy(
+    built_image: BuiltImage, docker_client: Any
+) -> None:
+    health = docker_client.images.get(built_image.info.id).attrs["Config"]["Healthcheck"]["Test"]
+    assert health[0] == "CMD"
+    container = docker_client.containers.run(built_image.info.id, detach=True, read_only=True)
+    try:
+        deadline = time.monotonic() + 60
+        while (result := container.exec_run(health[1:])).exit_code != 0:
+            assert time.monotonic() < deadline, f"HEALTHCHECK never passed: {result.output!r}"
+            time.sleep(0.5)
+        server = [p for p in container.top(ps_args="-o pid,uid,args")["Processes"] if "oncology_model" in p[-1]]
+        assert [p[1] for p in server] == ["10001"]
+        assert container.exec_run(["id", "-u"]).output.decode().strip() == "10001"
+        assert container.exec_run(["touch", "/opt/model/x"]).exit_code != 0
+        assert container.exec_run(["touch", "/tmp/x"]).exit_code != 0, "the root file system must be read-only"
+    finally:
+        container.remove(force=True)
 
 
 def test_no_build_secret_reaches_the_final_image(built_image: BuiltImage, docker_client: Any) -> None:
@@ -163,6 +172,8 @@ def test_no_build_secret_reaches_the_final_image(built_image: BuiltImage, docker
         assert secret not in name.encode()
         seen_known = seen_known or known in content
     assert seen_known, "the search must find what the image does hold (the bundle's metadata)"
+    # Control: the secret did reach the builder stage, whose history the classic builder keeps locally.
+    assert docker_env.builder_images_with(docker_client, built_image.secret)
     assert searched > 1000
 
 

@@ -86,15 +86,20 @@ def test_push_returns_the_digest_and_the_image_pulls_by_digest(
     assert DIGEST.match(digest), digest
     assert not any(MOTO_PASSWORD in line for line in log)
     assert any("Pushed" in line or "Layer already exists" in line for line in log)
-    # The registry holds exactly that manifest ...
     path = repository.removeprefix(f"{registry_address}/")
-    status, headers = docker_env.registry_get(f"/v2/{path}/manifests/1.0.0", "AWS", MOTO_PASSWORD, MANIFEST_TYPES)
-    assert status == 200
-    assert headers["Docker-Content-Digest"] == digest
-    # ... and docker pulls the image back by its digest.
-    pulled = docker_client.images.pull(f"{repository}@{digest}", auth_config=credentials.auth_config())
-    assert pulled.id == built_image.info.id
-    assert f"{repository}@{digest}" in pulled.attrs["RepoDigests"]
+    try:
+        # The registry holds exactly that manifest ...
+        status, headers = docker_env.registry_request(
+            f"/v2/{path}/manifests/1.0.0", "AWS", MOTO_PASSWORD, MANIFEST_TYPES
+        )
+        assert status == 200
+        assert headers["Docker-Content-Digest"] == digest
+        # ... and docker pulls the image back by its digest.
+        pulled = docker_client.images.pull(f"{repository}@{digest}", auth_config=credentials.auth_config())
+        assert pulled.id == built_image.info.id
+        assert f"{repository}@{digest}" in pulled.attrs["RepoDigests"]
+    finally:  # the registry's garbage collection (at its next start) reclaims the blobs
+        docker_env.registry_request(f"/v2/{path}/manifests/{digest}", "AWS", MOTO_PASSWORD, method="DELETE")
 
 
 def test_a_wrong_password_is_refused_with_push_failed_and_nothing_lands(
@@ -109,7 +114,7 @@ def test_a_wrong_password_is_refused_with_push_failed_and_nothing_lands(
     assert "wrong-password" not in str(failure.value)
     assert not is_transient(failure.value)
     path = repository.removeprefix(f"{registry_address}/")
-    status, _ = docker_env.registry_get(f"/v2/{path}/manifests/1.0.0", "AWS", MOTO_PASSWORD, MANIFEST_TYPES)
+    status, _ = docker_env.registry_request(f"/v2/{path}/manifests/1.0.0", "AWS", MOTO_PASSWORD, MANIFEST_TYPES)
     assert status == 404
 
 

@@ -60,9 +60,11 @@ def require_image(client: Any, name: str) -> None:
         pytest.fail(f"image {name} is missing; {PROVISION_HINT}", pytrace=False)
 
 
-def registry_get(path: str, username: str, password: str, accept: str | None = None) -> tuple[int, dict[str, str]]:
-    """GET a registry API path with basic auth; returns the status and the response headers."""
-    request = urllib.request.Request(f"http://{REGISTRY_ADDRESS}{path}")
+def registry_request(
+    path: str, username: str, password: str, accept: str | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str]]:
+    """Call a registry API path with basic auth; returns the status and the response headers."""
+    request = urllib.request.Request(f"http://{REGISTRY_ADDRESS}{path}", method=method)
     token = f"{username}:{password}".encode()
     request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
     if accept:
@@ -72,6 +74,15 @@ def registry_get(path: str, username: str, password: str, accept: str | None = N
             return int(response.status), dict(response.headers.items())
     except urllib.error.HTTPError as exc:
         return int(exc.code), dict(exc.headers.items())
+
+
+def builder_images_with(client: Any, text: str) -> list[str]:
+    """Ids of untagged leaf images (left by multi-stage builds) whose history mentions `text`."""
+    found = []
+    for image in client.images.list(filters={"dangling": True}):
+        if text in repr(client.api.history(image.id)):
+            found.append(str(image.id))
+    return found
 
 
 def _files_of(archive: tarfile.TarFile) -> Iterator[tuple[str, bytes]]:

@@ -14,17 +14,19 @@ touches:
   the status cannot be patched through the main resource.
 - A simulated deployment controller (a thread stepping every `step_interval` seconds) runs rolling updates
   with ReplicaSets (`deployment.kubernetes.io/revision` history, reused on rollback), surge/unavailable
-  budgets, pods that become ready one step after they start, `status.observedGeneration`, replica counts,
-  and the `Available` / `Progressing` conditions (`NewReplicaSetAvailable`, `ProgressDeadlineExceeded`).
+  budgets, pods that become ready `pod_start_steps` steps after they start, `status.observedGeneration`,
+  replica counts, and the `Available` / `Progressing` conditions (`NewReplicaSetAvailable`,
+  `ProgressDeadlineExceeded`).
 - `GET /apis/apps/v1/.../replicasets`, `/version` (anonymous, as `system:public-info-viewer` allows), and
-  the discovery documents `/api`, `/apis`, `/apis/apps/v1`. (kubectl does not send its token over plain
-  HTTP, so kubectl itself cannot talk to the stand-in; the Python client does.)
+  the discovery documents `/api`, `/apis`, `/apis/apps/v1`. (kubectl 1.33 sends no bearer token over plain
+  HTTP, even with `--token`, so kubectl itself gets 401 here; the Python client sends it.)
 - Errors are `Status` objects: 404 for unknown objects or paths, 401 without the expected bearer token,
   422 for invalid patches, 415 for other patch types; `watch` is refused (400).
 
 Switches for tests: `break_image(image, "fail" | "hang")` (pods of that image never become ready; "fail"
 also lets the progress deadline pass, "hang" never does), `fail_requests(...)` (the next N matching
-requests answer 500 or any status), `progress_deadline=` (seconds, overrides `progressDeadlineSeconds`).
+requests answer 500 or any status, before or after taking effect), `progress_deadline=` (seconds,
+overrides `progressDeadlineSeconds`), `pod_start_steps=` (a slower application start).
 
 Run it for the local demo:
 `python -m tests.support.kube_standin --port 8001 --token demo --kubeconfig .work/kubeconfig.yaml`.
@@ -349,6 +351,7 @@ class _FailureRule:
     status: int
     after: int
     path_contains: str | None
+    applied: bool
 
     def matches(self, method: str, path: str) -> bool:
         return self.method in (method, "*") and (self.path_contains is None or self.path_contains in path)
@@ -392,9 +395,11 @@ class KubeStandIn:
         port: int = 0,
         step_interval: float = 0.1,
         progress_deadline: float | None = None,
+        pod_start_steps: int = 1,
     ) -> None:
         self.token = token
         self.step_interval = step_interval
+        self.pod_start_steps = pod_start_steps
         self.progress_deadline = progress_deadline
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.RLock()
@@ -550,10 +555,14 @@ class KubeStandIn:
         status: int = 500,
         after: int = 0,
         path_contains: str | None = None,
+        applied: bool = False,
     ) -> None:
-        """Let the next `count` requests with `method` ("*" = any) fail with `status`, after `after` pass."""
+        """Let the next `count` requests with `method` ("*" = any) fail with `status`, after `after` pass.
+
+        `applied=True`: the request takes effect and only its answer is the error (a reply lost on the way).
+        """
         with self._lock:
-            self._failures.append(_FailureRule(method.upper(), count, status, after, path_contains))
+            self._failures.append(_FailureRule(method.upper(), count, status, after, path_contains, applied))
 
     def requests_made(self, method: str) -> list[str]:
         """Paths of the requests received with `method` (authorized or not), in order."""
@@ -735,7 +744,7 @@ class KubeStandIn:
 
     def _pod_ready(self, template: JSON, started: int) -> bool:
         images = [c.get("image") for c in template["spec"]["containers"]]
-        return started < self._step and not any(image in self._broken for image in images)
+        return started + self.pod_start_steps <= self._step and not any(image in self._broken for image in images)
 
     def _ready(self, ns: str, rs: JSON) -> int:
         pods = self._pods.get((ns, rs["metadata"]["name"]), [])
@@ -1001,7 +1010,7 @@ class KubeStandIn:
 
     # HTTP
 
-    def _take_failure(self, method: str, path: str) -> int | None:
+    def _take_failure(self, method: str, path: str) -> _FailureRule | None:
         for rule in self._failures:
             if rule.matches(method, path):
                 if rule.after > 0:
@@ -1010,7 +1019,7 @@ class KubeStandIn:
                 rule.count -= 1
                 if rule.count <= 0:
                     self._failures.remove(rule)
-                return rule.status
+                return rule
         return None
 
     def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, JSON]:
@@ -1023,7 +1032,11 @@ class KubeStandIn:
             try:
                 if path != "/version" and headers.get("authorization") != f"Bearer {self.token}":
                     raise ApiError(401, "Unauthorized", "Unauthorized")
-                if (code := self._take_failure(method, path)) is not None:
+                rule = self._take_failure(method, path)
+                if rule is not None and rule.applied:
+                    self._route(method, path, query, headers, body)
+                if rule is not None:
+                    code = rule.status
                     raise ApiError(code, _REASONS.get(code, "InternalError"), f"stand-in: injected failure {code}")
                 return self._route(method, path, query, headers, body)
             except ApiError as error:
@@ -1177,7 +1190,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve  # noqa: N815 - http.server's naming
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve  # http.server's naming
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)

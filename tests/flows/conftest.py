@@ -1,0 +1,66 @@
+"""Flow tests: one Prefect test server for the session, and a fresh set of buckets per test behind a fault proxy."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from oncology_pipeline import aws
+from oncology_pipeline.localstack import create_buckets, seed_training_data
+from oncology_pipeline.settings import PipelineSettings
+from tests.support.fault_proxy import FaultProxy, fault_proxy
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A throw-away Prefect server (own PREFECT_HOME and database) for every flow test."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(home))
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with prefect_test_harness(server_startup_timeout=60):
+            yield
+
+
+@pytest.fixture(scope="session")
+def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """The fault-injecting proxy in front of the session's moto server."""
+    with fault_proxy(moto_endpoint) as running:
+        yield running
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A test's own buckets, seeded with the real data, reached through the fault proxy."""
+
+    settings: PipelineSettings
+    overrides: dict[str, Any]
+    s3: Any
+    proxy: FaultProxy
+
+
+@pytest.fixture
+def stack(proxy: FaultProxy, real_csv: bytes, tmp_path: Path) -> Iterator[Stack]:
+    """Fresh buckets per test; the proxy's faults are cleared afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    overrides: dict[str, Any] = {
+        "s3_endpoint_url": proxy.url,
+        "data_bucket": f"data-{suffix}",
+        "model_bucket": f"models-{suffix}",
+        "metrics_bucket": f"metrics-{suffix}",
+        "work_dir": str(tmp_path / "work"),
+        "bootstrap_resamples": 200,
+    }
+    settings = PipelineSettings(**overrides)
+    s3 = aws.client(settings, "s3")
+    create_buckets(s3, settings)
+    seed_training_data(s3, settings, real_csv)
+    proxy.clear()
+    yield Stack(settings, overrides, s3, proxy)
+    proxy.clear()

@@ -1,0 +1,179 @@
+"""The `train` flow under a real Prefect server against moto over HTTP, with faults injected by a proxy."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from prefect.client.schemas.objects import StateType
+
+from flows.train import TrainOutcome, train
+from oncology_pipeline.s3store import read_pointer
+from oncology_pipeline.versioning import VERSION_PATTERN
+from tests.flows.conftest import Stack
+from tests.support.prefect_runs import artifacts, flow_run, task_runs
+
+
+def _keys(s3: Any, bucket: str) -> set[str]:
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+def s3_data_uri(stack: Stack) -> str:
+    return f"s3://{stack.settings.data_bucket}/{stack.settings.data_key}"
+
+
+def test_train_writes_versioned_bundle_pointer_metrics_and_artifacts(stack: Stack) -> None:
+    state = train(overrides=stack.overrides, return_state=True)
+    assert state.type is StateType.COMPLETED
+    outcome: TrainOutcome = state.result()
+    version = outcome.version
+    assert VERSION_PATTERN.match(version)
+    settings = stack.settings
+
+    assert _keys(stack.s3, settings.model_bucket) == {
+        f"models/{version}/model.skops",
+        f"models/{version}/metadata.json",
+        "models/production.json",
+    }
+    assert _keys(stack.s3, settings.metrics_bucket) == {
+        f"trainer/metrics/metrics-{version}.json",
+        "trainer/metrics/history.csv",
+        "trainer/metrics/quicksight-manifest.json",
+    }
+    assert set(outcome.s3_uris) == {
+        f"s3://{settings.model_bucket}/{k}" for k in _keys(stack.s3, settings.model_bucket)
+    } | {f"s3://{settings.metrics_bucket}/{k}" for k in _keys(stack.s3, settings.metrics_bucket)}
+    pointer = read_pointer(stack.s3, settings.model_bucket, "models")
+    assert pointer is not None and pointer.model_version == version and pointer.previous_version is None
+    metrics = json.loads(
+        stack.s3.get_object(Bucket=settings.metrics_bucket, Key=f"trainer/metrics/metrics-{version}.json")[
+            "Body"
+        ].read()
+    )
+    assert metrics["gate"]["passed"] is True
+    assert metrics["evaluation"]["metrics"]["recall"]["value"] >= 0.95
+    manifest = json.loads(
+        stack.s3.get_object(Bucket=settings.metrics_bucket, Key="trainer/metrics/quicksight-manifest.json")[
+            "Body"
+        ].read()
+    )
+    assert manifest["fileLocations"][0]["URIs"] == [f"s3://{settings.metrics_bucket}/trainer/metrics/history.csv"]
+
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    assert flow_run(run_id).name == f"train-{version}"
+    runs = task_runs(run_id)
+    expected = {
+        "download_training_data",
+        "validate_data",
+        "train_model",
+        "evaluate_model",
+        "fetch_model_bundle",
+        "load_champion",
+        "apply_quality_gate",
+        "package_model",
+        "upload_model_bundle",
+        "upload_reports",
+        "record_metrics_history",
+    }
+    assert expected <= set(runs)
+    assert all(runs[name].state_type is StateType.COMPLETED for name in expected)
+    assert "data" in runs["download_training_data"].tags and "train" in runs["train_model"].tags
+    keys = {a.key for a in artifacts(run_id)}
+    assert {"data-validation-report", "model-metrics", "quality-gate", "model-bundle-objects"} <= keys
+    bundle_uri = f"s3://{settings.model_bucket}/models/{version}/model.skops"
+    assert any(a.data.startswith(f"[{bundle_uri}](") for a in artifacts(run_id) if a.key is None)  # its link artifact
+
+
+def test_second_run_uses_the_etag_cache_compares_with_the_champion_and_grows_the_history(stack: Stack) -> None:
+    first: TrainOutcome = train(overrides=stack.overrides)
+    stack.proxy.log.clear()
+    second: TrainOutcome = train(overrides=stack.overrides)
+    data_key = f"/{stack.settings.data_bucket}/{stack.settings.data_key}"
+    assert stack.proxy.count("HEAD", data_key) == 1
+    assert stack.proxy.count("GET", data_key) == 0  # same ETag: served from the local cache
+
+    pointer = read_pointer(stack.s3, stack.settings.model_bucket, "models")
+    assert pointer is not None and (pointer.model_version, pointer.previous_version) == (second.version, first.version)
+    assert f"models/{first.version}/model.skops" in _keys(stack.s3, stack.settings.model_bucket)  # kept for rollback
+    history = stack.s3.get_object(Bucket=stack.settings.metrics_bucket, Key="trainer/metrics/history.csv")[
+        "Body"
+    ].read()
+    rows = list(csv.DictReader(io.StringIO(history.decode())))
+    assert [r["model_version"] for r in rows] == [first.version, second.version]
+    assert rows[1]["champion_version"] == first.version and rows[1]["gate_passed"] == "True"
+
+
+def test_transient_faults_are_retried_and_survived(stack: Stack) -> None:
+    s = stack.settings
+    stack.proxy.reset(method="HEAD", path=f"/{s.data_bucket}/{s.data_key}")
+    stack.proxy.fail(503, method="PUT", path="/model.skops")
+    state = train(overrides=stack.overrides, return_state=True)
+    assert state.type is StateType.COMPLETED
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    runs = task_runs(run_id)
+    assert runs["download_training_data"].run_count == 2
+    assert runs["upload_model_bundle"].run_count == 2
+    assert runs["validate_data"].run_count == 1
+
+
+def test_wrong_credentials_fail_at_once_without_retries(stack: Stack) -> None:
+    stack.proxy.deny_access_key("testing")
+    state = train(overrides=stack.overrides, return_state=True)
+    assert state.type is StateType.FAILED
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    download = task_runs(run_id)["download_training_data"]
+    assert download.state_type is StateType.FAILED and download.run_count == 1
+    assert "InvalidAccessKeyId" in str(state.message) or "InvalidAccessKeyId" in str(
+        download.state.message if download.state else ""
+    )
+
+
+def test_missing_bucket_fails_at_once_and_says_what_to_fix(stack: Stack) -> None:
+    state = train(overrides={**stack.overrides, "data_bucket": "no-such-bucket-here"}, return_state=True)
+    assert state.type is StateType.FAILED
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    download = task_runs(run_id)["download_training_data"]
+    assert download.run_count == 1
+    message = str(download.state.message if download.state else "")
+    assert "s3://no-such-bucket-here/" in message and ("does not exist" in message or "403" in message)
+
+
+def test_gate_blocks_a_worse_challenger_and_production_stays(stack: Stack) -> None:
+    champion: TrainOutcome = train(overrides=stack.overrides)
+    weak = {
+        **stack.overrides,
+        "estimator": "random_forest",
+        "hyperparameters": {"n_estimators": 1, "max_depth": 1},
+        "gate": {"min_recall": 0.0, "min_roc_auc": 0.0, "min_accuracy": 0.0, "min_specificity": 0.0},
+    }
+    state = train(overrides=weak, return_state=True)
+    assert state.type is StateType.FAILED
+    assert "worse than champion" in str(state.message) and champion.version in str(state.message)
+    pointer = read_pointer(stack.s3, stack.settings.model_bucket, "models")
+    assert pointer is not None and pointer.model_version == champion.version
+    model_keys = _keys(stack.s3, stack.settings.model_bucket)
+    assert {k.split("/")[1] for k in model_keys if k.count("/") == 2} == {champion.version}  # nothing else uploaded
+    history = stack.s3.get_object(Bucket=stack.settings.metrics_bucket, Key="trainer/metrics/history.csv")[
+        "Body"
+    ].read()
+    assert [r["gate_passed"] for r in csv.DictReader(io.StringIO(history.decode()))] == ["True", "False"]
+
+
+def test_a_failure_mid_upload_leaves_the_previous_production_model_intact(stack: Stack) -> None:
+    champion: TrainOutcome = train(overrides=stack.overrides)
+    before = stack.s3.get_object(Bucket=stack.settings.model_bucket, Key="models/production.json")["Body"].read()
+    stack.proxy.fail(403, method="PUT", path="/metadata.json", count=10)  # permanent: no retry can help
+    state = train(overrides=stack.overrides, return_state=True)
+    assert state.type is StateType.FAILED
+    after = stack.s3.get_object(Bucket=stack.settings.model_bucket, Key="models/production.json")["Body"].read()
+    assert after == before
+    pointer = read_pointer(stack.s3, stack.settings.model_bucket, "models")
+    assert pointer is not None and pointer.model_version == champion.version
+    for key in pointer.keys:
+        assert stack.s3.head_object(Bucket=stack.settings.model_bucket, Key=key)["ContentLength"] > 0

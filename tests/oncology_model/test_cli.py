@@ -1,0 +1,240 @@
+"""The command line, in-process: sample-data, train, serve; plus the `python -m oncology_model` entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import oncology_model
+from oncology_model.bundle import read_metadata
+from oncology_model.classifier import Classifier
+from oncology_model.cli import main
+from oncology_model.data import parse_csv
+from oncology_model.datamodel import EXAMPLE_MALIGNANT, Prediction, Tumor
+
+REPO_ROOT = Path(oncology_model.__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def real_csv_file(tmp_path: Path, real_csv: bytes) -> Path:
+    path = tmp_path / "data.csv"
+    path.write_bytes(real_csv)
+    return path
+
+
+@pytest.fixture
+def noisy_csv_file(tmp_path: Path, real_csv: bytes) -> Path:
+    """The real data with every fifth label flipped: a model trained on it cannot pass the quality gate."""
+    lines = real_csv.decode().splitlines()
+    flipped = []
+    for n, line in enumerate(lines):
+        cells = line.split(",")
+        if n % 5 == 0:
+            cells[-1] = {"2": "4", "4": "2"}[cells[-1]]
+        flipped.append(",".join(cells))
+    path = tmp_path / "noisy.csv"
+    path.write_text("\n".join(flipped) + "\n")
+    return path
+
+
+def _error_line(stderr: str) -> str:
+    """The last line of stderr, which must be the error, alone on its line."""
+    lines = stderr.splitlines()
+    assert lines, "nothing on stderr"
+    assert sum("error: " in line for line in lines) == 1, stderr
+    return lines[-1]
+
+
+def test_sample_data_writes_the_real_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "nested" / "data.csv"
+    assert main(["sample-data", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote 699 rows to {out}\n"
+    raw = out.read_bytes()
+    assert raw.count(b"\n") == 699
+    report = parse_csv(raw).report
+    assert (report.rows_read, report.rows_kept) == (699, 699)
+    assert report.class_balance == {"benign": 458, "malignant": 241}
+
+
+def test_train_prints_the_metrics_and_writes_a_bundle(
+    tmp_path: Path, real_csv_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bundles" / "model"
+    code = main(["train", "--data", str(real_csv_file), "--out", str(out), "--version", "v-cli", "--seed", "42"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "model version  v-cli" in captured.out
+    assert "estimator      logistic_regression (threshold 0.25)" in captured.out
+    assert "data           699 of 699 rows kept" in captured.out
+    assert "hold-out       140 rows (559 for training)" in captured.out
+    for metric in ("accuracy", "precision", "recall", "f1", "specificity", "roc_auc", "tn", "fp", "fn", "tp"):
+        assert any(line.startswith(f"{metric} ") for line in captured.out.splitlines()), metric
+    assert "cv roc_auc" in captured.out
+    assert "quality gate   PASSED" in captured.out
+    assert "reading" in captured.err
+    assert "699/699 rows kept" in captured.err
+    assert "saving the bundle" in captured.err
+    classifier = Classifier.from_bundle(out)
+    assert classifier.version == "v-cli"
+    assert classifier.metadata.gate is not None
+    assert classifier.metadata.gate.passed
+    assert classifier.predict(Tumor(**EXAMPLE_MALIGNANT))[0] is Prediction.MALIGNANT
+    assert [p.name for p in out.parent.iterdir()] == ["model"]
+
+
+def test_train_on_a_missing_file_exits_1_with_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.csv"
+    code = main(["train", "--data", str(missing), "--out", str(tmp_path / "model")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert _error_line(captured.err) == f"error: cannot read {missing}: No such file or directory"
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        pytest.param(b"1,2,3\n", "error: 1 rows have the wrong number of columns", id="wrong-columns"),
+        pytest.param(b"", "error: the file holds no data rows", id="empty"),
+        pytest.param(b"1000025,5,1,1,1,2,1,3,1,1,2\n", "error: all 1 valid rows are benign", id="one-class"),
+        pytest.param(b"\xff\xfe1,2\n", "error: the file is not UTF-8 text", id="not-utf8"),
+    ],
+)
+def test_train_on_an_invalid_csv_exits_1_with_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, reason: str
+) -> None:
+    data = tmp_path / "bad.csv"
+    data.write_bytes(content)
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "model")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert _error_line(captured.err).startswith(reason)
+    assert captured.out == ""
+    assert not (tmp_path / "model").exists()
+
+
+def test_train_strict_with_a_failing_gate_exits_1_and_writes_nothing(
+    tmp_path: Path, noisy_csv_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parent = tmp_path / "bundles"
+    code = main(["train", "--data", str(noisy_csv_file), "--out", str(parent / "model"), "--strict"])
+    captured = capsys.readouterr()
+    assert code == 1
+    error = _error_line(captured.err)
+    assert error.startswith("error: quality gate failed (--strict): ")
+    assert "< minimum" in error
+    assert error.endswith("; nothing saved")
+    assert "quality gate   FAILED" in captured.out
+    assert not parent.exists() or list(parent.iterdir()) == []
+
+
+def test_train_without_strict_saves_a_model_that_failed_the_gate(
+    tmp_path: Path, noisy_csv_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    assert main(["train", "--data", str(noisy_csv_file), "--out", str(out)]) == 0
+    assert "quality gate   FAILED" in capsys.readouterr().out
+    gate = read_metadata(out).gate
+    assert gate is not None
+    assert gate.passed is False
+    assert any("< minimum" in reason for reason in gate.reasons)
+
+
+def test_train_tolerates_a_few_bad_rows_up_to_max_invalid_share(
+    tmp_path: Path, real_csv: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = real_csv.decode().splitlines()
+    for n in range(0, 70, 2):  # 35 of 699 rows (5.0 %) get an out-of-range score
+        cells = lines[n].split(",")
+        cells[1] = "11"
+        lines[n] = ",".join(cells)
+    data = tmp_path / "data.csv"
+    data.write_text("\n".join(lines) + "\n")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "a"), "--max-invalid-share", "0.01"]) == 1
+    assert "35 of 699 rows are invalid" in _error_line(capsys.readouterr().err)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "b"), "--max-invalid-share", "0.06"]) == 0
+    assert read_metadata(tmp_path / "b").rows == {"read": 699, "kept": 664, "train": 531, "test": 133}
+
+
+def test_serve_with_a_missing_bundle_exits_1_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    def no_server(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the server must not start")
+
+    monkeypatch.setattr(uvicorn, "run", no_server)
+    missing = tmp_path / "absent"
+    code = main(["serve", "--model", str(missing)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err == f"error: no model bundle at {missing}: metadata.json is missing\n"
+    assert captured.out == ""
+
+
+def test_serve_with_a_good_bundle_starts_uvicorn_with_the_service_factory(
+    model_bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.delenv("ONCOLOGY_MODEL_DIR", raising=False)
+    code = main(["serve", "--model", str(model_bundle_dir), "--port", "8123"])
+    assert code == 0
+    assert calls == [
+        (
+            ("oncology_model.service:create_app",),
+            {"factory": True, "host": "127.0.0.1", "port": 8123, "workers": 1},
+        )
+    ]
+    assert os.environ["ONCOLOGY_MODEL_DIR"] == str(model_bundle_dir)
+
+
+@pytest.mark.parametrize("command", [[], ["sample-data"], ["train"], ["serve"]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([*command, "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m oncology_model")
+    if command:
+        assert command[0] in out.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param([], id="no-command"),
+        pytest.param(["fly"], id="unknown-command"),
+        pytest.param(["train", "--data", "x.csv"], id="missing-out"),
+        pytest.param(["train", "--data", "x", "--out", "y", "--estimator", "svm"], id="bad-estimator"),
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_module_entry_point_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "oncology_model", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m oncology_model")
+    for command in ("sample-data", "train", "serve"):
+        assert command in result.stdout

@@ -1,0 +1,331 @@
+"""The web service: probes, predictions, validation errors, body limits, OpenAPI, start-up failures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from oncology_model.bundle import MODEL_FILE, ModelMetadata
+from oncology_model.classifier import Classifier
+from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, FEATURES, Tumor
+from oncology_model.errors import BundleError
+from oncology_model.service import ServiceSettings, create_app
+
+SMALL_LIMIT = 2048
+
+
+@pytest.fixture(scope="module")
+def client(model_bundle_dir: Path) -> Iterator[TestClient]:
+    """The service on the session bundle, started (lifespan run) once for the module."""
+    with TestClient(create_app(ServiceSettings(model_dir=model_bundle_dir))) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def small_client(model_bundle_dir: Path) -> Iterator[TestClient]:
+    """The service with a small body limit and batch limit."""
+    settings = ServiceSettings(model_dir=model_bundle_dir, max_body_bytes=SMALL_LIMIT, max_batch=3)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _tumor(**changes: Any) -> dict[str, Any]:
+    return {**EXAMPLE_BENIGN, **changes}
+
+
+def _without(field: str) -> dict[str, Any]:
+    return {k: v for k, v in EXAMPLE_BENIGN.items() if k != field}
+
+
+# --- start-up ----------------------------------------------------------------------------------------------------
+
+
+def test_create_app_builds_the_routes(model_bundle_dir: Path) -> None:
+    app = create_app(ServiceSettings(model_dir=model_bundle_dir))
+    paths = {getattr(route, "path", None) for route in app.routes}
+    assert {"/healthz", "/readyz", "/v1/model", "/v1/predictions", "/v1/predictions/batch"} <= paths
+
+
+def test_start_up_with_a_missing_bundle_fails(tmp_path: Path) -> None:
+    app = create_app(ServiceSettings(model_dir=tmp_path / "absent"))
+    with pytest.raises(BundleError, match="no model bundle at"), TestClient(app):
+        pass  # pragma: no cover - start-up must fail
+
+
+def test_start_up_with_a_tampered_bundle_fails(bundle_copy: Path) -> None:
+    with (bundle_copy / MODEL_FILE).open("ab") as f:
+        f.write(b"tampered")
+    app = create_app(ServiceSettings(model_dir=bundle_copy))
+    with pytest.raises(BundleError, match="sha256"), TestClient(app):
+        pass  # pragma: no cover - start-up must fail
+
+
+def test_not_ready_before_the_model_is_loaded(model_bundle_dir: Path) -> None:
+    app = create_app(ServiceSettings(model_dir=model_bundle_dir))
+    response = TestClient(app).get("/readyz")  # no `with`: the lifespan has not run
+    assert response.status_code == 503
+    assert response.json() == {"message": "model not loaded"}
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, model_bundle_dir: Path) -> None:
+    monkeypatch.setenv("ONCOLOGY_MODEL_DIR", str(model_bundle_dir))
+    monkeypatch.setenv("ONCOLOGY_MAX_BATCH", "7")
+    settings = ServiceSettings()  # type: ignore[call-arg]
+    assert settings.model_dir == model_bundle_dir
+    assert settings.max_batch == 7
+    assert settings.max_body_bytes == 1_000_000
+    with TestClient(create_app()) as test_client:
+        assert test_client.get("/readyz").json()["status"] == "ready"
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_batch", 0), ("max_body_bytes", 1023)])
+def test_settings_refuse_unsafe_limits(tmp_path: Path, field: str, value: int) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field):
+        ServiceSettings.model_validate({"model_dir": tmp_path, field: value})
+
+
+# --- probes and model information --------------------------------------------------------------------------------
+
+
+def test_healthz(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_names_the_model_version(client: TestClient, model_metadata: ModelMetadata) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "model_version": model_metadata.model_version}
+
+
+def test_model_returns_metadata_and_metrics(client: TestClient, model_metadata: ModelMetadata) -> None:
+    response = client.get("/v1/model")
+    assert response.status_code == 200
+    body = response.json()
+    assert ModelMetadata.model_validate(body) == model_metadata
+    assert body["model_version"] == model_metadata.model_version
+    assert body["evaluation"]["metrics"]["recall"]["value"] == model_metadata.evaluation.value("recall")
+    assert set(body["evaluation"]["metrics"]) >= {"accuracy", "recall", "specificity", "roc_auc"}
+    assert body["config"]["decision_threshold"] == 0.25
+    assert body["features"] == list(FEATURES)
+
+
+# --- predictions -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("scores", "expected"), [(EXAMPLE_BENIGN, "benign"), (EXAMPLE_MALIGNANT, "malignant")])
+def test_predict_one(client: TestClient, model_metadata: ModelMetadata, scores: dict[str, int], expected: str) -> None:
+    response = client.post("/v1/predictions", json=scores)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"prediction", "probability_malignant", "model_version"}
+    assert body["prediction"] == expected
+    assert 0.0 <= body["probability_malignant"] <= 1.0
+    assert body["model_version"] == model_metadata.model_version
+
+
+def test_predict_equals_the_classifier(client: TestClient, classifier: Classifier) -> None:
+    response = client.post("/v1/predictions", json=EXAMPLE_MALIGNANT)
+    prediction, probability = classifier.predict(Tumor(**EXAMPLE_MALIGNANT))
+    assert response.json()["prediction"] == prediction.value
+    assert response.json()["probability_malignant"] == pytest.approx(probability, abs=1e-12)
+
+
+def test_predict_accepts_a_float_without_fraction(client: TestClient) -> None:
+    response = client.post("/v1/predictions", json=_tumor(clump_thickness=5.0))
+    assert response.status_code == 200
+    assert response.json()["prediction"] == "benign"
+
+
+def test_batch_keeps_the_order(client: TestClient, classifier: Classifier, model_metadata: ModelMetadata) -> None:
+    order = [EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, EXAMPLE_MALIGNANT, EXAMPLE_BENIGN, _tumor(clump_thickness=9)]
+    response = client.post("/v1/predictions/batch", json={"tumors": order})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert [p["prediction"] for p in predictions] == ["benign", "malignant", "malignant", "benign", "benign"]
+    expected = classifier.predict_many([Tumor(**t) for t in order])
+    assert [p["probability_malignant"] for p in predictions] == pytest.approx([p for _, p in expected], abs=1e-12)
+    assert {p["model_version"] for p in predictions} == {model_metadata.model_version}
+
+
+def test_batch_of_1000_is_accepted(client: TestClient) -> None:
+    tumors = [EXAMPLE_BENIGN if i % 2 else EXAMPLE_MALIGNANT for i in range(1000)]
+    response = client.post("/v1/predictions/batch", json={"tumors": tumors})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 1000
+    assert [p["prediction"] for p in predictions[:4]] == ["malignant", "benign", "malignant", "benign"]
+
+
+def test_batch_of_1001_is_refused_with_413(client: TestClient) -> None:
+    response = client.post("/v1/predictions/batch", json={"tumors": [EXAMPLE_BENIGN] * 1001})
+    assert response.status_code == 413
+    message = response.json()["message"]
+    assert message.startswith("tumors: ")
+    assert "1001" in message
+    assert "limit of 1000" in message
+
+
+def test_batch_limit_follows_the_settings(small_client: TestClient) -> None:
+    assert small_client.post("/v1/predictions/batch", json={"tumors": [EXAMPLE_BENIGN] * 3}).status_code == 200
+    response = small_client.post("/v1/predictions/batch", json={"tumors": [EXAMPLE_BENIGN] * 4})
+    assert response.status_code == 413
+    assert "tumors: 4 items, more than the limit of 3" in response.json()["message"]
+
+
+def test_empty_batch_is_refused(client: TestClient) -> None:
+    response = client.post("/v1/predictions/batch", json={"tumors": []})
+    assert response.status_code == 422
+    assert response.json()["message"].startswith("tumors: List should have at least 1 item")
+
+
+# --- validation errors -------------------------------------------------------------------------------------------
+
+BAD_TUMORS = [
+    pytest.param(_tumor(clump_thickness=11), "clump_thickness", "less than or equal to 10", id="above-range"),
+    pytest.param(_tumor(mitoses=0), "mitoses", "greater than or equal to 1", id="below-range"),
+    pytest.param(_tumor(bare_nuclei=True), "bare_nuclei", "must be an integer, not a boolean", id="boolean"),
+    pytest.param(_tumor(bare_nuclei="5"), "bare_nuclei", "must be a JSON number, not a string", id="string"),
+    pytest.param(_tumor(marginal_adhesion=2.5), "marginal_adhesion", "fractional part", id="float-with-fraction"),
+    pytest.param(_tumor(marginal_adhesion=None), "marginal_adhesion", "valid integer", id="null"),
+    pytest.param(_without("bland_chromatin"), "bland_chromatin", "Field required", id="missing-field"),
+    pytest.param(_tumor(patient="x"), "patient", "Extra inputs are not permitted", id="extra-field"),
+]
+
+
+@pytest.mark.parametrize(("payload", "field", "rule"), BAD_TUMORS)
+def test_invalid_tumor_is_422_naming_field_and_rule(
+    client: TestClient, payload: dict[str, Any], field: str, rule: str
+) -> None:
+    response = client.post("/v1/predictions", json=payload)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["message"].startswith(f"{field}: ")
+    assert rule in body["message"]
+    assert body["detail"][0]["loc"] == ["body", field]
+    assert "input" not in body["detail"][0]
+
+
+@pytest.mark.parametrize(("payload", "field", "rule"), BAD_TUMORS)
+def test_invalid_tumor_in_a_batch_is_422_naming_its_position(
+    client: TestClient, payload: dict[str, Any], field: str, rule: str
+) -> None:
+    response = client.post("/v1/predictions/batch", json={"tumors": [EXAMPLE_BENIGN, payload]})
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert message.startswith(f"tumors.1.{field}: ")
+    assert rule in message
+
+
+@pytest.mark.parametrize(
+    ("content", "rule"),
+    [
+        pytest.param(b'{"clump_thickness": 5,', "JSON", id="truncated"),
+        pytest.param(b"{'clump_thickness': 5}", "JSON", id="single-quotes"),
+        pytest.param(b"not json at all", "JSON", id="text"),
+    ],
+)
+def test_malformed_json_is_422_naming_the_body(client: TestClient, content: bytes, rule: str) -> None:
+    response = client.post("/v1/predictions", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert rule in message
+    assert message.startswith("body"), message
+
+
+@pytest.mark.parametrize(
+    ("content", "rule"),
+    [
+        pytest.param(b"[1, 2]", "valid dictionary", id="a-list"),
+        pytest.param(b"", "Field required", id="empty"),
+    ],
+)
+def test_wrong_body_shape_is_422_naming_the_body(client: TestClient, content: bytes, rule: str) -> None:
+    response = client.post("/v1/predictions", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert message.startswith("body: ")
+    assert rule in message
+
+
+def test_several_errors_are_all_named(client: TestClient) -> None:
+    response = client.post("/v1/predictions", json=_tumor(clump_thickness=0, mitoses=True))
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert "clump_thickness: " in message
+    assert "mitoses: " in message
+
+
+# --- body limit --------------------------------------------------------------------------------------------------
+
+
+def test_body_over_the_limit_with_content_length_is_413(small_client: TestClient) -> None:
+    body = json.dumps(EXAMPLE_BENIGN).encode().ljust(SMALL_LIMIT + 1)
+    response = small_client.post("/v1/predictions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["message"] == f"request body: larger than the limit of {SMALL_LIMIT} bytes"
+
+
+def test_body_at_the_limit_is_accepted(small_client: TestClient) -> None:
+    body = json.dumps(EXAMPLE_BENIGN).encode().ljust(SMALL_LIMIT)  # JSON with trailing spaces
+    response = small_client.post("/v1/predictions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    assert response.json()["prediction"] == "benign"
+
+
+def test_chunked_body_over_the_limit_without_content_length_is_413(small_client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield json.dumps(EXAMPLE_BENIGN).encode()
+        for _ in range(10):
+            yield b" " * 500
+
+    response = small_client.post("/v1/predictions", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert response.status_code == 413, response.text
+    assert response.json()["message"] == f"request body: larger than the limit of {SMALL_LIMIT} bytes"
+
+
+def test_chunked_body_under_the_limit_is_accepted(small_client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield json.dumps(EXAMPLE_MALIGNANT).encode()
+        yield b" " * 100
+
+    response = small_client.post("/v1/predictions", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    assert response.json()["prediction"] == "malignant"
+
+
+# --- documentation -----------------------------------------------------------------------------------------------
+
+
+def test_openapi_documents_the_paths_and_the_tumor_schema(client: TestClient) -> None:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    spec = response.json()
+    assert "post" in spec["paths"]["/v1/predictions"]
+    assert "post" in spec["paths"]["/v1/predictions/batch"]
+    assert "get" in spec["paths"]["/v1/model"]
+    tumor = spec["components"]["schemas"]["Tumor"]
+    assert tumor["examples"] == [EXAMPLE_BENIGN, EXAMPLE_MALIGNANT]
+    assert sorted(tumor["required"]) == sorted(FEATURES)
+    score = tumor["properties"]["clump_thickness"]
+    assert (score.get("minimum"), score.get("maximum")) == (1, 10), f"not JSON Schema keywords: {score}"
+    assert "examples" in spec["components"]["schemas"]["PredictionOut"]
+    assert "422" in spec["paths"]["/v1/predictions"]["post"]["responses"]
+
+
+def test_docs_serve_html(client: TestClient) -> None:
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in response.text.lower()
