@@ -45,5 +45,6 @@ def run_test_suites(
     check_test_results(results)
     return [o.uri for o in written]
 
+
 if __name__ == "__main__":
     run_test_suites()

@@ -36,7 +36,20 @@ IMAGE_PYTHON = "3.11"
 IMAGE_GLIBC = (2, 36)
 BUNDLE_FILES = ("model.skops", "metadata.json")
 CONTAINER_PORT = 8000
+#: Label on smoke-test containers, so leftovers (there should be none) are easy to find.
+SMOKE_TEST_LABEL = "org.oncology-mlops.smoke-test"
 _LOG_TAIL = 30
+_NETWORK_MARKERS = (
+    "connectionerror",
+    "connection refused",
+    "connection reset",
+    "read timed out",
+    "readtimeouterror",
+    "temporary failure in name resolution",
+    "max retries exceeded",
+    "http error 5",
+    "503 service unavailable",
+)
 
 
 @dataclass(frozen=True)
@@ -162,7 +175,12 @@ def _download_wheels(pinned: list[str], target: Path) -> None:
         "-r",
         str(target / "requirements.txt"),
     ]
-    _run(command, target, "downloading the runtime wheels")
+    try:
+        _run(command, target, "downloading the runtime wheels")
+    except BuildFailed as exc:
+        if any(marker in str(exc).lower() for marker in _NETWORK_MARKERS):
+            raise TransientError(f"{exc}\nThe package index did not answer; retry later.") from exc
+        raise
 
 
 def _cache_root(project_dir: Path) -> Path:
@@ -202,7 +220,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _make_world_readable(root: Path) -> None:
-    """Directories 0755 and files 0644, so the image's non-root user can read the bundle."""
+    """Directories 0755 and files 0644 under `root`, so the image's non-root user can read them."""
     root.chmod(0o755)
     for path in root.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -241,7 +259,8 @@ def prepare_build_context(project_dir: Path, bundle_dir: Path, out_dir: Path, ca
         )
         (wheels / ".gitignore").unlink(missing_ok=True)  # uv build drops one into its out-dir
         shutil.copytree(bundle_dir, staging / "model", ignore=shutil.ignore_patterns("__pycache__", ".*"))
-        _make_world_readable(staging)
+        _make_world_readable(staging / "model")
+        staging.chmod(0o755)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -361,14 +380,17 @@ def smoke_test_image(
     SmokeTestFailed, with the container's logs, on a wrong answer, a crash or a timeout.
     """
     model_version = str(json.loads((bundle_dir / "metadata.json").read_text())["model_version"])
-    container = client.containers.run(
-        image,
-        detach=True,
-        ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},
-        read_only=True,
-        tmpfs={"/tmp": "rw,size=16m"},
-        labels={"org.oncology-mlops.smoke-test": "true"},
-    )
+    try:
+        container = client.containers.run(
+            image,
+            detach=True,
+            ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=16m"},
+            labels={SMOKE_TEST_LABEL: "true"},
+        )
+    except docker.errors.APIError as exc:
+        raise SmokeTestFailed(f"cannot start a container of {image}: {exc.explanation or exc}") from exc
     started = time.monotonic()
     try:
         base = f"http://127.0.0.1:{_host_port(container)}"

@@ -48,12 +48,30 @@ class PipelineSettings(BaseSettings):
     unit_tests: str = "tests/oncology_model"
     model_tests: str = "tests/model"
 
+    # Publish: the web-service image
+    ecr_repository: str = "oncology-webservice"
+    registry_address: str | None = Field(
+        default=None, description="push here instead of ECR's proxyEndpoint (a non-AWS or local registry)"
+    )
+    base_image: str = Field(default="python:3.11-slim", description="BASE_IMAGE of the Dockerfile")
+    docker_host: str | None = Field(default=None, description="Docker engine address; default: DOCKER_HOST")
+    smoke_test_timeout_seconds: float = Field(default=60, gt=0)
+
+    # Deploy: the cluster
     team: str = "ml-platform"
+    kube_namespace: str = "oncology"
+    kubeconfig: str | None = Field(default=None, description="kubeconfig file; default: KUBECONFIG or ~/.kube/config")
+    kube_context: str | None = Field(default=None, description="kubeconfig context (kind, minikube, k3d, EKS)")
+    eks_cluster_name: str | None = Field(default=None, description="connect through EKS instead of a kubeconfig")
+    rollout_timeout_seconds: float = Field(default=600, gt=0)
+    rollout_poll_seconds: float = Field(default=2, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.model_prefix.strip("/") != self.model_prefix or not self.model_prefix:
             raise ValueError("model_prefix: must be non-empty, without leading or trailing '/'")
+        if self.eks_cluster_name and (self.kubeconfig or self.kube_context):
+            raise ValueError("eks_cluster_name: set either an EKS cluster or a kubeconfig/context, not both")
         if self.data_bucket == self.metrics_bucket and self.data_key.startswith("trainer/"):
             raise ValueError("data_key: must not live under trainer/ in the metrics bucket (reports would clash)")
         return self

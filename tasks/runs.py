@@ -16,3 +16,15 @@ def stamp_run(stage: str, version: str | None) -> str:
         with get_client(sync_client=True) as client:
             client.update_flow_run(run_id, name=f"{stage}-{version}")
     return version
+
+
+def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
+    """Create the global concurrency limit `name` if the server has none (an existing one is left as it is)."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))

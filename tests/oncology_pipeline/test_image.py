@@ -15,6 +15,7 @@ from oncology_pipeline import image as image_module
 from oncology_pipeline.errors import BuildFailed, ConfigurationError, SmokeTestFailed
 from oncology_pipeline.image import (
     MODEL_VERSION_LABEL,
+    SMOKE_TEST_LABEL,
     build_image,
     dependency_wheelhouse,
     prepare_build_context,
@@ -24,7 +25,6 @@ from tests.oncology_pipeline.conftest import PROJECT_DIR, BuiltImage
 from tests.support import docker_env
 
 PIPELINE_ONLY = ("prefect", "boto3", "botocore", "docker", "kubernetes", "pytest", "moto")
-SMOKE_LABEL = "org.oncology-mlops.smoke-test"
 
 
 def _sha256(path: Path) -> str:
@@ -193,7 +193,9 @@ def test_a_broken_dockerfile_raises_build_failed_with_its_output(docker_client: 
 
 def _smoke_containers(docker_client: Any, image_id: str) -> list[Any]:
     return [
-        c for c in docker_client.containers.list(all=True, filters={"label": SMOKE_LABEL}) if c.image.id == image_id
+        c
+        for c in docker_client.containers.list(all=True, filters={"label": SMOKE_TEST_LABEL})
+        if c.image.id == image_id
     ]
 
 

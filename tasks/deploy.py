@@ -1,0 +1,69 @@
+"""Deploy stage: the seed's `kubectl set image deployments -l app=oncology-webservice,team=<team> ...`,
+pinned by digest, watched like `kubectl rollout status`, and rolled back when it fails."""
+
+from __future__ import annotations
+
+from kubernetes.client import ApiClient, AppsV1Api
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from oncology_pipeline import aws, cluster, eks
+from oncology_pipeline.settings import PipelineSettings
+from tasks.policy import NETWORK_RETRIES
+
+
+@task(name="connect_cluster", tags=["deploy"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def connect_cluster(settings: PipelineSettings) -> ApiClient:
+    """An API client for EKS (describe_cluster + a refreshed bearer token) or a kubeconfig context."""
+    log = get_run_logger()
+    if settings.eks_cluster_name:
+        api = eks.connect_eks(aws.client(settings, "eks"), aws.session(settings), settings.eks_cluster_name)
+        log.info("connected to EKS cluster %s at %s", settings.eks_cluster_name, api.configuration.host)
+        return api
+    api = cluster.connect_kubeconfig(settings.kubeconfig, settings.kube_context)
+    log.info("connected to %s (kubeconfig context %s)", api.configuration.host, settings.kube_context or "current")
+    return api
+
+
+@task(name="set_image", tags=["deploy"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def set_image(api: ApiClient, settings: PipelineSettings, image: str) -> list[cluster.ImageChange]:
+    """Patch container oncology-webservice of every matching Deployment to `image` (all or none)."""
+    selector = cluster.webservice_selector(settings.team)
+    changes = cluster.set_image(AppsV1Api(api), settings.kube_namespace, selector, cluster.WEBSERVICE_CONTAINER, image)
+    log = get_run_logger()
+    for change in changes:
+        log.info("deployment %s: %s -> %s", change.deployment, change.previous_image, change.new_image)
+    return changes
+
+
+@task(name="wait_for_rollout", tags=["deploy"], cache_policy=NO_CACHE)
+def wait_for_rollout(api: ApiClient, settings: PipelineSettings, changes: list[cluster.ImageChange]) -> str:
+    """Wait until every patched Deployment has rolled out (RolloutFailed on a passed deadline or timeout)."""
+    log = get_run_logger()
+    cluster.wait_for_rollout(
+        AppsV1Api(api),
+        settings.kube_namespace,
+        [c.deployment for c in changes],
+        settings.rollout_timeout_seconds,
+        settings.rollout_poll_seconds,
+        log.info,
+    )
+    return f"rolled out: {', '.join(c.deployment for c in changes)} run {changes[0].new_image}"
+
+
+@task(name="rollback", tags=["deploy"], cache_policy=NO_CACHE)
+def rollback(api: ApiClient, settings: PipelineSettings, changes: list[cluster.ImageChange]) -> str:
+    """Put the previous images back and wait for that rollout too."""
+    log = get_run_logger()
+    restored = cluster.rollback(
+        AppsV1Api(api),
+        settings.kube_namespace,
+        changes,
+        cluster.WEBSERVICE_CONTAINER,
+        timeout=settings.rollout_timeout_seconds,
+        poll=settings.rollout_poll_seconds,
+        log=log.info,
+    )
+    summary = ", ".join(f"{c.deployment} runs {c.new_image} again" for c in restored) or "nothing to restore"
+    log.warning("rolled back: %s", summary)
+    return summary

@@ -1,0 +1,222 @@
+"""Human-readable views: validation report, metrics, gate decision, coverage, links, the history row."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from oncology_model.bundle import ModelMetadata
+from oncology_model.data import ValidationReport, parse_csv
+from oncology_model.evaluation import Estimate, Evaluation, GateDecision
+from oncology_model.training import TrainingConfig
+from oncology_pipeline.reports import (
+    coverage_rows,
+    gate_markdown,
+    history_row,
+    links_markdown,
+    metrics_rows,
+    validation_markdown,
+)
+from tests.support.data import csv_bytes, synthetic_rows
+
+VERSION = "20261125T020000Z-3fa85f64"
+
+
+@pytest.fixture
+def report() -> ValidationReport:
+    """A real validation report: 40 rows, a bad score on line 5, a bad class on line 10, one '?' bare nuclei."""
+    rows = synthetic_rows(40)
+    rows[4][3] = "x"
+    rows[9][10] = 3
+    rows[12][6] = "?"
+    return parse_csv(csv_bytes(rows), max_invalid_share=0.2).report
+
+
+@pytest.fixture
+def evaluation() -> Evaluation:
+    return Evaluation(
+        n_test=140,
+        threshold=0.25,
+        metrics={
+            "accuracy": Estimate(value=0.964, ci_low=0.93, ci_high=0.99),
+            "recall": Estimate(value=0.98, ci_low=0.94, ci_high=1.0),
+            "roc_auc": Estimate(value=0.995, ci_low=0.988, ci_high=0.999),
+        },
+    )
+
+
+def test_validation_markdown_lists_counts_and_dropped_rows_by_row_number(report: ValidationReport) -> None:
+    text = validation_markdown(report, "s3://oncology-training-data/wisconsin.data")
+    lines = text.splitlines()
+
+    assert lines[0] == "# Data validation: s3://oncology-training-data/wisconsin.data"
+    assert "- rows read: **40**, kept: **38**, dropped: **2**" in lines
+    assert "- class balance: benign 19, malignant 19" in lines
+    assert "- missing values kept for imputation: bare_nuclei 1" in lines
+    assert "- duplicate sample ids: 0; rows identical to an earlier row: 0" in lines
+    assert f"- sha256: `{report.sha256}`" in lines
+    table = lines[lines.index("| row | field | reason |") :]
+    assert table == [
+        "| row | field | reason |",
+        "|---:|---|---|",
+        "| 5 | uniformity_of_cell_shape | must be an integer, got 'x' |",
+        "| 10 | class | class must be 2 (benign) or 4 (malignant), got 3 |",
+    ]
+
+
+def test_validation_markdown_without_drops_has_no_table() -> None:
+    report = parse_csv(csv_bytes(synthetic_rows(20))).report
+
+    text = validation_markdown(report, "local.csv")
+
+    assert "dropped: **0**" in text
+    assert "- missing values kept for imputation: none" in text
+    assert "| row |" not in text
+
+
+def test_validation_markdown_lists_at_most_fifty_dropped_rows() -> None:
+    rows = synthetic_rows(200)
+    for row in rows[:60]:
+        row[10] = 3
+    report = parse_csv(csv_bytes(rows), max_invalid_share=0.5).report
+
+    lines = validation_markdown(report, "big.csv").splitlines()
+
+    assert "- rows read: **200**, kept: **140**, dropped: **60**" in lines
+    table_rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert len(table_rows) == 50
+    assert table_rows[0].startswith("| 1 | class |")
+    assert table_rows[-1].startswith("| 50 | class |")
+
+
+def test_validation_markdown_counts_duplicates() -> None:
+    rows = synthetic_rows(20)
+    rows.append(list(rows[3]))
+    report = parse_csv(csv_bytes(rows)).report
+
+    text = validation_markdown(report, "dups.csv")
+
+    assert "- duplicate sample ids: 1; rows identical to an earlier row: 1" in text
+
+
+def test_metrics_rows_one_per_metric_with_its_interval(evaluation: Evaluation) -> None:
+    assert metrics_rows(evaluation) == [
+        {"metric": "accuracy", "value": 0.964, "ci_low": 0.93, "ci_high": 0.99},
+        {"metric": "recall", "value": 0.98, "ci_low": 0.94, "ci_high": 1.0},
+        {"metric": "roc_auc", "value": 0.995, "ci_low": 0.988, "ci_high": 0.999},
+    ]
+
+
+def test_gate_markdown_passed_with_a_champion() -> None:
+    decision = GateDecision(
+        passed=True,
+        reasons=["recall 0.9800 >= minimum 0.9500", "recall 0.9800 vs champion 20261124T020000Z-00000001 0.9700"],
+        champion_version="20261124T020000Z-00000001",
+    )
+
+    assert gate_markdown(decision, VERSION) == "\n".join(
+        [
+            f"# Quality gate for {VERSION}: PASSED: promoted to production",
+            "",
+            "Champion: 20261124T020000Z-00000001",
+            "",
+            "- recall 0.9800 >= minimum 0.9500",
+            "- recall 0.9800 vs champion 20261124T020000Z-00000001 0.9700",
+        ]
+    )
+
+
+def test_gate_markdown_failed_first_model() -> None:
+    decision = GateDecision(passed=False, reasons=["recall 0.9000 < minimum 0.9500"])
+
+    lines = gate_markdown(decision, VERSION).splitlines()
+
+    assert lines[0] == f"# Quality gate for {VERSION}: FAILED: not promoted"
+    assert "Champion: none (first model)" in lines
+    assert lines[-1] == "- recall 0.9000 < minimum 0.9500"
+
+
+COVERAGE: dict[str, Any] = {
+    "meta": {"format": 3, "version": "7.6.0"},
+    "files": {
+        "oncology_model/training.py": {
+            "summary": {"num_statements": 80, "missing_lines": 4, "covered_lines": 76, "percent_covered": 95.0}
+        },
+        "oncology_model/data.py": {
+            "summary": {"num_statements": 120, "missing_lines": 7, "covered_lines": 113, "percent_covered": 94.16666}
+        },
+    },
+    "totals": {"num_statements": 200, "missing_lines": 11, "covered_lines": 189, "percent_covered": 94.5},
+}
+
+
+def test_coverage_rows_per_module_sorted_then_the_total() -> None:
+    assert coverage_rows(COVERAGE) == [
+        {"module": "oncology_model/data.py", "statements": 120, "missing": 7, "covered_percent": 94.2},
+        {"module": "oncology_model/training.py", "statements": 80, "missing": 4, "covered_percent": 95.0},
+        {"module": "TOTAL", "statements": 200, "missing": 11, "covered_percent": 94.5},
+    ]
+
+
+def test_coverage_rows_of_an_empty_report() -> None:
+    assert coverage_rows({}) == []
+
+
+def test_links_markdown() -> None:
+    links = [("s3://b/models/v1/model.skops", "https://console.example/b/models/v1/model.skops")]
+    assert links_markdown("Model bundle v1", links) == (
+        "# Model bundle v1\n\n- [s3://b/models/v1/model.skops](https://console.example/b/models/v1/model.skops)"
+    )
+
+
+def _metadata(evaluation: Evaluation, gate: GateDecision | None) -> dict[str, Any]:
+    """A bundle's metadata as the pipeline hands it to history_row (ModelMetadata dumped as JSON)."""
+    metadata = ModelMetadata(
+        model_version=VERSION,
+        created_at=datetime(2026, 11, 25, 2, 5, tzinfo=UTC),
+        data_sha256="a" * 64,
+        rows={"read": 699, "kept": 683, "train": 546, "test": 137},
+        config=TrainingConfig(estimator="random_forest"),
+        evaluation=evaluation,
+        gate=gate,
+    )
+    return metadata.model_dump(mode="json")
+
+
+def test_history_row_holds_version_data_metrics_with_intervals_and_the_gate(evaluation: Evaluation) -> None:
+    gate = GateDecision(passed=True, reasons=["ok"], champion_version="20261124T020000Z-00000001")
+
+    row = history_row(_metadata(evaluation, gate))
+
+    assert row == {
+        "model_version": VERSION,
+        "created_at": "2026-11-25T02:05:00Z",
+        "estimator": "random_forest",
+        "data_sha256": "a" * 64,
+        "rows_kept": 683,
+        "accuracy": 0.964,
+        "accuracy_ci_low": 0.93,
+        "accuracy_ci_high": 0.99,
+        "recall": 0.98,
+        "recall_ci_low": 0.94,
+        "recall_ci_high": 1.0,
+        "roc_auc": 0.995,
+        "roc_auc_ci_low": 0.988,
+        "roc_auc_ci_high": 0.999,
+        "gate_passed": True,
+        "champion_version": "20261124T020000Z-00000001",
+    }
+    assert list(row)[:5] == ["model_version", "created_at", "estimator", "data_sha256", "rows_kept"]
+    assert list(row)[-2:] == ["gate_passed", "champion_version"]
+
+
+def test_history_row_of_a_first_model_and_of_a_bundle_without_gate(evaluation: Evaluation) -> None:
+    first = history_row(_metadata(evaluation, GateDecision(passed=False, reasons=["recall too low"])))
+    assert first["gate_passed"] is False
+    assert first["champion_version"] == ""
+
+    ungated = history_row(_metadata(evaluation, None))
+    assert ungated["gate_passed"] is None
+    assert ungated["champion_version"] == ""

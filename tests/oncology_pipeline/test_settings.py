@@ -1,0 +1,196 @@
+"""The pipeline settings: defaults, ONCOLOGY_* variables, `.env`, per-run overrides and their validation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from oncology_model.evaluation import GateThresholds
+from oncology_pipeline.settings import PipelineSettings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ONCOLOGY_* variable from outside, and a working directory without a `.env`."""
+    for name in list(os.environ):
+        if name.upper().startswith("ONCOLOGY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults() -> None:
+    settings = PipelineSettings()
+
+    assert settings.metrics_bucket == "machine-learning-metrics"
+    assert settings.data_bucket == "oncology-training-data"
+    assert settings.data_key == "breast-cancer-wisconsin/breast-cancer-wisconsin.data"
+    assert settings.model_bucket == "oncology-models"
+    assert settings.model_prefix == "models"
+    assert settings.aws_region == "eu-central-1"
+    assert settings.s3_endpoint_url is None
+    assert settings.aws_endpoint_url is None
+    assert settings.aws_credentials_block is None
+    assert settings.work_dir == Path(".work")
+    assert settings.estimator == "logistic_regression"
+    assert settings.seed == 42
+    assert settings.gate == GateThresholds()
+    assert settings.gate.min_recall == 0.95
+    assert settings.max_invalid_share == 0.05
+    assert settings.bootstrap_resamples == 1000
+
+
+def test_environment_variables_with_the_oncology_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ONCOLOGY_METRICS_BUCKET", "team-metrics")
+    monkeypatch.setenv("ONCOLOGY_S3_ENDPOINT_URL", "http://127.0.0.1:4566")
+    monkeypatch.setenv("ONCOLOGY_SEED", "7")
+    monkeypatch.setenv("ONCOLOGY_ESTIMATOR", "random_forest")
+    monkeypatch.setenv("ONCOLOGY_WORK_DIR", str(tmp_path / "w"))
+    monkeypatch.setenv("METRICS_BUCKET", "not-ours")
+
+    settings = PipelineSettings()
+
+    assert settings.metrics_bucket == "team-metrics"
+    assert settings.s3_endpoint_url == "http://127.0.0.1:4566"
+    assert settings.seed == 7
+    assert settings.estimator == "random_forest"
+    assert settings.work_dir == tmp_path / "w"
+
+
+def test_a_nested_gate_threshold_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONCOLOGY_GATE__MIN_RECALL", "0.97")
+
+    settings = PipelineSettings()
+
+    assert settings.gate.min_recall == 0.97
+    assert settings.gate.min_roc_auc == GateThresholds().min_roc_auc, "the other thresholds keep their defaults"
+
+
+def test_an_invalid_environment_value_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONCOLOGY_GATE__MIN_RECALL", "1.5")
+
+    with pytest.raises(ValidationError) as raised:
+        PipelineSettings()
+
+    assert [error["loc"] for error in raised.value.errors()] == [("gate", "min_recall")]
+
+
+def test_a_dotenv_file_is_read_and_the_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ONCOLOGY_MODEL_BUCKET=from-dotenv\nONCOLOGY_TEAM=from-dotenv\nUNRELATED=1\n")
+    monkeypatch.setenv("ONCOLOGY_TEAM", "from-environment")
+
+    settings = PipelineSettings()
+
+    assert settings.model_bucket == "from-dotenv"
+    assert settings.team == "from-environment"
+
+
+def test_settings_are_frozen() -> None:
+    settings = PipelineSettings()
+    with pytest.raises(ValidationError):
+        settings.seed = 1  # type: ignore[misc]
+
+
+def test_with_overrides_returns_a_validated_copy() -> None:
+    settings = PipelineSettings()
+
+    changed = settings.with_overrides({"seed": "13", "work_dir": "/tmp/run", "gate": {"min_recall": 0.99}})
+
+    assert changed.seed == 13
+    assert changed.work_dir == Path("/tmp/run")
+    assert changed.gate.min_recall == 0.99
+    assert settings.seed == 42, "the original is unchanged"
+    assert changed.metrics_bucket == settings.metrics_bucket
+
+
+@pytest.mark.parametrize("overrides", [None, {}])
+def test_no_overrides_give_the_same_settings(overrides: dict[str, object] | None) -> None:
+    settings = PipelineSettings()
+    assert settings.with_overrides(overrides) is settings
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"max_invalid_share": 2}, ("max_invalid_share",)),
+        ({"seed": "not a number"}, ("seed",)),
+        ({"bootstrap_resamples": 10}, ("bootstrap_resamples",)),
+        ({"estimator": "deep_net"}, ("estimator",)),
+        ({"gate": {"min_recall": -0.1}}, ("gate", "min_recall")),
+        ({"gate": {"min_recal": 0.9}}, ("gate", "min_recal")),
+    ],
+)
+def test_a_bad_override_is_refused_naming_the_field(overrides: dict[str, object], field: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        PipelineSettings().with_overrides(overrides)
+
+    assert [error["loc"] for error in raised.value.errors()] == [field]
+    assert ".".join(field) in str(raised.value)
+
+
+def test_a_partial_gate_override_keeps_the_configured_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow parameter that changes one threshold must not reset the others set in ONCOLOGY_GATE__*."""
+    monkeypatch.setenv("ONCOLOGY_GATE__MIN_ROC_AUC", "0.99")
+    settings = load_settings()
+    assert settings.gate.min_roc_auc == 0.99
+
+    changed = settings.with_overrides({"gate": {"min_recall": 0.98}})
+
+    assert changed.gate.min_recall == 0.98
+    assert changed.gate.min_roc_auc == 0.99
+
+
+def test_load_settings_applies_overrides_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONCOLOGY_SEED", "7")
+    monkeypatch.setenv("ONCOLOGY_TEAM", "oncology")
+
+    settings = load_settings({"seed": 8})
+
+    assert settings.seed == 8
+    assert settings.team == "oncology"
+
+
+@pytest.mark.parametrize("prefix", ["models/", "/models", "/", ""])
+def test_model_prefix_with_a_leading_or_trailing_slash_is_refused(prefix: str) -> None:
+    with pytest.raises(ValidationError, match=r"model_prefix: must be non-empty, without leading or trailing '/'"):
+        PipelineSettings(model_prefix=prefix)
+
+
+def test_model_prefix_from_the_environment_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONCOLOGY_MODEL_PREFIX", "models/")
+    with pytest.raises(ValidationError, match="model_prefix"):
+        PipelineSettings()
+
+
+def test_model_prefix_override_is_checked_too() -> None:
+    with pytest.raises(ValidationError, match="model_prefix"):
+        PipelineSettings().with_overrides({"model_prefix": "/models"})
+
+
+def test_a_nested_model_prefix_is_accepted() -> None:
+    assert PipelineSettings(model_prefix="oncology/models").model_prefix == "oncology/models"
+
+
+def test_training_data_under_the_reports_in_the_metrics_bucket_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"data_key: must not live under trainer/"):
+        PipelineSettings(data_bucket="shared", metrics_bucket="shared", data_key="trainer/data.csv")
+    assert PipelineSettings(data_bucket="shared", metrics_bucket="shared", data_key="data/data.csv").data_key == (
+        "data/data.csv"
+    )
+    assert PipelineSettings(metrics_bucket="other", data_key="trainer/data.csv").data_key == "trainer/data.csv"
+
+
+def test_cache_and_run_directories_derive_from_the_work_dir(tmp_path: Path) -> None:
+    settings = PipelineSettings(work_dir=tmp_path / "work")
+
+    assert settings.cache_dir == tmp_path / "work" / "cache"
+    assert settings.run_dir("20261125T020000Z-3fa85f64") == tmp_path / "work" / "runs" / "20261125T020000Z-3fa85f64"
+    assert not (tmp_path / "work").exists(), "deriving paths creates nothing"
+
+
+def test_default_directories_are_relative_to_the_working_directory() -> None:
+    settings = PipelineSettings()
+    assert settings.cache_dir == Path(".work/cache")
+    assert settings.run_dir("v1") == Path(".work/runs/v1")

@@ -1,0 +1,142 @@
+"""run_suite runs pytest for real, in a subprocess, on small suites written for the test."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from oncology_pipeline.testsuites import SuiteResult, run_suite
+
+PACKAGE = """
+def double(x):
+    return 2 * x
+
+
+def unused(x):
+    if x:
+        return "never called"
+    return "never called either"
+"""
+
+PASSING = """
+import os
+
+from tinypkg import double
+
+
+def test_double():
+    assert double(2) == 4
+
+
+def test_the_environment_reaches_the_suite():
+    assert os.environ["SUITE_FLAG"] == "on"
+"""
+
+MIXED = """
+import pytest
+
+from tinypkg import double
+
+
+def test_double():
+    assert double(3) == 6
+
+
+def test_wrong():
+    assert double(3) == 7
+
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("fixture failed")
+
+
+def test_with_a_broken_fixture(broken):
+    pass
+
+
+@pytest.mark.skip(reason="not today")
+def test_skipped():
+    pass
+"""
+
+
+def _project(root: Path, tests: dict[str, str]) -> Path:
+    """A tiny project: an importable package `tinypkg` and the given test files under tests/."""
+    (root / "tinypkg").mkdir(parents=True)
+    (root / "tinypkg" / "__init__.py").write_text(textwrap.dedent(PACKAGE))
+    (root / "tests").mkdir()
+    for name, text in tests.items():
+        (root / "tests" / name).write_text(textwrap.dedent(text))
+    return root
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteResult, Path]:
+    """One run of a suite with a pass per file, a failure, an error and a skip (a pytest subprocess is slow)."""
+    root = _project(tmp_path_factory.mktemp("mixed"), {"test_passing.py": PASSING, "test_mixed.py": MIXED})
+    out = root / "reports"
+    result = run_suite("unit", ["tests"], out, cwd=root, env={"SUITE_FLAG": "on"}, cov_package="tinypkg")
+    return result, out
+
+
+def test_counts_of_a_failing_suite(mixed: tuple[SuiteResult, Path]) -> None:
+    result, _ = mixed
+
+    assert result.name == "unit"
+    assert (result.tests, result.failures, result.errors, result.skipped) == (6, 1, 1, 1)
+    assert result.returncode == 1
+    assert result.passed is False
+    assert result.seconds > 0
+
+
+def test_a_failing_suite_says_what_failed_in_its_output_tail(mixed: tuple[SuiteResult, Path]) -> None:
+    result, _ = mixed
+
+    assert "FAILED tests/test_mixed.py::test_wrong" in result.output_tail
+    assert "ERROR tests/test_mixed.py::test_with_a_broken_fixture" in result.output_tail
+    assert "1 failed, 3 passed, 1 skipped, 1 error" in result.output_tail
+    assert len(result.output_tail.splitlines()) <= 15
+
+
+def test_coverage_and_junit_reports_are_written(mixed: tuple[SuiteResult, Path]) -> None:
+    result, out = mixed
+
+    assert (out / "unit.xml").exists()
+    assert json.loads((out / "unit.json").read_text()) == result.coverage
+    assert set(result.coverage["files"]) == {"tinypkg/__init__.py"}
+    summary = result.coverage["files"]["tinypkg/__init__.py"]["summary"]
+    assert summary["num_statements"] == 6
+    assert summary["missing_lines"] == 3
+    assert result.percent_covered == pytest.approx(50.0)
+    assert result.percent_covered == result.coverage["totals"]["percent_covered"]
+
+
+def test_a_green_suite_passes(tmp_path: Path) -> None:
+    root = _project(tmp_path, {"test_passing.py": PASSING})
+
+    result = run_suite("green", ["tests"], root / "reports", cwd=root, env={"SUITE_FLAG": "on"}, cov_package="tinypkg")
+
+    assert (result.tests, result.failures, result.errors, result.skipped) == (2, 0, 0, 0)
+    assert result.returncode == 0
+    assert result.passed is True
+    assert "2 passed" in result.output_tail
+    assert result.percent_covered == pytest.approx(100 * 3 / 6)
+
+
+def test_a_suite_without_tests_does_not_pass_and_stale_reports_are_not_read(tmp_path: Path) -> None:
+    root = _project(tmp_path, {})
+    out = root / "reports"
+    out.mkdir()
+    (out / "empty.json").write_text(json.dumps({"totals": {"percent_covered": 99.0}}))
+    (out / "empty.xml").write_text('<testsuite tests="7" failures="0" errors="0" skipped="0"/>')
+
+    result = run_suite("empty", ["tests"], out, cwd=root, cov_package="tinypkg")
+
+    assert result.tests == 0
+    assert result.returncode == 5
+    assert result.passed is False
+    assert result.percent_covered != 99.0
