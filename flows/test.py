@@ -3,6 +3,7 @@ and `make upload.monitoring`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,24 @@ from tasks.testing import MODEL, UNIT, check_test_results, run_test_suites_with_
 from tasks.training import fetch_model_bundle, upload_reports
 
 
+@dataclass(frozen=True)
+class TestOutcome:
+    """Coverage per suite (percent) and the S3 objects written."""
+
+    __test__ = False  # not a pytest test class
+
+    coverage: dict[str, float]
+    tests: dict[str, int]
+    s3_uris: list[str]
+
+
 @flow(name="test", log_prints=False)
 def run_test_suites(
     version: str | None = None,
     model_dir: Path | None = None,
     model_version: str | None = None,
     overrides: dict[str, Any] | None = None,
-) -> list[str]:
+) -> TestOutcome:
     """Run the unit suite and the model suite (against `model_dir`, else `model_version` or production from S3)."""
     settings = load_settings(overrides)
     version = stamp_run("test", version)
@@ -43,7 +55,11 @@ def run_test_suites(
             "Coverage reports",
         )
     check_test_results(results)
-    return [o.uri for o in written]
+    return TestOutcome(
+        coverage={r.name: round(r.percent_covered, 1) for r in results},
+        tests={r.name: r.tests for r in results},
+        s3_uris=[o.uri for o in written],
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ class TrainOutcome:
     version: str
     bundle_dir: Path
     s3_uris: list[str]
+    metrics: dict[str, float]
+    gate: list[str]
 
 
 @flow(name="train", log_prints=False)
@@ -63,7 +65,13 @@ def train(
         written += record_metrics_history(settings, metadata)
     if not decision.passed:
         raise QualityGateFailed(decision.reasons)
-    return TrainOutcome(version=version, bundle_dir=bundle_dir, s3_uris=[o.uri for o in written])
+    return TrainOutcome(
+        version=version,
+        bundle_dir=bundle_dir,
+        s3_uris=[o.uri for o in written],
+        metrics={name: est.value for name, est in evaluation.metrics.items()},
+        gate=decision.reasons,
+    )
 
 
 if __name__ == "__main__":

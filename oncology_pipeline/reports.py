@@ -6,6 +6,7 @@ from typing import Any
 
 from oncology_model.data import ValidationReport
 from oncology_model.evaluation import Evaluation, GateDecision
+from oncology_pipeline.image import ImageInfo, SmokeResult
 
 
 def validation_markdown(report: ValidationReport, source: str) -> str:
@@ -88,3 +89,20 @@ def history_row(metadata: dict[str, Any]) -> dict[str, Any]:
     gate = metadata.get("gate") or {}
     row |= {"gate_passed": gate.get("passed"), "champion_version": gate.get("champion_version") or ""}
     return row
+
+
+def image_markdown(pinned: str, info: ImageInfo, smoke: SmokeResult) -> str:
+    """The published image: reference by digest, size, labels and the smoke test's answer."""
+    lines = [
+        "# Published image",
+        "",
+        f"- image: `{pinned}`",
+        f"- built as `{info.tag}` (`{info.id}`), {info.size / 1e6:.1f} MB",
+        f"- smoke test: ready in {smoke.ready_seconds:.1f} s, one prediction in {smoke.latency_ms:.1f} ms: "
+        f"`{smoke.response}`",
+        "",
+        "| label | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {key} | {value} |" for key, value in sorted(info.labels.items())]
+    return "\n".join(lines)

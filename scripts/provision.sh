@@ -9,7 +9,7 @@ set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SERVICES_DIR="${REPO_DIR}/.work/services"
 CACHE_DIR="${ONCOLOGY_CACHE_DIR:-${HOME}/.cache/oncology-mlops}"
-BASE_IMAGE="oncology-base:bookworm"
+BASE_IMAGE="${ONCOLOGY_BASE_IMAGE:-oncology-base:bookworm}"
 BASE_TARBALL="${CACHE_DIR}/base-bookworm.tar"
 REGISTRY_ADDR="127.0.0.1:5000"
 REGISTRY_DIR="${SERVICES_DIR}/registry"
@@ -79,7 +79,17 @@ debian_mirror() {
 }
 
 ROOTFS_TMP=""
-cleanup() { if [ -n "${ROOTFS_TMP}" ]; then rm -rf "${ROOTFS_TMP}" "${BASE_TARBALL}.partial"; fi; }
+remove_rootfs() {
+    # debootstrap mounts proc/sys (and may bind /dev) in the target: unmount, and never cross mounts.
+    awk -v root="$1" 'index($2, root "/") == 1 { print $2 }' /proc/mounts | sort -r | xargs -r umount -l || true
+    rm -rf --one-file-system "$1"
+}
+cleanup() {
+    if [ -n "${ROOTFS_TMP}" ]; then
+        remove_rootfs "${ROOTFS_TMP}"
+        rm -f "${BASE_TARBALL}.partial"
+    fi
+}
 trap cleanup EXIT
 
 build_base_tarball() {
@@ -100,7 +110,7 @@ build_base_tarball() {
     find "${rootfs}/usr/share/doc" -mindepth 1 -type d -empty -delete
     tar --numeric-owner -C "${rootfs}" -cf "${BASE_TARBALL}.partial" .
     mv "${BASE_TARBALL}.partial" "${BASE_TARBALL}"
-    rm -rf "${ROOTFS_TMP}"
+    remove_rootfs "${ROOTFS_TMP}"
     ROOTFS_TMP=""
 }
 

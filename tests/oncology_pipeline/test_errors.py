@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from botocore.exceptions import (
     ClientError,
@@ -94,7 +92,6 @@ def test_permission_and_missing_resource_errors_are_not_transient(code: str | No
         ConnectionRefusedError(111, "refused"),
         BrokenPipeError(32, "broken pipe"),
         TimeoutError("timed out"),
-        socket.timeout("timed out"),
         EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
         ConnectionClosedError(endpoint_url="http://127.0.0.1:1"),
         ConnectTimeoutError(endpoint_url="http://127.0.0.1:1"),

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
 from oncology_pipeline import aws, s3store
@@ -50,7 +49,7 @@ def shared_s3(shared_proxy: FaultProxy) -> S3Client:
         env.setenv("AWS_ACCESS_KEY_ID", "testing")
         env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         env.delenv("AWS_PROFILE", raising=False)
-        client: S3Client = aws.client(PipelineSettings(_env_file=None, s3_endpoint_url=shared_proxy.url), "s3")
+        client: S3Client = aws.client(PipelineSettings(s3_endpoint_url=shared_proxy.url), "s3")
     return client
 
 
@@ -59,7 +58,6 @@ def settings(proxy: FaultProxy, tmp_path: Path) -> PipelineSettings:
     """Settings with this test's own buckets, pointed at the proxy."""
     tag = uuid.uuid4().hex[:12]
     return PipelineSettings(
-        _env_file=None,
         s3_endpoint_url=proxy.url,
         data_bucket=f"data-{tag}",
         model_bucket=f"models-{tag}",
@@ -441,6 +439,31 @@ def test_download_version_failing_midway_leaves_no_directory(
     assert s3store.fetch_bundle(s3, bucket, "models", cache) == (version, cache / version)
 
 
+def test_download_version_refused_midway_leaves_no_directory(
+    s3: S3Client,
+    settings: PipelineSettings,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bucket, cache, version = settings.model_bucket, tmp_path / "models", new_version()
+    objects = _publish(s3, bucket, tmp_path, version)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", DENIED_KEY)
+    revoked = _own_client(settings)
+
+    def revoke_after_the_first_file(**_: Any) -> None:
+        proxy.deny_access_key(DENIED_KEY)
+
+    revoked.meta.events.register("after-call.s3.GetObject", revoke_after_the_first_file)
+
+    with pytest.raises(ConfigurationError) as raised:
+        s3store.download_version(revoked, bucket, "models", version, [o.key for o in objects], cache / version)
+
+    assert str(raised.value).startswith(f"s3://{bucket}/{objects[1].key}: InvalidAccessKeyId: ")
+    assert [status for method, _, status in proxy.log if method == "GET"][-2:] == [200, 403]
+    assert list(cache.iterdir()) == [], "neither the version directory nor a staging directory is left"
+
+
 def test_download_version_of_a_pointer_listing_a_missing_file(
     s3: S3Client, settings: PipelineSettings, tmp_path: Path
 ) -> None:
@@ -565,6 +588,7 @@ def test_server_errors_and_resets_are_transient(
 ) -> None:
     method, run = CALLS[call]
     s3store.put_bytes(s3, settings.data_bucket, "data.csv", DATA, "text/csv")
+    proxy.log.clear()
     proxy.fail(fault, method=method, path=f"/{settings.data_bucket}/data.csv")
 
     with pytest.raises(Exception) as raised:
@@ -573,6 +597,7 @@ def test_server_errors_and_resets_are_transient(
     assert not isinstance(raised.value, ConfigurationError)
     assert is_transient(raised.value), repr(raised.value)
     assert (method, f"/{settings.data_bucket}/data.csv", fault) in proxy.log
+    assert proxy.count(method, f"/{settings.data_bucket}/data.csv") == 1, "one attempt: retries are the task's"
 
 
 @pytest.mark.parametrize("call", sorted(CALLS))
@@ -594,13 +619,29 @@ def test_an_unknown_access_key_is_a_configuration_error_naming_the_uri(
     assert any(status == 403 for _, _, status in proxy.log)
 
 
-@pytest.mark.parametrize("call", ["get_bytes", "put_bytes", "append_csv_row", "download_cached", "head"])
+@pytest.mark.parametrize("call", ["get_bytes", "put_bytes", "append_csv_row"])
 def test_a_missing_bucket_is_a_configuration_error_saying_to_create_it(
     s3: S3Client, settings: PipelineSettings, call: str
 ) -> None:
-    """download_cached and head: BUG. A HEAD on a missing bucket answers a bare 404 (no body, no error code),
-    and s3_errors reports it as 'the object does not exist: upload it or fix the key setting', which sends the
-    reader to the key when the bucket is what is missing (a HeadBucket would tell them apart)."""
+    missing = settings.with_overrides({"data_bucket": f"missing-{uuid.uuid4().hex[:12]}"})
+
+    with pytest.raises(ConfigurationError) as raised:
+        CALLS[call][1](s3, missing)
+
+    assert str(raised.value) == (
+        f"s3://{missing.data_bucket}/data.csv: NoSuchBucket: the bucket does not exist: create it or fix the bucket "
+        "setting"
+    )
+    assert not is_transient(raised.value)
+
+
+@pytest.mark.parametrize("call", ["download_cached", "head"])
+def test_a_missing_bucket_on_head_is_reported_as_a_missing_bucket(
+    s3: S3Client, settings: PipelineSettings, call: str
+) -> None:
+    """BUG: a HEAD on a missing bucket answers a bare 404 (no body, no error code), and s3_errors reports it
+    as 'the object does not exist: upload it or fix the key setting', which sends the reader to the key when
+    the bucket is what is missing (a HeadBucket on a 404 would tell them apart)."""
     missing = settings.with_overrides({"data_bucket": f"missing-{uuid.uuid4().hex[:12]}"})
 
     with pytest.raises(ConfigurationError) as raised:

@@ -90,7 +90,7 @@ def test_a_dotenv_file_is_read_and_the_environment_wins(monkeypatch: pytest.Monk
 def test_settings_are_frozen() -> None:
     settings = PipelineSettings()
     with pytest.raises(ValidationError):
-        settings.seed = 1  # type: ignore[misc]
+        settings.seed = 1
 
 
 def test_with_overrides_returns_a_validated_copy() -> None:
@@ -194,3 +194,28 @@ def test_default_directories_are_relative_to_the_working_directory() -> None:
     settings = PipelineSettings()
     assert settings.cache_dir == Path(".work/cache")
     assert settings.run_dir("v1") == Path(".work/runs/v1")
+
+
+@pytest.mark.parametrize("other", [{"kubeconfig": "/etc/kube/config"}, {"kube_context": "kind-oncology"}])
+def test_an_eks_cluster_and_a_kubeconfig_together_are_refused(other: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match=r"eks_cluster_name: set either an EKS cluster or a kubeconfig/context"):
+        PipelineSettings().with_overrides({"eks_cluster_name": "oncology", **other})
+    assert PipelineSettings(eks_cluster_name="oncology").eks_cluster_name == "oncology"
+    assert PipelineSettings().with_overrides(other).eks_cluster_name is None
+
+
+def test_publish_and_deploy_defaults() -> None:
+    settings = PipelineSettings()
+
+    assert settings.ecr_repository == "oncology-webservice"
+    assert settings.registry_address is None
+    assert settings.kube_namespace == "oncology"
+    assert settings.rollout_timeout_seconds == 600
+    assert settings.rollout_poll_seconds == 2
+
+
+@pytest.mark.parametrize("field", ["rollout_timeout_seconds", "rollout_poll_seconds", "smoke_test_timeout_seconds"])
+def test_timeouts_must_be_positive(field: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        PipelineSettings().with_overrides({field: 0})
+    assert [error["loc"] for error in raised.value.errors()] == [(field,)]

@@ -1,0 +1,62 @@
+"""`python -m demo` (`make demo`): the train-test-publish-deploy pipeline on embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+WORK_DIR = Path(".work/demo")
+
+
+def main() -> int:
+    """Start the stand-ins, run the pipeline flow once, print what went where."""
+    os.environ.setdefault("PREFECT_HOME", str(Path(".work/prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from demo.stack import local_stack
+
+    out = sys.stdout.write
+    start = time.perf_counter()
+    with local_stack(WORK_DIR.resolve()) as stack:
+        os.environ.update(stack.env)
+        from flows.pipeline import train_test_publish_deploy
+        from oncology_pipeline.settings import load_settings
+        from oncology_pipeline.summary import PipelineSummary
+        from oncology_pipeline.versioning import new_version
+
+        out("Local stand-ins:\n" + "".join(f"  - {line}\n" for line in stack.stand_ins))
+        if stack.publish_skipped:
+            out(f"Publish and deploy will be skipped: {stack.publish_skipped}.\n")
+        version = new_version()
+        state = train_test_publish_deploy(
+            version=version,
+            publish_image=stack.publish_skipped is None,
+            deploy_image=stack.publish_skipped is None,
+            return_state=True,
+        )
+        summary_path = load_settings().run_dir(version) / "summary.json"
+        summary = PipelineSummary.model_validate(json.loads(summary_path.read_text()))
+        if stack.publish_skipped:
+            summary.skipped |= {"publish": stack.publish_skipped, "deploy": "no image: publish was skipped"}
+
+        out(f"\nPipeline version {version}: {state.type.value} in {time.perf_counter() - start:.0f} s\n")
+        for stage in ("train", "test", "publish", "deploy"):
+            outcome = summary.stages.get(stage) or f"SKIPPED: {summary.skipped.get(stage, 'not reached')}"
+            out(f"  {stage:<8} {outcome}  ({summary.seconds.get(stage, 0):.1f} s)\n")
+        if summary.gate:
+            out("Quality gate:\n" + "".join(f"  - {reason}\n" for reason in summary.gate))
+        out("S3 objects written:\n" + "".join(f"  {uri}\n" for uri in summary.s3_uris))
+        out(f"Image: {summary.image or '-'}\n")
+        out(f"Rollout: {summary.rollout or '-'}\n")
+        if api := os.environ.get("PREFECT_API_URL"):
+            run_id = state.state_details.flow_run_id
+            out(f"Prefect UI: {api.removesuffix('/api')}/runs/flow-run/{run_id}\n")
+        else:
+            out(f"Prefect runs are in {os.environ['PREFECT_HOME']}: `make server` shows them in the UI.\n")
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Flow `publish`: build -> smoke test -> ECR login -> ensure repository -> push (the seed's `make publish`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, tags
+
+from oncology_pipeline.errors import ConfigurationError
+from oncology_pipeline.settings import load_settings
+from tasks.publish import build_image, ecr_login, ensure_repository, push_image, report_image, smoke_test_image
+from tasks.runs import stamp_run
+from tasks.training import fetch_model_bundle
+
+
+@flow(name="publish", log_prints=False)
+def publish(
+    version: str | None = None,
+    bundle_dir: Path | None = None,
+    model_version: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> str:
+    """Publish the web-service image with `bundle_dir` (else `model_version`, else production from S3) baked in;
+    returns the image pinned by digest. A failed smoke test stops the flow before any push."""
+    settings = load_settings(overrides)
+    version = stamp_run("publish", version)
+    with tags("publish"):
+        if bundle_dir is None:
+            fetched = fetch_model_bundle(settings, model_version)
+            if fetched is None:
+                raise ConfigurationError("no model to publish: run the train flow first, or pass bundle_dir")
+            bundle_dir = fetched[1]
+        info = build_image(settings, bundle_dir, version)
+        smoke = smoke_test_image(settings, info, bundle_dir)
+        credentials = ecr_login(settings)
+        repository_uri = ensure_repository(settings)
+        pinned = push_image(settings, info, credentials, repository_uri, version)
+        report_image(pinned, info, smoke)
+    return pinned
+
+
+if __name__ == "__main__":
+    publish()

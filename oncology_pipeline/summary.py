@@ -1,0 +1,37 @@
+"""What one pipeline run did, stage by stage: for the UI, the demo's output and the run directory."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class PipelineSummary(BaseModel):
+    """Filled in as the stages pass; a stage that did not run says why in `skipped`."""
+
+    version: str
+    stages: dict[str, str] = Field(default_factory=dict, description="stage -> outcome in a few words")
+    skipped: dict[str, str] = Field(default_factory=dict, description="stage -> why it did not run")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    gate: list[str] = Field(default_factory=list)
+    coverage: dict[str, float] = Field(default_factory=dict)
+    image: str | None = None
+    rollout: str | None = None
+    s3_uris: list[str] = Field(default_factory=list)
+    seconds: dict[str, float] = Field(default_factory=dict, description="wall time per stage")
+
+    def markdown(self) -> str:
+        """The summary as markdown."""
+        lines = [f"# Pipeline {self.version}", "", "| stage | outcome | seconds |", "|---|---|---:|"]
+        for stage in ("train", "test", "publish", "deploy"):
+            outcome = self.stages.get(stage) or f"skipped: {self.skipped.get(stage, 'not reached')}"
+            lines.append(f"| {stage} | {outcome} | {self.seconds.get(stage, 0):.1f} |")
+        if self.metrics:
+            lines += ["", "Hold-out metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())]
+        if self.gate:
+            lines += ["", "Quality gate:"] + [f"- {reason}" for reason in self.gate]
+        if self.coverage:
+            lines += ["", "Coverage: " + ", ".join(f"{k} {v:.1f} %" for k, v in self.coverage.items())]
+        lines += ["", f"Image: `{self.image or '-'}`", "", f"Rollout: {self.rollout or '-'}"]
+        if self.s3_uris:
+            lines += ["", "S3 objects written:"] + [f"- `{uri}`" for uri in self.s3_uris]
+        return "\n".join(lines)
