@@ -20,7 +20,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
-from oncology_pipeline.errors import ConfigurationError, is_transient
+from oncology_pipeline.errors import ConfigurationError, TransientError, is_transient
 
 POINTER_FILE = "production.json"
 _ADVICE = {
@@ -85,10 +85,26 @@ def s3_errors(uri: str) -> Iterator[None]:
         raise ConfigurationError(f"{uri}: {code or 'error'}: {advice}") from exc
 
 
+def _bucket_exists(s3: Any, bucket: str) -> bool:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchBucket"}:
+            return False
+        raise
+    return True
+
+
 def head(s3: Any, bucket: str, key: str) -> S3Object:
     """An object's size, ETag and version."""
     with s3_errors(f"s3://{bucket}/{key}"):
-        meta = s3.head_object(Bucket=bucket, Key=key)
+        try:
+            meta = s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) == "404" and not _bucket_exists(s3, bucket):
+                # a HEAD answer has no body: only HeadBucket tells a missing bucket from a missing key
+                raise ConfigurationError(f"s3://{bucket}/{key}: NoSuchBucket: {_ADVICE['NoSuchBucket']}") from exc
+            raise
     return S3Object(bucket, key, int(meta["ContentLength"]), meta["ETag"].strip('"'), meta.get("VersionId"))
 
 
@@ -124,9 +140,14 @@ def download_cached(s3: Any, bucket: str, key: str, cache_dir: Path) -> CachedDo
     stamp = f"{source.etag} {source.version_id or ''}".strip()
     if path.exists() and marker.exists() and marker.read_text() == stamp:
         return CachedDownload(path, source, downloaded=False)
-    with s3_errors(source.uri):
-        response = s3.get_object(Bucket=bucket, Key=key, IfMatch=f'"{source.etag}"')
-        data = response["Body"].read()
+    try:
+        with s3_errors(source.uri):
+            response = s3.get_object(Bucket=bucket, Key=key, IfMatch=f'"{source.etag}"')
+            data = response["Body"].read()
+    except ConfigurationError as exc:
+        if "PreconditionFailed" in str(exc):  # replaced between HEAD and GET: a fresh attempt will do
+            raise TransientError(f"{source.uri} changed while it was downloaded: try again") from exc
+        raise
     _write_atomically(path, data)
     _write_atomically(marker, stamp.encode())
     return CachedDownload(path, source, downloaded=True)
@@ -188,11 +209,15 @@ def read_pointer(s3: Any, bucket: str, prefix: str) -> ProductionPointer | None:
 def write_pointer(s3: Any, bucket: str, prefix: str, version: str, objects: list[S3Object]) -> S3Object:
     """Point production at `version`: written last, after every file of the version is in place."""
     previous = read_pointer(s3, bucket, prefix)
+    if previous is not None and previous.model_version == version:  # written again (a retry): keep the way back
+        previous_version = previous.previous_version
+    else:
+        previous_version = previous.model_version if previous else None
     pointer = ProductionPointer(
         model_version=version,
         keys=[o.key for o in objects],
         updated_at=datetime.now(UTC),
-        previous_version=previous.model_version if previous else None,
+        previous_version=previous_version,
     )
     data = pointer.model_dump_json(indent=2).encode()
     return put_bytes(s3, bucket, f"{prefix}/{POINTER_FILE}", data, "application/json")

@@ -10,7 +10,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+VERSION_PATTERN = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}")
 
 
 def new_version(run_id: uuid.UUID | str | None = None, now: datetime | None = None) -> str:
@@ -21,6 +21,6 @@ def new_version(run_id: uuid.UUID | str | None = None, now: datetime | None = No
 
 def check_version(version: str) -> str:
     """The version, if it follows the scheme (it becomes part of S3 keys and image tags)."""
-    if not VERSION_PATTERN.match(version):
+    if not VERSION_PATTERN.fullmatch(version):
         raise ValueError(f"version: {version!r} does not match <YYYYmmddTHHMMSSZ>-<8 hex digits>")
     return version

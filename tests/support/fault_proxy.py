@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 _AKID = re.compile(r"Credential=([^/]+)/")
-_ERROR_CODES = {500: "InternalError", 502: "BadGateway", 503: "SlowDown", 504: "GatewayTimeout"}
+_ERROR_CODES = {403: "AccessDenied", 500: "InternalError", 502: "BadGateway", 503: "SlowDown", 504: "GatewayTimeout"}
 
 
 @dataclass
