@@ -23,9 +23,9 @@ from tests.oncology_pipeline.conftest import BuiltImage
 from tests.support import docker_env
 from tests.support.moto_server import free_port
 
-MOTO_PASSWORD = "123456789012-auth-token"
+MOTO_PASSWORD = docker_env.MOTO_ECR_PASSWORD
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+MANIFEST_TYPES = docker_env.MANIFEST_TYPES
 
 
 def _name() -> str:

@@ -21,6 +21,9 @@ PROVISION_HINT = "run `scripts/provision.sh` (as root) to install and start the 
 REGISTRY_ADDRESS = os.environ.get("ONCOLOGY_TEST_REGISTRY", "127.0.0.1:5000")
 #: Base image made by scripts/provision.sh (Debian bookworm, python3 3.11).
 BASE_IMAGE = os.environ.get("ONCOLOGY_TEST_BASE_IMAGE", "oncology-base:bookworm")
+#: What moto's ECR token decodes to (default account); the registry's htpasswd holds this login.
+MOTO_ECR_USER, MOTO_ECR_PASSWORD = "AWS", "123456789012-auth-token"
+MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
 
 def docker_client() -> Any:
