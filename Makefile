@@ -5,7 +5,7 @@ RUN := $(UV) run --frozen --all-extras
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_LOGGING_LEVEL ?= INFO
 
-.PHONY: install demo test lint typecheck pytest provision services-down server benchmark screenshots clean
+.PHONY: install demo test lint typecheck pytest provision services-down server server-down benchmark screenshots clean
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -31,14 +31,17 @@ pytest: install
 provision:  ## Docker engine, base image, local registry (root; idempotent)
 	bash scripts/provision.sh
 
+server-down:  ## stop what `make server` started
+	bash scripts/server-down.sh
+
 services-down:
 	bash scripts/services-down.sh
 
 server: install  ## Prefect server + process worker + `prefect deploy --all`, for nightly-style runs in the UI
 	bash scripts/server.sh
 
-benchmark: install
-	$(RUN) python -m benchmarks.run
+benchmark: install  ## prediction latency, image build times (Docker), the last demo run's stage times -> docs/
+	$(RUN) python -m benchmarks.run --image $(addprefix --summary ,$(lastword $(sort $(wildcard .work/demo/runs/*/summary.json))))
 
 clean:
 	rm -rf .work build dist .pytest_cache .mypy_cache .ruff_cache .coverage coverage.json

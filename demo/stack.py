@@ -69,8 +69,8 @@ def local_stack(work_dir: Path, moto_port: int | None = None, standin_port: int 
     """Start the stand-ins, create the buckets, seed the real data set; stop everything on exit."""
     stack = LocalStack()
     with ExitStack() as running:
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            os.environ.setdefault(key, "local-stand-in")  # moto accepts any; real keys are never needed
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # moto takes any key; real ones aren't needed
+            stack.env[key] = os.environ.setdefault(key, "local-stand-in")
         endpoint = running.enter_context(moto_server(moto_port))
         stack.env |= {
             "ONCOLOGY_S3_ENDPOINT_URL": endpoint,

@@ -276,8 +276,10 @@ def build_image(
     tag: str,
     build_args: Mapping[str, str],
     log: Callable[[str], None],
+    *,
+    nocache: bool = False,
 ) -> ImageInfo:
-    """Build `context_dir` as `tag`, streaming every build line into `log`.
+    """Build `context_dir` as `tag`, streaming every build line into `log` (`nocache`: reuse no layer).
 
     Raises BuildFailed with the last lines of output when the build fails. Build-arg values are
     never logged (they may hold index credentials).
@@ -291,6 +293,7 @@ def build_image(
             buildargs=dict(build_args),
             rm=True,
             forcerm=True,
+            nocache=nocache,
             pull=False,
             decode=True,
         )

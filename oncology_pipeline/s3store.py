@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoCredentialsError
 from pydantic import BaseModel
 
 from oncology_pipeline.errors import ConfigurationError, TransientError, is_transient
@@ -77,6 +77,11 @@ def s3_errors(uri: str) -> Iterator[None]:
     """Turn permanent S3 errors into a ConfigurationError that says what to fix; let transient ones through."""
     try:
         yield
+    except NoCredentialsError as exc:
+        raise ConfigurationError(
+            f"{uri}: no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "or name a prefect-aws AwsCredentials block in ONCOLOGY_AWS_CREDENTIALS_BLOCK"
+        ) from exc
     except ClientError as exc:
         if is_transient(exc):
             raise

@@ -1,0 +1,40 @@
+"""`python -m demo.serve ENV_FILE`: keep the local stand-ins running for a Prefect worker (`make server`).
+
+Writes the ONCOLOGY_* settings that point at them to ENV_FILE, then runs until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from demo.stack import local_stack
+
+MOTO_PORT, STANDIN_PORT = 5050, 8001
+
+
+def main(env_file: Path) -> int:
+    """Run the stand-ins until stopped."""
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    with local_stack(Path(".work/server").resolve(), MOTO_PORT, STANDIN_PORT) as stack:
+        env_file.parent.mkdir(parents=True, exist_ok=True)
+        env_file.write_text("".join(f"export {key}={value}\n" for key, value in stack.env.items()))
+        sys.stdout.write("".join(f"{line}\n" for line in stack.stand_ins))
+        if stack.publish_skipped:
+            sys.stdout.write(f"publish will fail until fixed: {stack.publish_skipped}\n")
+        sys.stdout.flush()
+        stopped.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))

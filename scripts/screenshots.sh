@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Screenshots of the Prefect UI as a person sees it: a finished pipeline run's page, its artifacts tab, the
+# train stage's artifacts tab, and the rendered pipeline summary. PNGs go to docs/.
+# Needs `make server` (or any Prefect server at PREFECT_API_URL) and Chromium (`apt-get install -y chromium`).
+# Usage: scripts/screenshots.sh [FLOW_RUN_ID]   (default: the latest completed train-test-publish-deploy run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+api=${PREFECT_API_URL:-http://127.0.0.1:4200/api}
+ui=${api%/api}
+query() { curl -sf -X POST "$api/$1/filter" -H 'Content-Type: application/json' -d "$2"; }
+first() { python3 -c "import json, sys; print(json.load(sys.stdin)[0]['$1'])"; }
+run_id=${1:-$(query flow_runs '{"flows": {"name": {"any_": ["train-test-publish-deploy"]}},
+  "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "sort": "END_TIME_DESC", "limit": 1}' | first id)}
+name=$(curl -sf "$api/flow_runs/$run_id" | python3 -c 'import json, sys; print(json.load(sys.stdin)["name"])')
+version=${name#train-test-publish-deploy-}
+train_id=$(query flow_runs "{\"flow_runs\": {\"name\": {\"any_\": [\"train-$version\"]}}, \"limit\": 1}" | first id)
+summary_id=$(query artifacts "{\"artifacts\": {\"flow_run_id\": {\"any_\": [\"$run_id\"]}, \"key\": {\"any_\": [\"pipeline-summary\"]}}}" | first id)
+profile=$(mktemp -d)
+trap 'rm -rf "$profile"' EXIT
+shoot() {  # png, url
+  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+    --disable-component-update --disable-sync --user-data-dir="$profile" --hide-scrollbars \
+    --window-size=1600,1100 --virtual-time-budget=20000 --screenshot="$1" "$2" 2>/dev/null
+  echo "$1: $2"
+}
+mkdir -p docs
+# The classic UI drops a ?tab= that arrives before the run has loaded; the v2 UI honours it.
+shoot docs/prefect-flow-run.png "$ui/runs/flow-run/$run_id"
+shoot docs/prefect-flow-run-artifacts.png "$ui/v2/runs/flow-run/$run_id?tab=Artifacts"
+shoot docs/prefect-train-run-artifacts.png "$ui/v2/runs/flow-run/$train_id?tab=Artifacts"
+shoot docs/prefect-pipeline-summary.png "$ui/artifacts/artifact/$summary_id"

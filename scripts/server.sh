@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make server`: the local stand-ins, a Prefect server with its UI, a process worker, and every deployment of
+# prefect.yaml applied, so that nightly-style runs can be started and watched in the UI.
+# Stop everything with `make server-down`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=(uv run --frozen --all-extras)
+state=.work/server
+mkdir -p "$state"
+export ONCOLOGY_PROJECT_DIR="$PWD"
+export PREFECT_HOME="$PWD/.work/prefect"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PREFECT_API_URL=http://127.0.0.1:4200/api
+
+start() {  # name, command...: start in the background unless its pid file names a live process
+  local name=$1; shift
+  if [ -f "$state/$name.pid" ] && kill -0 "$(cat "$state/$name.pid")" 2>/dev/null; then
+    echo "$name: already running (pid $(cat "$state/$name.pid"))"; return
+  fi
+  nohup "$@" >"$state/$name.log" 2>&1 &
+  echo $! >"$state/$name.pid"
+  echo "$name: started (pid $!, log $state/$name.log)"
+}
+
+wait_for() {  # what, seconds, command...
+  local what=$1 seconds=$2; shift 2
+  for _ in $(seq "$seconds"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+  echo "$what did not come up in ${seconds} s; see $state/*.log" >&2; exit 1
+}
+
+rm -f "$state/stack.env"
+start stand-ins "${RUN[@]}" python -m demo.serve "$state/stack.env"
+wait_for "the local stand-ins" 60 test -s "$state/stack.env"
+start prefect-server "${RUN[@]}" prefect server start --host 127.0.0.1 --port 4200
+wait_for "the Prefect server" 60 curl -sf "$PREFECT_API_URL/health"
+
+"${RUN[@]}" prefect work-pool inspect local >/dev/null 2>&1 || "${RUN[@]}" prefect work-pool create local --type process
+"${RUN[@]}" prefect global-concurrency-limit inspect deploy >/dev/null 2>&1 \
+  || "${RUN[@]}" prefect global-concurrency-limit create deploy --limit 1
+# shellcheck disable=SC1091
+source "$state/stack.env"
+start worker "${RUN[@]}" prefect worker start --pool local
+"${RUN[@]}" prefect --no-prompt deploy --all
+
+cat <<TEXT
+
+Prefect UI:   http://127.0.0.1:4200   (nightly schedule: 02:00 Europe/Berlin)
+Run now:      PREFECT_API_URL=$PREFECT_API_URL uv run prefect deployment run 'train-test-publish-deploy/nightly'
+              PREFECT_API_URL=$PREFECT_API_URL uv run prefect deployment run 'train/on-demand'
+Stop:         make server-down
+TEXT
