@@ -7,11 +7,10 @@ from typing import Any
 
 from prefect import flow, tags
 
-from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.settings import load_settings
 from tasks.publish import build_image, ecr_login, ensure_repository, push_image, report_image, smoke_test_image
 from tasks.runs import stamp_run
-from tasks.training import fetch_model_bundle
+from tasks.training import model_bundle_to_use
 
 
 @flow(name="publish", log_prints=False)
@@ -26,13 +25,9 @@ def publish(
     settings = load_settings(overrides)
     version = stamp_run("publish", version)
     with tags("publish"):
-        if bundle_dir is None:
-            fetched = fetch_model_bundle(settings, model_version)
-            if fetched is None:
-                raise ConfigurationError("no model to publish: run the train flow first, or pass bundle_dir")
-            bundle_dir = fetched[1]
-        info = build_image(settings, bundle_dir, version)
-        smoke = smoke_test_image(settings, info, bundle_dir)
+        bundle = model_bundle_to_use(settings, bundle_dir, model_version)
+        info = build_image(settings, bundle, version)
+        smoke = smoke_test_image(settings, info, bundle)
         credentials = ecr_login(settings)
         repository_uri = ensure_repository(settings)
         pinned = push_image(settings, info, credentials, repository_uri, version)

@@ -9,11 +9,10 @@ from typing import Any
 
 from prefect import flow, tags
 
-from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.settings import load_settings
 from tasks.runs import stamp_run
 from tasks.testing import MODEL, UNIT, check_test_results, run_test_suites_with_coverage
-from tasks.training import fetch_model_bundle, upload_reports
+from tasks.training import model_bundle_to_use, upload_reports
 
 
 @dataclass(frozen=True)
@@ -38,12 +37,8 @@ def run_test_suites(
     settings = load_settings(overrides)
     version = stamp_run("test", version)
     with tags("test"):
-        if model_dir is None:
-            fetched = fetch_model_bundle(settings, model_version)
-            if fetched is None:
-                raise ConfigurationError("no model to test: run the train flow first, or pass model_dir")
-            model_dir = fetched[1]
-        results = run_test_suites_with_coverage(settings, model_dir, settings.run_dir(version) / "coverage")
+        model = model_bundle_to_use(settings, model_dir, model_version)
+        results = run_test_suites_with_coverage(settings, model, settings.run_dir(version) / "coverage")
     with tags("reports"):
         coverage = {r.name: r.coverage for r in results}
         written = upload_reports(

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,10 +14,12 @@ import skops.io as sio
 from pydantic import BaseModel, Field, ValidationError
 from sklearn.pipeline import Pipeline
 
+from oncology_model.data import ValidationReport
 from oncology_model.datamodel import FEATURES
 from oncology_model.errors import BundleError
 from oncology_model.evaluation import Evaluation, GateDecision
-from oncology_model.training import TrainingConfig
+from oncology_model.files import staged_directory
+from oncology_model.training import TrainedModel, TrainingConfig
 
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
@@ -42,6 +42,32 @@ class ModelMetadata(BaseModel):
     sklearn_version: str = sklearn.__version__
     git_revision: str | None = None
     model_sha256: str = ""
+
+
+def describe_model(
+    version: str,
+    report: ValidationReport,
+    model: TrainedModel,
+    config: TrainingConfig,
+    evaluation: Evaluation,
+    gate: GateDecision | None,
+) -> ModelMetadata:
+    """The metadata of a freshly trained model (created now, with the git revision when known)."""
+    return ModelMetadata(
+        model_version=version,
+        created_at=datetime.now(UTC),
+        data_sha256=report.sha256,
+        rows={
+            "read": report.rows_read,
+            "kept": report.rows_kept,
+            "train": len(model.split.y_train),
+            "test": len(model.split.y_test),
+        },
+        config=config,
+        evaluation=evaluation,
+        gate=gate,
+        git_revision=git_revision(),
+    )
 
 
 def make_version(data_sha256: str, now: datetime | None = None) -> str:
@@ -67,31 +93,10 @@ def save_bundle(pipeline: Pipeline, metadata: ModelMetadata, directory: Path) ->
     """Write model.skops and metadata.json into `directory` atomically; returns the metadata with the model hash."""
     model_bytes = sio.dumps(pipeline)
     metadata = metadata.model_copy(update={"model_sha256": hashlib.sha256(model_bytes).hexdigest()})
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a serving image may run as another user
-    try:
+    with staged_directory(directory) as staging:
         (staging / MODEL_FILE).write_bytes(model_bytes)
         (staging / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
-        replace_directory(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return metadata
-
-
-def replace_directory(new: Path, target: Path) -> None:
-    """Move `new` to `target`; an existing `target` is kept aside and put back if the move fails."""
-    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        target.rename(backup)
-    try:
-        new.rename(target)
-    except BaseException:
-        if backup.exists():
-            backup.rename(target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def read_metadata(directory: Path) -> ModelMetadata:

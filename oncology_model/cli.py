@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from oncology_model.errors import OncologyModelError
@@ -62,7 +61,7 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from oncology_model.bundle import ModelMetadata, git_revision, make_version, save_bundle
+    from oncology_model.bundle import describe_model, make_version, save_bundle
     from oncology_model.data import load_csv
     from oncology_model.evaluation import QualityGate, evaluate
     from oncology_model.training import TrainingConfig, train
@@ -77,21 +76,8 @@ def _train(args: argparse.Namespace) -> int:
         proba = model.pipeline.predict_proba(model.split.X_test)[:, 1]
         evaluation = evaluate(model.split.y_test, proba, threshold=config.decision_threshold, cv_scores=model.cv_scores)
     decision = QualityGate().decide(evaluation)
-    metadata = ModelMetadata(
-        model_version=args.version or make_version(dataset.report.sha256),
-        created_at=datetime.now(UTC),
-        data_sha256=dataset.report.sha256,
-        rows={
-            "read": dataset.report.rows_read,
-            "kept": dataset.report.rows_kept,
-            "train": len(model.split.y_train),
-            "test": len(model.split.y_test),
-        },
-        config=config,
-        evaluation=evaluation,
-        gate=decision,
-        git_revision=git_revision(),
-    )
+    version = args.version or make_version(dataset.report.sha256)
+    metadata = describe_model(version, dataset.report, model, config, evaluation, decision)
     if args.strict and not decision.passed:
         sys.stdout.write(format_evaluation(metadata) + "\n")
         raise OncologyModelError("quality gate failed (--strict): " + "; ".join(decision.reasons) + "; nothing saved")

@@ -26,6 +26,7 @@ import docker
 import requests
 from packaging.requirements import Requirement
 
+from oncology_model.files import staged_directory
 from oncology_pipeline.errors import BuildFailed, ConfigurationError, SmokeTestFailed, TransientError
 
 #: Label holding the model version (the OCI labels hold the image version and the git revision).
@@ -242,9 +243,7 @@ def prepare_build_context(project_dir: Path, bundle_dir: Path, out_dir: Path, ca
         raise ConfigurationError(f"no Dockerfile in {project_dir}")
     wheelhouse = dependency_wheelhouse(project_dir, cache_dir)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as staging:
         shutil.copy2(dockerfile, staging / "Dockerfile")
         if (project_dir / ".dockerignore").is_file():
             shutil.copy2(project_dir / ".dockerignore", staging / ".dockerignore")
@@ -260,13 +259,6 @@ def prepare_build_context(project_dir: Path, bundle_dir: Path, out_dir: Path, ca
         (wheels / ".gitignore").unlink(missing_ok=True)  # uv build drops one into its out-dir
         shutil.copytree(bundle_dir, staging / "model", ignore=shutil.ignore_patterns("__pycache__", ".*"))
         _make_world_readable(staging / "model")
-        staging.chmod(0o755)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 

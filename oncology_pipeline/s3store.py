@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError, NoCredentialsError
 from pydantic import BaseModel
 
+from oncology_model.files import staged_directory
 from oncology_pipeline.errors import ConfigurationError, TransientError, is_transient
 
 POINTER_FILE = "production.json"
@@ -257,9 +257,7 @@ def fetch_bundle(
 
 def download_version(s3: Any, bucket: str, prefix: str, version: str, keys: list[str], dest: Path) -> Path:
     """Download the files of one model version into `dest` (atomically)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
+    with staged_directory(dest) as staging:
         for key in keys:
             relative = key.removeprefix(f"{prefix}/{version}/")
             data = get_bytes(s3, bucket, key)
@@ -267,12 +265,6 @@ def download_version(s3: Any, bucket: str, prefix: str, version: str, keys: list
                 raise ConfigurationError(f"s3://{bucket}/{key} is listed in the production pointer but missing")
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             (staging / relative).write_bytes(data)
-        if dest.exists():
-            shutil.rmtree(dest)
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return dest
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from oncology_model.bundle import ModelMetadata, git_revision, save_bundle
+from oncology_model.bundle import ModelMetadata, describe_model, save_bundle
 from oncology_model.classifier import Classifier
 from oncology_model.data import Dataset
 from oncology_model.evaluation import Evaluation, GateDecision, GateThresholds, QualityGate, evaluate
 from oncology_model.training import Split, TrainedModel, TrainingConfig, train
 from oncology_pipeline import aws, s3store
+from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.reports import gate_markdown, history_row, metrics_rows
 from oncology_pipeline.settings import PipelineSettings
 from tasks.artifacts import link_objects
@@ -100,6 +100,17 @@ def fetch_model_bundle(settings: PipelineSettings, version: str | None = None) -
     return found
 
 
+@task(name="model_bundle_to_use", tags=["models"], cache_policy=NO_CACHE)
+def model_bundle_to_use(settings: PipelineSettings, model_dir: Path | None, model_version: str | None) -> Path:
+    """`model_dir` when given, else `model_version` (default: production) fetched from S3."""
+    if model_dir is not None:
+        return model_dir
+    fetched = fetch_model_bundle(settings, model_version)
+    if fetched is None:
+        raise ConfigurationError("no model in production yet: run the train flow first, or pass a model directory")
+    return fetched[1]
+
+
 @task(name="load_champion", tags=["train"], cache_policy=NO_CACHE)
 def load_champion(bundle: tuple[str, Path] | None) -> Champion | None:
     """Load the production model (the champion) fetched from S3; None on the first run."""
@@ -143,22 +154,7 @@ def package_model(
     directory: Path,
 ) -> ModelMetadata:
     """Write the bundle (model.skops + metadata.json) locally."""
-    report = dataset.report
-    metadata = ModelMetadata(
-        model_version=version,
-        created_at=datetime.now(UTC),
-        data_sha256=report.sha256,
-        rows={
-            "read": report.rows_read,
-            "kept": report.rows_kept,
-            "train": len(model.split.y_train),
-            "test": len(model.split.y_test),
-        },
-        config=config,
-        evaluation=evaluation,
-        gate=decision,
-        git_revision=git_revision(),
-    )
+    metadata = describe_model(version, dataset.report, model, config, evaluation, decision)
     metadata = save_bundle(model.pipeline, metadata, directory)
     get_run_logger().info("bundle %s written to %s (model sha256 %s)", version, directory, metadata.model_sha256[:12])
     return metadata

@@ -7,9 +7,11 @@ import io
 import json
 from typing import Any
 
+import pytest
 from prefect.client.schemas.objects import StateType
 
 from flows.train import TrainOutcome, train
+from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.s3store import read_pointer
 from oncology_pipeline.versioning import VERSION_PATTERN
 from tests.flows.conftest import Stack
@@ -128,9 +130,10 @@ def test_wrong_credentials_fail_at_once_without_retries(stack: Stack) -> None:
     assert run_id is not None
     download = task_runs(run_id)["download_training_data"]
     assert download.state_type is StateType.FAILED and download.run_count == 1
-    assert "InvalidAccessKeyId" in str(state.message) or "InvalidAccessKeyId" in str(
-        download.state.message if download.state else ""
-    )
+    with pytest.raises(ConfigurationError) as failure:
+        state.result()
+    message = str(failure.value)
+    assert message.startswith(s3_data_uri(stack)) and "403" in message and "check the credentials" in message
 
 
 def test_missing_bucket_fails_at_once_and_says_what_to_fix(stack: Stack) -> None:
@@ -140,8 +143,10 @@ def test_missing_bucket_fails_at_once_and_says_what_to_fix(stack: Stack) -> None
     assert run_id is not None
     download = task_runs(run_id)["download_training_data"]
     assert download.run_count == 1
-    message = str(download.state.message if download.state else "")
-    assert "s3://no-such-bucket-here/" in message and ("does not exist" in message or "403" in message)
+    with pytest.raises(ConfigurationError) as failure:
+        state.result()
+    message = str(failure.value)
+    assert message.startswith("s3://no-such-bucket-here/") and "the bucket does not exist" in message
 
 
 def test_gate_blocks_a_worse_challenger_and_production_stays(stack: Stack) -> None:

@@ -29,15 +29,17 @@ def test_all_ones_is_benign_and_all_tens_malignant(classifier: Classifier) -> No
 
 
 @pytest.mark.parametrize("feature", FEATURES)
-def test_raising_a_feature_never_lowers_malignancy_for_a_linear_model(classifier: Classifier, feature: str) -> None:
-    if classifier.metadata.config.estimator != "logistic_regression":
-        pytest.fail("this suite's monotonicity check is defined for the linear model only")  # pragma: no cover
+def test_raising_a_feature_never_lowers_malignancy(classifier: Classifier, feature: str) -> None:
+    """Row by row for the linear model; on average over many rows for the tree ensembles."""
     rng = np.random.default_rng(7)
     base = rng.integers(1, 10, size=(200, 9)).astype(np.float64)
     raised = base.copy()
-    column = FEATURES.index(feature)
-    raised[:, column] += 1
-    assert np.all(classifier.probabilities(raised) >= classifier.probabilities(base) - 1e-12)
+    raised[:, FEATURES.index(feature)] += 1
+    before, after = classifier.probabilities(base), classifier.probabilities(raised)
+    if classifier.metadata.config.estimator == "logistic_regression":
+        assert np.all(after >= before - 1e-12)
+    else:
+        assert after.mean() >= before.mean()
 
 
 def test_missing_bare_nuclei_is_imputed(classifier: Classifier) -> None:

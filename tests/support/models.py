@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
-from oncology_model.bundle import ModelMetadata, save_bundle
+from oncology_model.bundle import ModelMetadata, describe_model, save_bundle
 from oncology_model.data import parse_csv
 from oncology_model.evaluation import QualityGate, evaluate
 from oncology_model.training import TrainingConfig, train
@@ -18,18 +17,5 @@ def train_bundle(csv: bytes, directory: Path, version: str, config: TrainingConf
     model = train(dataset, config)
     proba = model.pipeline.predict_proba(model.split.X_test)[:, 1]
     evaluation = evaluate(model.split.y_test, proba, threshold=config.decision_threshold, n_bootstrap=200)
-    metadata = ModelMetadata(
-        model_version=version,
-        created_at=datetime.now(UTC),
-        data_sha256=dataset.report.sha256,
-        rows={
-            "read": dataset.report.rows_read,
-            "kept": dataset.report.rows_kept,
-            "train": len(model.split.y_train),
-            "test": len(model.split.y_test),
-        },
-        config=config,
-        evaluation=evaluation,
-        gate=QualityGate().decide(evaluation),
-    )
+    metadata = describe_model(version, dataset.report, model, config, evaluation, QualityGate().decide(evaluation))
     return save_bundle(model.pipeline, metadata, directory)
