@@ -1,20 +1,21 @@
 # The commands the README names. Each installs what it needs (uv, the locked dependencies) by itself.
 SHELL := /bin/bash
-UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
+UV := $(or $(shell command -v uv 2>/dev/null),python3 -m uv)
 RUN := $(UV) run --frozen --all-extras
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_LOGGING_LEVEL ?= INFO
 
-.PHONY: install demo test lint typecheck pytest provision services-down server server-down benchmark screenshots clean
+.PHONY: uv install demo test lint typecheck pytest provision services-down server server-down benchmark screenshots clean
 
-$(UV):
-	python3 -m pip install --user --quiet uv
+uv:  ## uv itself, when neither `uv` nor `python3 -m uv` is there
+	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --user --quiet uv \
+	  || python3 -m pip install --user --quiet --break-system-packages uv
 
-install: $(UV)  ## the locked dependencies, into .venv
+install: uv  ## the locked dependencies, into .venv
 	$(UV) sync --frozen --all-extras
 
 demo: install  ## the whole pipeline on embedded defaults (local S3, registry and cluster stand-ins)
-	$(RUN) python -m oncology_pipeline.demo
+	$(RUN) python -m demo
 
 test: install provision lint typecheck pytest  ## lint, type check and every test suite (CI runs this)
 
