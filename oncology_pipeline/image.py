@@ -85,11 +85,16 @@ def _run(command: list[str], cwd: Path, what: str) -> str:
     return done.stdout
 
 
+def _uv() -> str:
+    """The uv executable: the one running us (`uv run` sets UV), else `uv` on PATH."""
+    return os.environ.get("UV") or shutil.which("uv") or "uv"
+
+
 def export_requirements(project_dir: Path) -> str:
     """The locked runtime requirements (no extras, no dev group, no project) as requirements.txt text."""
     return _run(
         [
-            "uv",
+            _uv(),
             "export",
             "--frozen",
             "--no-dev",
@@ -146,7 +151,7 @@ def _pip() -> list[str]:
     """A pip command: this interpreter's pip if it has one, else pip run through uv."""
     if importlib.util.find_spec("pip") is not None:
         return [sys.executable, "-m", "pip"]
-    return ["uv", "tool", "run", "--from", "pip", "pip"]
+    return [_uv(), "tool", "run", "--from", "pip", "pip"]
 
 
 def _download_wheels(pinned: list[str], target: Path) -> None:
@@ -252,7 +257,7 @@ def prepare_build_context(project_dir: Path, bundle_dir: Path, out_dir: Path, ca
         for item in wheelhouse.iterdir():
             _link_or_copy(item, wheels / item.name)
         _run(
-            ["uv", "build", "--wheel", "--quiet", "--out-dir", str(wheels), str(project_dir)],
+            [_uv(), "build", "--wheel", "--quiet", "--out-dir", str(wheels), str(project_dir)],
             project_dir,
             "building the project wheel",
         )
