@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect import get_client
 from prefect.client.schemas.objects import StateType
 
 from flows.deploy import deploy
@@ -71,6 +72,8 @@ def test_deploy_patches_every_matching_deployment_and_waits(standin: KubeStandIn
         "wait_for_rollout": StateType.COMPLETED,
     }
     assert "rollback" not in runs
+    with get_client(sync_client=True) as client:  # the rollout ran under the global limit, one at a time
+        assert client.read_global_concurrency_limit_by_name("deploy").limit == 1
 
 
 def test_a_failed_rollout_is_rolled_back_and_the_flow_fails_with_the_reason(
