@@ -92,7 +92,7 @@ def test_a_failure_half_way_leaves_no_context(
     real_run = image_module._run
 
     def failing_build(command: list[str], cwd: Path, what: str) -> str:
-        if command[:2] == ["uv", "build"]:
+        if Path(command[0]).name == "uv" and command[1] == "build":
             raise BuildFailed("uv build broke")
         return real_run(command, cwd, what)
 
