@@ -37,6 +37,9 @@ def main() -> int:
             return_state=True,
         )
         summary_path = load_settings().run_dir(version) / "summary.json"
+        if not summary_path.exists():  # it failed before any stage ran
+            out(f"\nPipeline version {version}: {state.type.value}: {state.message}\n")
+            return 1
         summary = PipelineSummary.model_validate(json.loads(summary_path.read_text()))
         if stack.publish_skipped:
             summary.skipped |= {"publish": stack.publish_skipped, "deploy": "no image: publish was skipped"}

@@ -90,9 +90,8 @@ def local_stack(work_dir: Path, moto_port: int | None = None, standin_port: int 
             if _base_image_present():
                 stack.env["ONCOLOGY_BASE_IMAGE"] = LOCAL_BASE_IMAGE
 
-        if any(
-            os.environ.get(k) for k in ("ONCOLOGY_KUBE_CONTEXT", "ONCOLOGY_KUBECONFIG", "ONCOLOGY_EKS_CLUSTER_NAME")
-        ):
+        configured = PipelineSettings()  # the environment and .env
+        if configured.kube_context or configured.kubeconfig or configured.eks_cluster_name:
             stack.stand_ins.append("Kubernetes: the configured cluster (ONCOLOGY_KUBE_CONTEXT / KUBECONFIG / EKS)")
         else:
             from tests.support.kube_standin import KubeStandIn, seed_demo

@@ -26,7 +26,7 @@ def deploy(image: str, version: str | None = None, overrides: dict[str, Any] | N
         with concurrency(DEPLOY_LIMIT, occupy=1, strict=True):
             changes = set_image(api, settings, image)
             rollout = wait_for_rollout(api, settings, changes, return_state=True)
-            if rollout.is_failed():
+            if not rollout.is_completed():  # failed, timed out, crashed or cancelled: put the old image back
                 restored = rollback(api, settings, changes)
                 reason = rollout.result(raise_on_failure=False)
                 raise RolloutFailed(f"{reason} Rolled back: {restored}.")

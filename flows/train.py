@@ -19,6 +19,7 @@ from tasks.training import (
     fetch_model_bundle,
     load_champion,
     package_model,
+    promote_model,
     record_metrics_history,
     train_model,
     upload_model_bundle,
@@ -39,9 +40,13 @@ class TrainOutcome:
 
 @flow(name="train", log_prints=False)
 def train(
-    version: str | None = None, estimator: Estimator | None = None, overrides: dict[str, Any] | None = None
+    version: str | None = None,
+    estimator: Estimator | None = None,
+    promote: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> TrainOutcome:
-    """Train on the S3 data; promote to production only if the quality gate passes (the run fails otherwise)."""
+    """Train on the S3 data and store the model if the quality gate passes (the run fails otherwise);
+    `promote` also makes it the production model (the full pipeline promotes only after the tests)."""
     settings = load_settings({**(overrides or {}), **({"estimator": estimator} if estimator else {})})
     version = stamp_run("train", version)
     config = TrainingConfig(estimator=settings.estimator, hyperparameters=settings.hyperparameters, seed=settings.seed)
@@ -58,6 +63,8 @@ def train(
         bundle_dir = settings.run_dir(version) / "model"
         metadata = package_model(model, dataset, config, evaluation, decision, version, bundle_dir)
         written = upload_model_bundle(settings, bundle_dir, version) if decision.passed else []
+        if decision.passed and promote:
+            written.append(promote_model(settings, version))
     with tags("reports"):
         written += upload_reports(
             settings, {f"trainer/metrics/metrics-{version}.json": metadata.model_dump(mode="json")}, "Metrics report"

@@ -1,4 +1,4 @@
-"""boto3 sessions and clients from the settings: the standard credential chain or a prefect-aws block."""
+"""boto3 clients from the settings, pointed at the configured endpoints."""
 
 from __future__ import annotations
 
@@ -13,19 +13,8 @@ from oncology_pipeline.settings import PipelineSettings
 _CLIENT_CONFIG = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=60)
 
 
-def session(settings: PipelineSettings) -> boto3.Session:
-    """A boto3 session: from the named AwsCredentials block when set, else the standard AWS chain."""
-    if settings.aws_credentials_block:
-        from prefect_aws import AwsCredentials
-
-        block = AwsCredentials.load(settings.aws_credentials_block)
-        result: boto3.Session = block.get_boto3_session()
-        return result
-    return boto3.Session(region_name=settings.aws_region)
-
-
-def client(settings: PipelineSettings, service: str) -> Any:
-    """A boto3 client for `service`, pointed at the configured endpoint."""
+def client(settings: PipelineSettings, service: str, session: boto3.Session | None = None) -> Any:
+    """A boto3 client for `service` from `session` (default: the standard AWS credential chain)."""
     endpoint = settings.s3_endpoint_url if service == "s3" else settings.aws_endpoint_url
-    boto_session: Any = session(settings)
+    boto_session: Any = session or boto3.Session(region_name=settings.aws_region)
     return boto_session.client(service, region_name=settings.aws_region, endpoint_url=endpoint, config=_CLIENT_CONFIG)

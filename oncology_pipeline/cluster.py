@@ -42,6 +42,7 @@ PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 
 _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:]*@sha256:[0-9a-f]{64}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_NOT_RESTORED = "COULD NOT restore"
 _RESTORE_ATTEMPTS = 3
 _RESTORE_BACKOFF = 0.5  # seconds, doubled per attempt
 
@@ -238,6 +239,8 @@ def set_image(apps: AppsV1Api, namespace: str, selector: str, container: str, im
             # compare-and-swap in `_put_back` leaves it alone if it did not.
             in_flight = ImageChange(name, previous, image, 0)
             outcome = _undo(apps, namespace, [*changes, in_flight], container)
+            if outcome.startswith(_NOT_RESTORED):  # a retry would take our image for the previous one
+                raise ClusterError(f"Patching deployment {name!r} failed: {exc}. {outcome}") from exc
             if isinstance(exc, PipelineError):
                 raise type(exc)(f"{exc} {outcome}") from exc
             raise ClusterError(f"Patching deployment {name!r} failed: {exc!r}. {outcome}") from exc
@@ -305,7 +308,7 @@ def _undo(apps: AppsV1Api, namespace: str, changes: Sequence[ImageChange], conta
         f"The previous image is back on: {', '.join(restored)}." if restored else "No Deployment was left changed."
     )
     if failed:
-        outcome = f"COULD NOT restore: {'; '.join(failed)}. {outcome}"
+        outcome = f"{_NOT_RESTORED}: {'; '.join(failed)}. {outcome}"
     return outcome
 
 

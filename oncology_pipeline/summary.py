@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 from pydantic import BaseModel, Field
+
+STAGES = ("train", "test", "publish", "deploy")
 
 
 class PipelineSummary(BaseModel):
@@ -19,10 +25,27 @@ class PipelineSummary(BaseModel):
     s3_uris: list[str] = Field(default_factory=list)
     seconds: dict[str, float] = Field(default_factory=dict, description="wall time per stage")
 
+    def run_stage(self, stage: str, run: Callable[..., Any], **parameters: Any) -> Any:
+        """Run one stage and time it; on failure record why, mark the later stages skipped, and re-raise."""
+        start = time.perf_counter()
+        try:
+            return run(**parameters)
+        except BaseException as exc:
+            self.stages[stage] = f"FAILED: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            for later in STAGES[STAGES.index(stage) + 1 :]:
+                self.skipped.setdefault(later, f"{stage} failed")
+            raise
+        finally:
+            self.seconds[stage] = round(time.perf_counter() - start, 1)
+
+    def skip(self, reasons: dict[str, str]) -> None:
+        """Stages that were not asked for, and why."""
+        self.skipped |= reasons
+
     def markdown(self) -> str:
         """The summary as markdown."""
         lines = [f"# Pipeline {self.version}", "", "| stage | outcome | seconds |", "|---|---|---:|"]
-        for stage in ("train", "test", "publish", "deploy"):
+        for stage in STAGES:
             outcome = self.stages.get(stage) or f"skipped: {self.skipped.get(stage, 'not reached')}"
             lines.append(f"| {stage} | {outcome} | {self.seconds.get(stage, 0):.1f} |")
         if self.metrics:

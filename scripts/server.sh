@@ -37,6 +37,8 @@ wait_for "the Prefect server" 60 curl -sf "$PREFECT_API_URL/health"
 "${RUN[@]}" prefect work-pool inspect local >/dev/null 2>&1 || "${RUN[@]}" prefect work-pool create local --type process
 "${RUN[@]}" prefect global-concurrency-limit inspect deploy >/dev/null 2>&1 \
   || "${RUN[@]}" prefect global-concurrency-limit create deploy --limit 1
+"${RUN[@]}" prefect global-concurrency-limit inspect model-registry >/dev/null 2>&1 \
+  || "${RUN[@]}" prefect global-concurrency-limit create model-registry --limit 1
 # shellcheck disable=SC1091
 source "$state/stack.env"
 start worker "${RUN[@]}" prefect worker start --pool local

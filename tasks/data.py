@@ -10,9 +10,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from oncology_model.data import Dataset, load_csv
-from oncology_pipeline import aws, s3store
+from oncology_pipeline import s3store
 from oncology_pipeline.reports import validation_markdown
 from oncology_pipeline.settings import PipelineSettings
+from tasks.clients import aws_client
 from tasks.policy import NETWORK_RETRIES
 
 
@@ -22,7 +23,7 @@ def download_training_data(settings: PipelineSettings) -> s3store.CachedDownload
     log = get_run_logger()
     start = time.perf_counter()
     result = s3store.download_cached(
-        aws.client(settings, "s3"), settings.data_bucket, settings.data_key, settings.cache_dir
+        aws_client(settings, "s3"), settings.data_bucket, settings.data_key, settings.cache_dir
     )
     action = "downloaded" if result.downloaded else "cache hit (same ETag), not downloaded"
     log.info(

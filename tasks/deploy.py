@@ -7,8 +7,9 @@ from kubernetes.client import ApiClient, AppsV1Api
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from oncology_pipeline import aws, cluster, eks
+from oncology_pipeline import cluster, eks
 from oncology_pipeline.settings import PipelineSettings
+from tasks.clients import aws_client, aws_session
 from tasks.policy import NETWORK_RETRIES
 
 
@@ -17,7 +18,7 @@ def connect_cluster(settings: PipelineSettings) -> ApiClient:
     """An API client for EKS (describe_cluster + a refreshed bearer token) or a kubeconfig context."""
     log = get_run_logger()
     if settings.eks_cluster_name:
-        api = eks.connect_eks(aws.client(settings, "eks"), aws.session(settings), settings.eks_cluster_name)
+        api = eks.connect_eks(aws_client(settings, "eks"), aws_session(settings), settings.eks_cluster_name)
         log.info("connected to EKS cluster %s at %s", settings.eks_cluster_name, api.configuration.host)
         return api
     api = cluster.connect_kubeconfig(settings.kubeconfig, settings.kube_context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -14,17 +15,18 @@ from oncology_model import __version__
 from oncology_model.bundle import git_revision, read_metadata
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import EXAMPLE_MALIGNANT, Tumor
-from oncology_pipeline import aws, image, registry
+from oncology_pipeline import image, registry
+from oncology_pipeline.cluster import pin_image
 from oncology_pipeline.reports import image_markdown
 from oncology_pipeline.settings import PipelineSettings
+from tasks.clients import aws_client
 from tasks.policy import NETWORK_RETRIES
 
 
-def docker_client(settings: PipelineSettings) -> docker.DockerClient:
-    """The Docker engine: `docker_host` when set, else the environment (DOCKER_HOST or the local socket)."""
-    if settings.docker_host:
-        return docker.DockerClient(base_url=settings.docker_host)
-    return docker.from_env()
+def docker_client(settings: PipelineSettings) -> contextlib.closing[docker.DockerClient]:
+    """The Docker engine (`docker_host` when set, else DOCKER_HOST or the local socket), closed after use."""
+    client = docker.DockerClient(base_url=settings.docker_host) if settings.docker_host else docker.from_env()
+    return contextlib.closing(client)
 
 
 @task(name="build_image", tags=["publish"], cache_policy=NO_CACHE)
@@ -42,9 +44,8 @@ def build_image(settings: PipelineSettings, bundle_dir: Path, version: str) -> i
         "MODEL_VERSION": read_metadata(bundle_dir).model_version,
         "REVISION": git_revision() or "unknown",
     }
-    info = image.build_image(
-        docker_client(settings), context, f"{settings.ecr_repository}:{version}", build_args, log.info
-    )
+    with docker_client(settings) as client:
+        info = image.build_image(client, context, f"{settings.ecr_repository}:{version}", build_args, log.info)
     log.info("built %s (%s, %.1f MB) in %.1f s", info.tag, info.id[:19], info.size / 1e6, time.perf_counter() - start)
     return info
 
@@ -55,14 +56,15 @@ def smoke_test_image(settings: PipelineSettings, info: image.ImageInfo, bundle_d
     tumor = Tumor(**EXAMPLE_MALIGNANT)
     prediction, probability = Classifier.from_bundle(bundle_dir).predict(tumor)
     expected = {"prediction": prediction.value, "probability_malignant": probability}
-    result = image.smoke_test_image(
-        docker_client(settings),
-        info.tag,
-        bundle_dir,
-        tumor.model_dump(),
-        expected,
-        settings.smoke_test_timeout_seconds,
-    )
+    with docker_client(settings) as client:
+        result = image.smoke_test_image(
+            client,
+            info.tag,
+            bundle_dir,
+            tumor.model_dump(),
+            expected,
+            settings.smoke_test_timeout_seconds,
+        )
     get_run_logger().info("smoke test passed: %s", result)
     return result
 
@@ -70,7 +72,7 @@ def smoke_test_image(settings: PipelineSettings, info: image.ImageInfo, bundle_d
 @task(name="ecr_login", tags=["publish"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def ecr_login(settings: PipelineSettings) -> registry.RegistryCredentials:
     """An ECR token from boto3, decoded into registry credentials (never logged)."""
-    credentials = registry.ecr_login(aws.client(settings, "ecr"), settings.registry_address)
+    credentials = registry.ecr_login(aws_client(settings, "ecr"), settings.registry_address)
     get_run_logger().info("logged in to %s as %s", credentials.registry, credentials.username)
     return credentials
 
@@ -78,7 +80,7 @@ def ecr_login(settings: PipelineSettings) -> registry.RegistryCredentials:
 @task(name="ensure_repository", tags=["publish"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def ensure_repository(settings: PipelineSettings) -> str:
     """The ECR repository's URI, created with scan-on-push and immutable tags when missing."""
-    uri = registry.ensure_repository(aws.client(settings, "ecr"), settings.ecr_repository)
+    uri = registry.ensure_repository(aws_client(settings, "ecr"), settings.ecr_repository)
     get_run_logger().info("repository %s", uri)
     return uri
 
@@ -94,8 +96,9 @@ def push_image(
     """Push the image tagged with the pipeline version; returns it pinned by digest (`...@sha256:...`)."""
     log = get_run_logger()
     repository = registry.repository_reference(credentials, repository_uri)
-    digest = registry.push_image(docker_client(settings), repository, version, credentials, log.info, info.id)
-    pinned = f"{repository}@{digest}"
+    with docker_client(settings) as client:
+        digest = registry.push_image(client, repository, version, credentials, log.info, info.id)
+    pinned = pin_image(repository, digest)
     log.info("pushed %s:%s as %s", repository, version, pinned)
     return pinned
 

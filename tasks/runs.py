@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prefect import get_client
 from prefect.runtime import flow_run
 
@@ -21,10 +23,11 @@ def stamp_run(stage: str, version: str | None) -> str:
 def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
     """Create the global concurrency limit `name` if the server has none (an existing one is left as it is)."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+            with contextlib.suppress(ObjectAlreadyExists):  # created by a concurrent run meanwhile: fine
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))

@@ -10,18 +10,23 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 
 from oncology_model.bundle import ModelMetadata, describe_model, save_bundle
 from oncology_model.classifier import Classifier
 from oncology_model.data import Dataset
 from oncology_model.evaluation import Evaluation, GateDecision, GateThresholds, QualityGate, evaluate
 from oncology_model.training import Split, TrainedModel, TrainingConfig, train
-from oncology_pipeline import aws, s3store
+from oncology_pipeline import s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.reports import gate_markdown, history_row, metrics_rows
 from oncology_pipeline.settings import PipelineSettings
 from tasks.artifacts import link_objects
+from tasks.clients import aws_client
 from tasks.policy import NETWORK_RETRIES
+from tasks.runs import ensure_concurrency_limit
+
+MODEL_REGISTRY_LIMIT = "model-registry"  # one writer at a time of production.json and history.csv
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ def evaluate_model(model: TrainedModel, config: TrainingConfig, resamples: int) 
 @task(name="fetch_model_bundle", tags=["models"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def fetch_model_bundle(settings: PipelineSettings, version: str | None = None) -> tuple[str, Path] | None:
     """A model version's bundle from S3 (default: production, via models/production.json); None before the first."""
-    s3 = aws.client(settings, "s3")
+    s3 = aws_client(settings, "s3")
     found = s3store.fetch_bundle(
         s3, settings.model_bucket, settings.model_prefix, settings.cache_dir / "models", version
     )
@@ -162,13 +167,11 @@ def package_model(
 
 @task(name="upload_model_bundle", tags=["train"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def upload_model_bundle(settings: PipelineSettings, bundle_dir: Path, version: str) -> list[s3store.S3Object]:
-    """Upload the bundle under models/<version>/, then (only then) move models/production.json to it."""
-    s3 = aws.client(settings, "s3")
+    """Upload the bundle under models/<version>/ (production does not move: see promote_model)."""
+    s3 = aws_client(settings, "s3")
     start = time.perf_counter()
     prefix = f"{settings.model_prefix}/{version}"
-    objects = s3store.upload_directory(s3, settings.model_bucket, prefix, bundle_dir)
-    pointer = s3store.write_pointer(s3, settings.model_bucket, settings.model_prefix, version, objects)
-    written = [*objects, pointer]
+    written = s3store.upload_directory(s3, settings.model_bucket, prefix, bundle_dir)
     get_run_logger().info(
         "uploaded %s in %.2f s: %s",
         version,
@@ -179,10 +182,24 @@ def upload_model_bundle(settings: PipelineSettings, bundle_dir: Path, version: s
     return written
 
 
+@task(name="promote_model", tags=["train"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def promote_model(settings: PipelineSettings, version: str) -> s3store.S3Object:
+    """Point models/production.json at `version`, once every file of it is in place (the previous stays)."""
+    s3 = aws_client(settings, "s3")
+    keys = s3store.version_keys(s3, settings.model_bucket, settings.model_prefix, version)
+    objects = [s3store.head(s3, settings.model_bucket, key) for key in keys]
+    ensure_concurrency_limit(MODEL_REGISTRY_LIMIT)
+    with concurrency(MODEL_REGISTRY_LIMIT, occupy=1, strict=True):  # read-modify-write of the pointer
+        pointer = s3store.write_pointer(s3, settings.model_bucket, settings.model_prefix, version, objects)
+    get_run_logger().info("production is now %s (%s)", version, pointer.uri)
+    link_objects(settings, "production-pointer", f"Production model {version}", [pointer])
+    return pointer
+
+
 @task(name="upload_reports", tags=["reports"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def upload_reports(settings: PipelineSettings, reports: dict[str, Any], title: str) -> list[s3store.S3Object]:
     """Upload JSON reports to the metrics bucket (`reports` maps key -> JSON payload)."""
-    s3 = aws.client(settings, "s3")
+    s3 = aws_client(settings, "s3")
     written = [s3store.put_json(s3, settings.metrics_bucket, key, payload) for key, payload in reports.items()]
     get_run_logger().info("uploaded %s", ", ".join(f"{o.uri} ({o.size} bytes)" for o in written))
     link_objects(settings, f"{title.lower().replace(' ', '-')}-objects", title, written)
@@ -192,10 +209,12 @@ def upload_reports(settings: PipelineSettings, reports: dict[str, Any], title: s
 @task(name="record_metrics_history", tags=["reports"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def record_metrics_history(settings: PipelineSettings, metadata: ModelMetadata) -> list[s3store.S3Object]:
     """Append this version's row to trainer/metrics/history.csv and keep its QuickSight manifest beside it."""
-    s3 = aws.client(settings, "s3")
+    s3 = aws_client(settings, "s3")
     history_key = "trainer/metrics/history.csv"
     row = history_row(metadata.model_dump(mode="json"))
-    history = s3store.append_csv_row(s3, settings.metrics_bucket, history_key, row)
+    ensure_concurrency_limit(MODEL_REGISTRY_LIMIT)
+    with concurrency(MODEL_REGISTRY_LIMIT, occupy=1, strict=True):  # read-modify-write of the history
+        history = s3store.append_csv_row(s3, settings.metrics_bucket, history_key, row)
     manifest = s3store.put_json(
         s3,
         settings.metrics_bucket,

@@ -7,8 +7,8 @@ import uuid
 from prefect_aws import AwsCredentials
 from pydantic import SecretStr
 
-from oncology_pipeline import aws
 from oncology_pipeline.settings import PipelineSettings
+from tasks.clients import aws_client, aws_session
 
 
 def test_a_named_credentials_block_supplies_the_boto3_session(moto_endpoint: str) -> None:
@@ -19,9 +19,9 @@ def test_a_named_credentials_block_supplies_the_boto3_session(moto_endpoint: str
         region_name="eu-west-1",
     ).save(name)
     settings = PipelineSettings(aws_credentials_block=name, s3_endpoint_url=moto_endpoint)
-    credentials = aws.session(settings).get_credentials()
+    credentials = aws_session(settings).get_credentials()
     assert credentials is not None and credentials.access_key == "AKIABLOCKTEST0000000"
-    s3 = aws.client(settings, "s3")
+    s3 = aws_client(settings, "s3")
     assert s3.meta.region_name == settings.aws_region  # the pipeline's region wins over the block's
     s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": settings.aws_region})
     assert name in {b["Name"] for b in s3.list_buckets()["Buckets"]}

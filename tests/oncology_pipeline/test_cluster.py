@@ -268,9 +268,10 @@ def test_a_restore_that_fails_too_says_what_to_do_by_hand(
     monkeypatch.setattr(cluster, "_RESTORE_BACKOFF", 0.01)
     seeded.fail_requests("PATCH", 10, status=503, after=1)
 
-    with pytest.raises(TransientError) as info:
+    with pytest.raises(ClusterError) as info:  # not transient: a retry would take NEW for the previous image
         set_image(apps, NS, SELECTOR, CONTAINER, NEW)
 
+    assert not is_transient(info.value)
     assert "COULD NOT restore: oncology-webservice" in str(info.value)
     assert f"kubectl -n {NS} set image deployment/oncology-webservice {CONTAINER}={OLD}" in str(info.value)
 
