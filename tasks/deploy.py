@@ -3,6 +3,8 @@ pinned by digest, watched like `kubectl rollout status`, and rolled back when it
 
 from __future__ import annotations
 
+import os
+
 from kubernetes.client import ApiClient, AppsV1Api
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -15,11 +17,16 @@ from tasks.policy import NETWORK_RETRIES
 
 @task(name="connect_cluster", tags=["deploy"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def connect_cluster(settings: PipelineSettings) -> ApiClient:
-    """An API client for EKS (describe_cluster + a refreshed bearer token) or a kubeconfig context."""
+    """An API client for EKS (describe_cluster + a refreshed bearer token), a kubeconfig context, or, in a pod
+    with neither configured, the pod's service account."""
     log = get_run_logger()
     if settings.eks_cluster_name:
         api = eks.connect_eks(aws_client(settings, "eks"), aws_session(settings), settings.eks_cluster_name)
         log.info("connected to EKS cluster %s at %s", settings.eks_cluster_name, api.configuration.host)
+        return api
+    if not (settings.kubeconfig or settings.kube_context) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        api = cluster.connect_in_cluster()
+        log.info("connected to %s with the pod's service account", api.configuration.host)
         return api
     api = cluster.connect_kubeconfig(settings.kubeconfig, settings.kube_context)
     log.info("connected to %s (kubeconfig context %s)", api.configuration.host, settings.kube_context or "current")

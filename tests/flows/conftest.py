@@ -35,6 +35,11 @@ def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
         yield running
 
 
+def bucket_keys(s3: Any, bucket: str) -> set[str]:
+    """Every key in a bucket."""
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
 @dataclass(frozen=True)
 class Stack:
     """A test's own buckets, seeded with the real data, reached through the fault proxy."""

@@ -14,13 +14,13 @@ from tasks.clients import aws_client, aws_session
 def test_a_named_credentials_block_supplies_the_boto3_session(moto_endpoint: str) -> None:
     name = f"oncology-test-{uuid.uuid4().hex[:8]}"
     AwsCredentials(
-        aws_access_key_id="AKIABLOCKTEST0000000",
+        aws_access_key_id="TESTBLOCKACCESSKEY01",
         aws_secret_access_key=SecretStr("block-secret"),
         region_name="eu-west-1",
     ).save(name)
     settings = PipelineSettings(aws_credentials_block=name, s3_endpoint_url=moto_endpoint)
     credentials = aws_session(settings).get_credentials()
-    assert credentials is not None and credentials.access_key == "AKIABLOCKTEST0000000"
+    assert credentials is not None and credentials.access_key == "TESTBLOCKACCESSKEY01"
     s3 = aws_client(settings, "s3")
     assert s3.meta.region_name == settings.aws_region  # the pipeline's region wins over the block's
     s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": settings.aws_region})

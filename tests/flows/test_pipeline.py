@@ -19,7 +19,7 @@ from oncology_model.errors import QualityGateFailed
 from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, is_pinned
 from oncology_pipeline.errors import SmokeTestFailed
 from oncology_pipeline.summary import PipelineSummary
-from tests.flows.conftest import Stack
+from tests.flows.conftest import Stack, bucket_keys
 from tests.support import docker_env
 from tests.support.kube_standin import KubeStandIn, seed_demo
 from tests.support.prefect_runs import artifacts, task_runs
@@ -55,10 +55,6 @@ def overrides(stack: Stack, standin: KubeStandIn, moto_endpoint: str, tmp_path: 
     }
 
 
-def _keys(s3: Any, bucket: str) -> set[str]:
-    return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
-
-
 def _image(standin: KubeStandIn, name: str, container: str = WEBSERVICE_CONTAINER) -> str:
     containers = standin.deployment(NS, name)["spec"]["template"]["spec"]["containers"]
     return str(next(c["image"] for c in containers if c["name"] == container))
@@ -78,12 +74,12 @@ def test_the_whole_pipeline_trains_tests_publishes_and_deploys_one_version(
     version = summary.version
     s = stack.settings
 
-    assert _keys(stack.s3, s.model_bucket) == {
+    assert bucket_keys(stack.s3, s.model_bucket) == {
         f"models/{version}/model.skops",
         f"models/{version}/metadata.json",
         "models/production.json",
     }
-    assert _keys(stack.s3, s.metrics_bucket) == {
+    assert bucket_keys(stack.s3, s.metrics_bucket) == {
         f"trainer/metrics/metrics-{version}.json",
         "trainer/metrics/history.csv",
         "trainer/metrics/quicksight-manifest.json",
@@ -131,7 +127,7 @@ def test_a_gate_rejection_ends_the_run_with_nothing_published_or_deployed(
     names = [r["repositoryName"] for r in ecr.describe_repositories()["repositories"]]
     assert overrides["ecr_repository"] not in names
     assert {name: _image(standin, name) for name in DEPLOYMENTS} == before
-    assert "models/production.json" not in _keys(stack.s3, stack.settings.model_bucket)
+    assert "models/production.json" not in bucket_keys(stack.s3, stack.settings.model_bucket)
     runs = [p for p in (Path(overrides["work_dir"]) / "runs").iterdir() if (p / "summary.json").exists()]
     summary = PipelineSummary.model_validate(json.loads((runs[0] / "summary.json").read_text()))
     assert summary.stages["train"].startswith("FAILED") and set(summary.skipped) == {"test", "publish", "deploy"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
 
 import pytest
 from prefect.client.schemas.objects import StateType
@@ -14,12 +13,8 @@ from flows.train import TrainOutcome, train
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.s3store import read_pointer
 from oncology_pipeline.versioning import VERSION_PATTERN
-from tests.flows.conftest import Stack
+from tests.flows.conftest import Stack, bucket_keys
 from tests.support.prefect_runs import artifacts, flow_run, task_runs
-
-
-def _keys(s3: Any, bucket: str) -> set[str]:
-    return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
 
 def s3_data_uri(stack: Stack) -> str:
@@ -34,19 +29,19 @@ def test_train_writes_versioned_bundle_pointer_metrics_and_artifacts(stack: Stac
     assert VERSION_PATTERN.match(version)
     settings = stack.settings
 
-    assert _keys(stack.s3, settings.model_bucket) == {
+    assert bucket_keys(stack.s3, settings.model_bucket) == {
         f"models/{version}/model.skops",
         f"models/{version}/metadata.json",
         "models/production.json",
     }
-    assert _keys(stack.s3, settings.metrics_bucket) == {
+    assert bucket_keys(stack.s3, settings.metrics_bucket) == {
         f"trainer/metrics/metrics-{version}.json",
         "trainer/metrics/history.csv",
         "trainer/metrics/quicksight-manifest.json",
     }
     assert set(outcome.s3_uris) == {
-        f"s3://{settings.model_bucket}/{k}" for k in _keys(stack.s3, settings.model_bucket)
-    } | {f"s3://{settings.metrics_bucket}/{k}" for k in _keys(stack.s3, settings.metrics_bucket)}
+        f"s3://{settings.model_bucket}/{k}" for k in bucket_keys(stack.s3, settings.model_bucket)
+    } | {f"s3://{settings.metrics_bucket}/{k}" for k in bucket_keys(stack.s3, settings.metrics_bucket)}
     pointer = read_pointer(stack.s3, settings.model_bucket, "models")
     assert pointer is not None and pointer.model_version == version and pointer.previous_version is None
     metrics = json.loads(
@@ -99,7 +94,8 @@ def test_second_run_uses_the_etag_cache_compares_with_the_champion_and_grows_the
 
     pointer = read_pointer(stack.s3, stack.settings.model_bucket, "models")
     assert pointer is not None and (pointer.model_version, pointer.previous_version) == (second.version, first.version)
-    assert f"models/{first.version}/model.skops" in _keys(stack.s3, stack.settings.model_bucket)  # kept for rollback
+    kept = bucket_keys(stack.s3, stack.settings.model_bucket)
+    assert f"models/{first.version}/model.skops" in kept  # kept for rollback
     history = stack.s3.get_object(Bucket=stack.settings.metrics_bucket, Key="trainer/metrics/history.csv")[
         "Body"
     ].read()
@@ -162,7 +158,7 @@ def test_gate_blocks_a_worse_challenger_and_production_stays(stack: Stack) -> No
     assert "worse than champion" in str(state.message) and champion.version in str(state.message)
     pointer = read_pointer(stack.s3, stack.settings.model_bucket, "models")
     assert pointer is not None and pointer.model_version == champion.version
-    model_keys = _keys(stack.s3, stack.settings.model_bucket)
+    model_keys = bucket_keys(stack.s3, stack.settings.model_bucket)
     assert {k.split("/")[1] for k in model_keys if k.count("/") == 2} == {champion.version}  # nothing else uploaded
     history = stack.s3.get_object(Bucket=stack.settings.metrics_bucket, Key="trainer/metrics/history.csv")[
         "Body"

@@ -23,7 +23,7 @@ from oncology_pipeline.versioning import new_version
 from tests.support.fault_proxy import FaultProxy, fault_proxy
 
 DATA = b"1000025,5,1,1,1,2,1,3,1,1,2\n1002945,5,4,4,5,7,10,3,2,1,2\n"
-DENIED_KEY = "AKIAOUTOFDATEKEY0001"
+DENIED_KEY = "TESTDENIEDACCESSKEY1"
 
 
 @pytest.fixture(scope="module")
