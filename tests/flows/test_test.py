@@ -10,7 +10,7 @@ from prefect.client.schemas.objects import StateType
 
 from flows.test import TestOutcome, run_test_suites
 from oncology_pipeline.errors import SuiteFailed
-from tests.flows.conftest import Stack
+from tests.flows.conftest import Stack, bucket_keys
 from tests.support.models import train_bundle
 from tests.support.prefect_runs import artifacts, task_runs
 
@@ -59,5 +59,4 @@ def test_a_red_model_suite_fails_the_run_after_uploading_its_coverage(
     runs = task_runs(run_id)
     assert runs["upload_reports"].state_type is StateType.COMPLETED
     assert runs["check_test_results"].state_type is StateType.FAILED
-    keys = {o["Key"] for o in stack.s3.list_objects_v2(Bucket=stack.settings.metrics_bucket)["Contents"]}
-    assert f"trainer/test-coverage/test-coverage-{VERSION}.json" in keys
+    assert f"trainer/test-coverage/test-coverage-{VERSION}.json" in bucket_keys(stack.s3, stack.settings.metrics_bucket)
