@@ -9,13 +9,15 @@ import time
 from pathlib import Path
 
 WORK_DIR = Path(".work/demo")
+#: How long the demo keeps the deployed service up after the run (ONCOLOGY_DEMO_SERVE_SECONDS; Ctrl-C ends it).
+SERVE_SECONDS = float(os.environ.get("ONCOLOGY_DEMO_SERVE_SECONDS", "60"))
 
 
 def main() -> int:
     """Start the stand-ins, run the pipeline flow once, print what went where."""
     os.environ.setdefault("PREFECT_HOME", str(Path(".work/prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from demo.stack import local_stack
+    from demo.stack import describe_service, local_stack
 
     out = sys.stdout.write
     start = time.perf_counter()
@@ -58,6 +60,16 @@ def main() -> int:
             out(f"Prefect UI: {api.removesuffix('/api')}/runs/flow-run/{run_id}\n")
         else:
             out(f"Prefect runs are in {os.environ['PREFECT_HOME']}: `make server` shows them in the UI.\n")
+        if stack.service_url and "deploy" in summary.stages and SERVE_SECONDS > 0:
+            out("".join(f"{line}\n" for line in describe_service(stack.service_url)))
+            out(
+                f"It stays up for {SERVE_SECONDS:g} s (ONCOLOGY_DEMO_SERVE_SECONDS), then every container is removed.\n"
+            )
+            sys.stdout.flush()
+            try:
+                time.sleep(SERVE_SECONDS)
+            except KeyboardInterrupt:
+                out("Stopped.\n")
     return 0 if state.is_completed() else 1
 
 

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from demo.stack import local_stack
+from demo.stack import describe_service, local_stack
 
 MOTO_PORT, STANDIN_PORT = 5050, 8001
 
@@ -29,6 +29,9 @@ def main(env_file: Path) -> int:
         env_file.parent.mkdir(parents=True, exist_ok=True)
         env_file.write_text("".join(f"export {key}={value}\n" for key, value in stack.env.items()))
         sys.stdout.write("".join(f"{line}\n" for line in stack.stand_ins))
+        if stack.service_url:
+            lines = describe_service(stack.service_url)
+            sys.stdout.write(f"{lines[0]} (until make server-down)\n{lines[1]}\n")
         if stack.publish_skipped:
             sys.stdout.write(f"publish will fail until fixed: {stack.publish_skipped}\n")
         sys.stdout.flush()

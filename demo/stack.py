@@ -1,24 +1,35 @@
-"""Local stand-ins for AWS (moto server), ECR's registry (the local registry) and EKS (the Kubernetes-API
-stand-in, unless a kubeconfig context is configured), exposed to the flows as ONCOLOGY_* settings."""
+"""Local stand-ins for AWS (moto server), ECR's registry (the local registry) and EKS (the Kubernetes stand-in,
+whose pods are Docker containers, unless a kubeconfig context is configured), exposed to the flows as ONCOLOGY_*
+settings."""
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from oncology_model.datamodel import EXAMPLE_BENIGN
 from oncology_model.sample_data import sample_data_csv
 from oncology_pipeline import aws
-from oncology_pipeline.localstack import create_buckets, moto_server, seed_training_data
+from oncology_pipeline.registry import ecr_login
 from oncology_pipeline.settings import PipelineSettings
+from standins.aws import create_buckets, moto_server, seed_training_data
+from standins.kube import DockerRuntime, KubeStandIn
 
 LOCAL_REGISTRY = "127.0.0.1:5000"
 LOCAL_BASE_IMAGE = "oncology-base:bookworm"
 STANDIN_TOKEN = "demo-standin-token"
+MANIFEST = Path(__file__).resolve().parents[1] / "deployments" / "webservice.yaml"
+#: The manifest's progressDeadlineSeconds is 300; the stand-in gives up sooner so that a failed demo rollout
+#: is rolled back within minutes.
+PROGRESS_DEADLINE = 60.0
+JSON = dict[str, Any]
 
 
 @dataclass
@@ -28,6 +39,7 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     stand_ins: list[str] = field(default_factory=list)
     publish_skipped: str | None = None
+    service_url: str | None = None
 
 
 def _registry_answers(address: str) -> bool:
@@ -64,8 +76,59 @@ def _base_image_present() -> bool:
     return True
 
 
+def _relabel(team: str) -> Callable[[JSON], None]:
+    """Set every `team` label and selector of a manifest document to `team`."""
+
+    def edit(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "team" and isinstance(value, str):
+                    node[key] = team
+                else:
+                    edit(value)
+        elif isinstance(node, list):
+            for item in node:
+                edit(item)
+
+    return edit
+
+
+def _start_cluster(
+    running: ExitStack, settings: PipelineSettings, work_dir: Path, standin_port: int, forward_port: int
+) -> tuple[dict[str, str], str, str]:
+    """The Kubernetes stand-in with deployments/webservice.yaml applied: env, description, service URL."""
+    ecr = aws.client(settings, "ecr")
+
+    def node_credentials(registry: str) -> dict[str, str] | None:  # what the node's ECR credential provider does
+        return ecr_login(ecr, LOCAL_REGISTRY).auth_config() if registry == LOCAL_REGISTRY else None
+
+    runtime = DockerRuntime(credentials=node_credentials)
+    standin = running.enter_context(
+        KubeStandIn(STANDIN_TOKEN, runtime=runtime, port=standin_port, progress_deadline=PROGRESS_DEADLINE)
+    )
+    standin.apply(MANIFEST, settings.kube_namespace, edit=_relabel(settings.team))
+    kubeconfig = standin.write_kubeconfig(work_dir / "kubeconfig.yaml", namespace=settings.kube_namespace)
+    try:
+        url = standin.port_forward(settings.kube_namespace, "oncology-webservice", "http", forward_port)
+    except OSError:  # the port is taken: any free one
+        url = standin.port_forward(settings.kube_namespace, "oncology-webservice", "http")
+    env = {
+        "ONCOLOGY_KUBECONFIG": str(kubeconfig),
+        "ONCOLOGY_KUBE_CONTEXT": "kube-standin",
+        "ONCOLOGY_ROLLOUT_POLL_SECONDS": "1",
+    }
+    description = (
+        f"Kubernetes: the local Kubernetes STAND-IN at {standin.url} (not a real cluster: its pods are Docker "
+        f"containers; deployments/webservice.yaml applied, progress deadline {PROGRESS_DEADLINE:g} s; "
+        "set ONCOLOGY_KUBE_CONTEXT to use a real one)"
+    )
+    return env, description, url
+
+
 @contextmanager
-def local_stack(work_dir: Path, moto_port: int | None = None, standin_port: int = 0) -> Iterator[LocalStack]:
+def local_stack(
+    work_dir: Path, moto_port: int | None = None, standin_port: int = 0, forward_port: int = 8080
+) -> Iterator[LocalStack]:
     """Start the stand-ins, create the buckets, seed the real data set; stop everything on exit."""
     stack = LocalStack()
     with ExitStack() as running:
@@ -93,19 +156,25 @@ def local_stack(work_dir: Path, moto_port: int | None = None, standin_port: int 
         configured = PipelineSettings()  # the environment and .env
         if configured.kube_context or configured.kubeconfig or configured.eks_cluster_name:
             stack.stand_ins.append("Kubernetes: the configured cluster (ONCOLOGY_KUBE_CONTEXT / KUBECONFIG / EKS)")
-        else:
-            from tests.support.kube_standin import KubeStandIn, seed_demo
-
-            standin = running.enter_context(KubeStandIn(STANDIN_TOKEN, port=standin_port, step_interval=0.1))
-            seed_demo(standin, settings.team, settings.kube_namespace)
-            kubeconfig = standin.write_kubeconfig(work_dir / "kubeconfig.yaml", namespace=settings.kube_namespace)
-            stack.env |= {
-                "ONCOLOGY_KUBECONFIG": str(kubeconfig),
-                "ONCOLOGY_KUBE_CONTEXT": "kube-standin",
-                "ONCOLOGY_ROLLOUT_POLL_SECONDS": "0.5",
-            }
-            stack.stand_ins.append(
-                f"Kubernetes: the local Kubernetes-API STAND-IN at {standin.url} (not a real cluster; "
-                "set ONCOLOGY_KUBE_CONTEXT to use one)"
+        elif stack.publish_skipped is None:
+            cluster_settings = PipelineSettings(aws_endpoint_url=endpoint, s3_endpoint_url=endpoint)
+            env, description, stack.service_url = _start_cluster(
+                running, cluster_settings, work_dir, standin_port, forward_port
             )
+            stack.env |= env
+            stack.stand_ins.append(description)
         yield stack
+
+
+def describe_service(url: str) -> list[str]:
+    """Where the deployed web service answers (as `kubectl port-forward` would expose it), and what it serves."""
+    try:
+        with urllib.request.urlopen(f"{url}/v1/model", timeout=10) as answer:
+            serving = f"serves model {json.loads(answer.read())['model_version']}"
+    except (OSError, ValueError, KeyError) as exc:
+        serving = f"does not answer yet ({exc})"
+    body = json.dumps(EXAMPLE_BENIGN, separators=(",", ":"))
+    return [
+        f"Web service (port-forward to the stand-in's Service oncology-webservice): {url} {serving}",
+        f"  curl -s {url}/v1/predictions -H 'content-type: application/json' -d '{body}'",
+    ]

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client import ApiClient, AppsV1Api, Configuration, V1Container, V1Deployment
+from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, V1Container, V1Deployment, V1Pod
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException, load_incluster_config, new_client_from_config
 from urllib3.exceptions import HTTPError as TransportError
@@ -386,6 +386,37 @@ def wait_for_rollout(
                 f"{timeout:g} s: {waiting}"
             )
         time.sleep(min(poll, remaining))
+
+
+def _pod_problem(pod: V1Pod) -> str | None:
+    """Why a pod is not ready, in the kubelet's words (waiting reason, or the last termination)."""
+    name = pod.metadata.name if pod.metadata else "<pod>"
+    for status in (pod.status.container_statuses if pod.status else None) or []:
+        if status.ready:
+            continue
+        waiting = status.state.waiting if status.state else None
+        if waiting is not None and waiting.reason not in (None, "ContainerCreating"):
+            detail = f": {waiting.message}" if waiting.message else ""
+            return f"pod {name}: {waiting.reason}{detail} (restarts: {status.restart_count})"
+        terminated = status.last_state.terminated if status.last_state else None
+        if terminated is not None:
+            code, reason = terminated.exit_code, terminated.reason
+            return f"pod {name}: exited with code {code} ({reason}); restarts: {status.restart_count}"
+    return None
+
+
+def pod_problems(core: CoreV1Api, apps: AppsV1Api, namespace: str, names: Sequence[str]) -> list[str]:
+    """Why the pods of the named Deployments are not ready (pull errors, crash loops), one line per pod."""
+    problems: list[str] = []
+    for name in names:
+        with _calling(f"read deployment {name!r} in namespace {namespace!r}"):
+            deployment = apps.read_namespaced_deployment(name, namespace)
+        labels = deployment.spec.selector.match_labels or {}
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        with _calling(f"list the pods of deployment {name!r} in namespace {namespace!r}"):
+            pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        problems += [problem for pod in pods if (problem := _pod_problem(pod))]
+    return problems
 
 
 def rollback(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 
-from kubernetes.client import ApiClient, AppsV1Api
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from oncology_pipeline import cluster, eks
+from oncology_pipeline.errors import PipelineError, RolloutFailed
 from oncology_pipeline.settings import PipelineSettings
 from tasks.clients import aws_client, aws_session
 from tasks.policy import NETWORK_RETRIES
@@ -46,16 +47,25 @@ def set_image(api: ApiClient, settings: PipelineSettings, image: str) -> list[cl
 
 @task(name="wait_for_rollout", tags=["deploy"], cache_policy=NO_CACHE)
 def wait_for_rollout(api: ApiClient, settings: PipelineSettings, changes: list[cluster.ImageChange]) -> str:
-    """Wait until every patched Deployment has rolled out (RolloutFailed on a passed deadline or timeout)."""
+    """Wait until every patched Deployment has rolled out (RolloutFailed on a passed deadline or timeout,
+    naming why the pods are not ready)."""
     log = get_run_logger()
-    cluster.wait_for_rollout(
-        AppsV1Api(api),
-        settings.kube_namespace,
-        [c.deployment for c in changes],
-        settings.rollout_timeout_seconds,
-        settings.rollout_poll_seconds,
-        log.info,
-    )
+    apps, names = AppsV1Api(api), [c.deployment for c in changes]
+    try:
+        cluster.wait_for_rollout(
+            apps,
+            settings.kube_namespace,
+            names,
+            settings.rollout_timeout_seconds,
+            settings.rollout_poll_seconds,
+            log.info,
+        )
+    except RolloutFailed as failure:
+        try:
+            problems = cluster.pod_problems(CoreV1Api(api), apps, settings.kube_namespace, names)
+        except PipelineError as unreadable:
+            problems = [f"(the pods could not be read: {unreadable})"]
+        raise RolloutFailed(f"{failure} {' '.join(problems) or 'No pod reported a problem.'}") from failure
     return f"rolled out: {', '.join(c.deployment for c in changes)} run {changes[0].new_image}"
 
 

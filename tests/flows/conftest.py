@@ -12,8 +12,8 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from oncology_pipeline import aws
-from oncology_pipeline.localstack import create_buckets, seed_training_data
 from oncology_pipeline.settings import PipelineSettings
+from standins.aws import create_buckets, seed_training_data
 from tests.support.fault_proxy import FaultProxy, fault_proxy
 
 

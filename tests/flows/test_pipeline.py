@@ -1,5 +1,6 @@
 """The whole pipeline end to end under a real Prefect server: moto (S3, ECR) over HTTP, a real Docker
-engine and authenticated registry, and the Kubernetes-API stand-in reached through a kubeconfig."""
+engine and authenticated registry, and the Kubernetes stand-in (reached through a kubeconfig) whose pods run
+the pushed image in Docker."""
 
 from __future__ import annotations
 
@@ -16,23 +17,25 @@ from prefect.client.schemas.objects import StateType
 from flows.pipeline import train_test_publish_deploy
 from flows.publish import publish
 from oncology_model.errors import QualityGateFailed
-from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, is_pinned
+from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, connect_kubeconfig, is_pinned
 from oncology_pipeline.errors import SmokeTestFailed
 from oncology_pipeline.summary import PipelineSummary
+from standins.kube import DockerRuntime, KubeStandIn
 from tests.flows.conftest import Stack, bucket_keys
 from tests.support import docker_env
-from tests.support.kube_standin import KubeStandIn, seed_demo
 from tests.support.prefect_runs import artifacts, task_runs
+from tests.support.workloads import NODE_CREDENTIALS, Workloads, model_version_served, serve_image
 
 NS = "oncology"
-DEPLOYMENTS = ("oncology-webservice", "oncology-webservice-canary")
+DEPLOYMENTS = ("oncology-webservice",)
 
 
 @pytest.fixture
-def standin() -> Iterator[KubeStandIn]:
-    """The team's web-service Deployments (and one other) on the stand-in."""
-    with KubeStandIn("e2e-token", step_interval=0.02) as server:
-        seed_demo(server, "ml-platform", NS)
+def standin(workloads: Workloads) -> Iterator[KubeStandIn]:
+    """deployments/webservice.yaml serving an earlier model version in real containers."""
+    runtime = DockerRuntime(credentials=lambda registry: NODE_CREDENTIALS)
+    with KubeStandIn("e2e-token", runtime=runtime, step_interval=0.1, backoff=1.0) as server:
+        serve_image(server, NS, workloads.previous)
         yield server
 
 
@@ -49,8 +52,8 @@ def overrides(stack: Stack, standin: KubeStandIn, moto_endpoint: str, tmp_path: 
         "kubeconfig": str(standin.write_kubeconfig(tmp_path / "kubeconfig.yaml")),
         "kube_context": "kube-standin",
         "kube_namespace": NS,
-        "rollout_poll_seconds": 0.05,
-        "rollout_timeout_seconds": 30,
+        "rollout_poll_seconds": 0.2,
+        "rollout_timeout_seconds": 90,
         "unit_tests": "tests/oncology_model/test_datamodel.py",
     }
 
@@ -104,7 +107,8 @@ def test_the_whole_pipeline_trains_tests_publishes_and_deploys_one_version(
     docker_env.registry_request(f"{manifest}/{digest}", *login, method="DELETE")  # give the space back
 
     assert all(_image(standin, name) == image for name in DEPLOYMENTS)
-    assert _image(standin, "other-service", "app") == "nginx:1.27"  # another app of the team: untouched
+    api = connect_kubeconfig(overrides["kubeconfig"])
+    assert model_version_served(api, NS) == version  # the pods pulled the pushed digest and serve this version
     assert summary.rollout is not None and summary.rollout.startswith("rolled out")
     assert set(summary.stages) == {"train", "test", "publish", "deploy"} and not summary.skipped
     assert _summary(overrides, version) == summary

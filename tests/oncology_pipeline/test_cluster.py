@@ -1,7 +1,8 @@
 """The deploy stage through the official kubernetes client, against the Kubernetes API stand-in.
 
-The stand-in (tests/support/kube_standin.py) speaks the apps/v1 REST protocol and simulates the deployment
-controller; the client reaches it through a kubeconfig file, the same path real users take.
+The stand-in (standins/kube) speaks the apps/v1 REST protocol and runs the deployment controller; here its
+containers are scripted (tests/flows/test_deploy.py runs real ones). The client reaches it through a
+kubeconfig file, the same path real users take.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from oncology_pipeline.cluster import (
     webservice_selector,
 )
 from oncology_pipeline.errors import ClusterError, ConfigurationError, RolloutFailed, TransientError, is_transient
-from tests.support.kube_standin import KubeStandIn
+from standins.kube import KubeStandIn, ScriptedRuntime
 from tests.support.moto_server import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -50,9 +51,15 @@ LABELS = {"app": "oncology-webservice", "team": TEAM}
 
 
 @pytest.fixture
-def standin() -> Iterator[KubeStandIn]:
+def runtime() -> ScriptedRuntime:
+    """Containers whose outcomes the test chooses."""
+    return ScriptedRuntime()
+
+
+@pytest.fixture
+def standin(runtime: ScriptedRuntime) -> Iterator[KubeStandIn]:
     """A fresh API stand-in per test: fast controller steps, a short progress deadline."""
-    with KubeStandIn(TOKEN, step_interval=0.02, progress_deadline=0.4) as server:
+    with KubeStandIn(TOKEN, runtime=runtime, step_interval=0.02, progress_deadline=0.4) as server:
         yield server
 
 
@@ -95,8 +102,10 @@ def assert_rolled_out(standin: KubeStandIn, name: str, image: str) -> None:
 # --- success ------------------------------------------------------------------------------------------
 
 
-def test_deploy_patches_every_matching_deployment_and_waits(seeded: KubeStandIn, apps: AppsV1Api) -> None:
-    seeded.pod_start_steps = 10  # new pods take 0.2 s to get ready: the wait sees the rollout in progress
+def test_deploy_patches_every_matching_deployment_and_waits(
+    seeded: KubeStandIn, apps: AppsV1Api, runtime: ScriptedRuntime
+) -> None:
+    runtime.pull_seconds = 0.2  # new pods take 0.2 s to get ready: the wait sees the rollout in progress
     logs: list[str] = []
     changes = deploy_image(apps, NS, SELECTOR, CONTAINER, NEW, timeout=TIMEOUT, poll=POLL, log=logs.append)
 
@@ -178,8 +187,10 @@ def test_an_image_not_pinned_by_digest_is_refused(seeded: KubeStandIn, apps: App
 # --- failed rollouts ----------------------------------------------------------------------------------
 
 
-def test_a_rollout_past_its_deadline_is_rolled_back(seeded: KubeStandIn, apps: AppsV1Api) -> None:
-    seeded.break_image(NEW, "fail")
+def test_a_rollout_past_its_deadline_is_rolled_back(
+    seeded: KubeStandIn, apps: AppsV1Api, runtime: ScriptedRuntime
+) -> None:
+    runtime.unpullable.add(NEW)
     logs: list[str] = []
 
     with pytest.raises(RolloutFailed) as info:
@@ -203,8 +214,11 @@ def test_a_rollout_past_its_deadline_is_rolled_back(seeded: KubeStandIn, apps: A
     assert f'deployment "oncology-webservice" image put back to {OLD}' in logs
 
 
-def test_a_hanging_rollout_times_out_and_is_rolled_back(seeded: KubeStandIn, apps: AppsV1Api) -> None:
-    seeded.break_image(NEW, "hang")
+def test_a_hanging_rollout_times_out_and_is_rolled_back(
+    seeded: KubeStandIn, apps: AppsV1Api, runtime: ScriptedRuntime
+) -> None:
+    runtime.unpullable.add(NEW)
+    seeded.controller.progress_deadline = None  # the spec's 600 s: our own timeout comes first
 
     with pytest.raises(RolloutFailed, match=r"did not finish within 0\.8 s: .*new replicas have been updated") as info:
         deploy_image(apps, NS, SELECTOR, CONTAINER, NEW, timeout=0.8, poll=POLL)

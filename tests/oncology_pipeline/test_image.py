@@ -21,7 +21,8 @@ from oncology_pipeline.image import (
     prepare_build_context,
     smoke_test_image,
 )
-from tests.oncology_pipeline.conftest import PROJECT_DIR, BuiltImage
+from tests.conftest import BuiltImage
+from tests.oncology_pipeline.conftest import PROJECT_DIR
 from tests.support import docker_env
 
 PIPELINE_ONLY = ("prefect", "boto3", "botocore", "docker", "kubernetes", "pytest", "moto")

@@ -19,7 +19,7 @@ from oncology_pipeline.registry import (
     push_image,
     repository_reference,
 )
-from tests.oncology_pipeline.conftest import BuiltImage
+from tests.conftest import BuiltImage
 from tests.support import docker_env
 from tests.support.moto_server import free_port
 

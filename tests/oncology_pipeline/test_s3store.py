@@ -17,9 +17,9 @@ from mypy_boto3_s3 import S3Client
 
 from oncology_pipeline import aws, s3store
 from oncology_pipeline.errors import ConfigurationError, is_transient
-from oncology_pipeline.localstack import create_buckets
 from oncology_pipeline.settings import PipelineSettings
 from oncology_pipeline.versioning import new_version
+from standins.aws import create_buckets
 from tests.support.fault_proxy import FaultProxy, fault_proxy
 
 DATA = b"1000025,5,1,1,1,2,1,3,1,1,2\n1002945,5,4,4,5,7,10,3,2,1,2\n"

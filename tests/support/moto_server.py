@@ -1,5 +1,5 @@
 """A moto server for the tests (the same one the demo uses)."""
 
-from oncology_pipeline.localstack import free_port, moto_server
+from standins.aws import free_port, moto_server
 
 __all__ = ["free_port", "moto_server"]

@@ -1,4 +1,4 @@
-"""Local stand-ins for the cloud: a moto server (real HTTP S3/ECR/EKS/STS APIs) seeded with the real data."""
+"""Local stand-ins for AWS: a moto server (real HTTP S3/ECR/EKS/STS APIs), its buckets, the real data set."""
 
 from __future__ import annotations
 

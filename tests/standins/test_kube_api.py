@@ -1,4 +1,4 @@
-"""The Kubernetes API stand-in keeps the protocol promises the deploy tests rely on.
+"""The Kubernetes API stand-in keeps the protocol promises the deploy tests rely on (scripted containers).
 
 Through the official client where it can express the request, so that what is checked is what the
 client sends and parses.
@@ -20,7 +20,10 @@ from kubernetes.client import AppsV1Api
 from kubernetes.client.exceptions import ApiException
 
 from oncology_pipeline.cluster import connect_kubeconfig
-from tests.support.kube_standin import KubeStandIn, json_patch, merge_patch, parse_label_selector, strategic_merge
+from standins.kube import KubeStandIn, ScriptedRuntime
+from standins.kube.patches import json_patch, merge_patch, strategic_merge
+from standins.kube.responses import SERVER_VERSION
+from standins.kube.selectors import parse_label_selector
 
 TOKEN = "standin-test-token"
 NS = "default"
@@ -29,8 +32,13 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def standin() -> Iterator[KubeStandIn]:
-    with KubeStandIn(TOKEN, step_interval=0.02, progress_deadline=0.3) as server:
+def runtime() -> ScriptedRuntime:
+    return ScriptedRuntime()
+
+
+@pytest.fixture
+def standin(runtime: ScriptedRuntime) -> Iterator[KubeStandIn]:
+    with KubeStandIn(TOKEN, runtime=runtime, step_interval=0.02, progress_deadline=0.3) as server:
         server.add_deployment(NS, "web", {"app": "web", "tier": "front"}, {"web": IMAGE, "sidecar": "proxy:1"}, 2)
         server.add_deployment(NS, "api", {"app": "api", "tier": "back"}, {"api": IMAGE})
         server.add_deployment(NS, "legacy", {"app": "web", "legacy": "yes"}, {"web": IMAGE})
@@ -104,7 +112,7 @@ def test_requests_without_the_token_are_401_but_version_is_public(standin: KubeS
     code, body = raw(standin, "/apis/apps/v1/namespaces/default/deployments", token=None)
     assert (code, body["kind"], body["reason"]) == (401, "Status", "Unauthorized")
     assert raw(standin, "/apis/apps/v1/namespaces/default/deployments", token="wrong")[0] == 401
-    assert raw(standin, "/version", token=None) == (200, standin.handle("GET", "/version", {}, b"")[1])
+    assert raw(standin, "/version", token=None) == (200, SERVER_VERSION)
 
 
 def test_replicasets_carry_the_revision_history(apps: AppsV1Api) -> None:
@@ -173,7 +181,7 @@ def test_injected_failures_hit_the_chosen_requests_only(apps: AppsV1Api, standin
     apps.read_namespaced_deployment("web", NS)
 
 
-# --- the simulated controller -------------------------------------------------------------------------
+# --- the controller -------------------------------------------------------------------------
 
 
 def test_a_rollout_progresses_and_finishes(apps: AppsV1Api, standin: KubeStandIn) -> None:
@@ -195,8 +203,10 @@ def test_a_rollout_progresses_and_finishes(apps: AppsV1Api, standin: KubeStandIn
     assert [rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] for rs in history] == ["1", "2"]
 
 
-def test_a_broken_image_passes_the_progress_deadline(apps: AppsV1Api, standin: KubeStandIn) -> None:
-    standin.break_image("web:broken", "fail")
+def test_a_broken_image_passes_the_progress_deadline(
+    apps: AppsV1Api, standin: KubeStandIn, runtime: ScriptedRuntime
+) -> None:
+    runtime.unpullable.add("web:broken")
     body = {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:broken"}]}}}}
     apps.patch_namespaced_deployment("web", NS, body)
 
@@ -239,11 +249,11 @@ def test_label_selector_parsing_refuses_garbage() -> None:
 # --- the demo entry point -----------------------------------------------------------------------------
 
 
-def test_the_command_line_serves_seeded_deployments(tmp_path: Path) -> None:
+def test_the_command_line_applies_the_manifest_and_writes_a_kubeconfig(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig.yaml"
-    command = [sys.executable, "-m", "tests.support.kube_standin", "--port", "0", "--token", "demo"]
+    command = [sys.executable, "-m", "standins.kube", "--port", "0", "--token", "demo", "--namespace", "oncology"]
     process = subprocess.Popen(
-        [*command, "--kubeconfig", str(kubeconfig), "--team", "blue"],
+        [*command, "--kubeconfig", str(kubeconfig), "--apply", "deployments/webservice.yaml"],
         cwd=PROJECT_DIR,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -251,14 +261,12 @@ def test_the_command_line_serves_seeded_deployments(tmp_path: Path) -> None:
     )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("kube-standin listening on http://127.0.0.1:")
+        lines = [process.stdout.readline() for _ in range(3)]
+        assert lines[:2] == ["deployment/oncology-webservice created\n", "service/oncology-webservice created\n"]
+        assert lines[2].startswith("Kubernetes API STAND-IN (not a cluster) listening on http://127.0.0.1:")
         apps = AppsV1Api(connect_kubeconfig(str(kubeconfig)))
-        listed = apps.list_namespaced_deployment("default", label_selector="app=oncology-webservice,team=blue")
-        assert sorted(d.metadata.name for d in listed.items if d.metadata and d.metadata.name) == [
-            "oncology-webservice",
-            "oncology-webservice-canary",
-        ]
+        listed = apps.list_namespaced_deployment("oncology", label_selector="app=oncology-webservice,team=ml-platform")
+        assert [d.metadata.name for d in listed.items if d.metadata] == ["oncology-webservice"]
     finally:
         process.terminate()
-        assert process.wait(timeout=10) == 0
+        assert process.wait(timeout=30) == 0

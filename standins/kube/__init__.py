@@ -1,0 +1,6 @@
+"""The Kubernetes stand-in: API server, controller and a kubelet running pods as Docker containers."""
+
+from standins.kube.runtime import ContainerRuntime, DockerRuntime, ScriptedRuntime
+from standins.kube.server import KubeStandIn
+
+__all__ = ["ContainerRuntime", "DockerRuntime", "KubeStandIn", "ScriptedRuntime"]

@@ -1,0 +1,369 @@
+"""Pods and the stand-in's kubelet: one thread per pod pulls, starts, probes and restarts its containers.
+
+What the real kubelet does and this one does too: pull per `imagePullPolicy` (`ErrImagePull`, then
+`ImagePullBackOff`), run each container as the pod spec says, the startup, readiness and liveness probes
+(`httpGet`; `initialDelaySeconds`, `periodSeconds`, `timeoutSeconds`, `failureThreshold`), a restart with
+exponential back-off when a container exits or fails its liveness probe (`CrashLoopBackOff`, `restartCount`),
+and the pod's phase, conditions and container statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from standins.kube.runtime import ContainerRuntime, ContainerSpec, PullError, StartError, quantity
+
+JSON = dict[str, Any]
+log = logging.getLogger(__name__)
+
+PROBE_KINDS = ("startupProbe", "livenessProbe", "readinessProbe")
+
+
+def now_text() -> str:
+    """The current time as the API server writes timestamps."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ProbeState:
+    """When one probe runs next, and its consecutive results."""
+
+    next_at: float
+    failures: int = 0
+    successes: int = 0
+
+
+@dataclass
+class Container:
+    """The kubelet's record of one container of a pod."""
+
+    spec: JSON
+    image_id: str = ""
+    container_id: str | None = None
+    state: JSON = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: JSON = field(default_factory=dict)
+    started: bool = False
+    ready: bool = False
+    restart_count: int = 0
+    retry_at: float = 0.0
+    backoff: float = 0.0
+    probes: dict[str, ProbeState] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    def status(self) -> JSON:
+        """The container's entry in `status.containerStatuses`."""
+        status: JSON = {
+            "name": self.name,
+            "image": self.spec["image"],
+            "imageID": f"docker-pullable://{self.spec['image'].split('@')[0]}@{self.image_id}" if self.image_id else "",
+            "ready": self.ready,
+            "started": self.started and self.container_id is not None,
+            "restartCount": self.restart_count,
+            "state": dict(self.state),
+            "lastState": dict(self.last_state),
+        }
+        if self.container_id:
+            status["containerID"] = f"docker://{self.container_id}"
+        return status
+
+
+@dataclass
+class Pod:
+    """A pod: its object metadata and spec, and the kubelet's view of its containers."""
+
+    namespace: str
+    name: str
+    labels: dict[str, str]
+    owner: JSON
+    spec: JSON
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: str = field(default_factory=now_text)
+    resource_version: int = 0
+    containers: list[Container] = field(default_factory=list)
+    deleting: bool = False
+    gone: bool = False
+    ready_since: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.containers:
+            self.containers = [Container(spec=c) for c in self.spec.get("containers", [])]
+
+    @property
+    def ready(self) -> bool:
+        return not self.deleting and all(c.ready for c in self.containers)
+
+    def available(self, min_ready_seconds: float, now: float) -> bool:
+        """Ready for at least `min_ready_seconds`."""
+        return self.ready and self.ready_since is not None and now - self.ready_since >= min_ready_seconds
+
+    def phase(self) -> str:
+        return "Running" if any(c.container_id or c.restart_count for c in self.containers) else "Pending"
+
+    def to_json(self) -> JSON:
+        """The Pod object as the API server answers it."""
+        ready = "True" if self.ready else "False"
+        conditions = [
+            {"type": kind, "status": value, "lastTransitionTime": self.created}
+            for kind, value in (
+                ("Initialized", "True"),
+                ("Ready", ready),
+                ("ContainersReady", ready),
+                ("PodScheduled", "True"),
+            )
+        ]
+        metadata: JSON = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "uid": self.uid,
+            "labels": dict(self.labels),
+            "creationTimestamp": self.created,
+            "resourceVersion": str(self.resource_version),
+            "ownerReferences": [self.owner],
+        }
+        if self.deleting:
+            metadata["deletionTimestamp"] = now_text()
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": metadata,
+            "spec": {**self.spec, "nodeName": "kube-standin"},
+            "status": {
+                "phase": self.phase(),
+                "conditions": conditions,
+                "hostIP": "127.0.0.1",
+                "startTime": self.created,
+                "containerStatuses": [c.status() for c in self.containers],
+            },
+        }
+
+
+def container_spec(pod: Pod, container: JSON) -> ContainerSpec:
+    """What Docker can honour of a container spec: command, env, ports, user, read-only root, limits."""
+    pod_security = pod.spec.get("securityContext") or {}
+    security = container.get("securityContext") or {}
+    uid = security.get("runAsUser", pod_security.get("runAsUser"))
+    gid = security.get("runAsGroup", pod_security.get("runAsGroup"))
+    user = None if uid is None else (f"{uid}:{gid}" if gid is not None else str(uid))
+    ports = [int(p["containerPort"]) for p in container.get("ports") or [] if p.get("protocol", "TCP") == "TCP"]
+    for kind in PROBE_KINDS:
+        port = ((container.get(kind) or {}).get("httpGet") or {}).get("port")
+        if isinstance(port, int) and port not in ports:
+            ports.append(port)
+    volumes = {v.get("name"): v for v in pod.spec.get("volumes") or []}
+    tmpfs: dict[str, str] = {}
+    for mount in container.get("volumeMounts") or []:
+        empty_dir = volumes.get(mount.get("name"), {}).get("emptyDir")
+        if empty_dir is not None:
+            limit = empty_dir.get("sizeLimit")
+            tmpfs[mount["mountPath"]] = f"size={int(quantity(limit))}" if limit else ""
+    limits = (container.get("resources") or {}).get("limits") or {}
+    return ContainerSpec(
+        pod=pod.name,
+        namespace=pod.namespace,
+        name=container["name"],
+        image=container["image"],
+        pull_policy=container.get("imagePullPolicy") or "IfNotPresent",
+        command=container.get("command"),
+        args=container.get("args"),
+        env={e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e},
+        ports=ports,
+        user=user,
+        read_only=bool(security.get("readOnlyRootFilesystem")),
+        tmpfs=tmpfs,
+        memory_bytes=int(quantity(limits["memory"])) if "memory" in limits else None,
+        nano_cpus=int(quantity(limits["cpu"]) * 1e9) if "cpu" in limits else None,
+        drop_capabilities=list((security.get("capabilities") or {}).get("drop") or []),
+        no_new_privileges=security.get("allowPrivilegeEscalation") is False,
+    )
+
+
+def probe_port(container: JSON, port: Any) -> int | None:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int):
+        return port
+    return next((int(p["containerPort"]) for p in container.get("ports") or [] if p.get("name") == port), None)
+
+
+class Kubelet:
+    """Runs each pod in a thread of its own; state changes are made under the stand-in's lock."""
+
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        lock: threading.RLock,
+        *,
+        backoff: float = 10.0,
+        max_backoff: float = 300.0,
+        tick: float = 0.1,
+        on_change: Callable[[Pod], None] = lambda pod: None,
+    ) -> None:
+        self.runtime = runtime
+        self._lock = lock
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.tick = tick
+        self._on_change = on_change
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def run(self, pod: Pod) -> None:
+        """Start living `pod` in a thread of its own."""
+        thread = threading.Thread(target=self._live, args=(pod,), name=f"kubelet-{pod.name}", daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop every pod's thread; each removes its containers."""
+        self._stopped.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+
+    def _live(self, pod: Pod) -> None:
+        try:
+            while not pod.deleting and not self._stopped.is_set():
+                for container in pod.containers:
+                    try:
+                        self._advance(pod, container)
+                    except Exception:  # a runtime hiccup must not end the pod's life: log, retry next tick
+                        log.exception("kubelet: pod %s/%s container %s", pod.namespace, pod.name, container.name)
+                with self._lock:
+                    if pod.ready and pod.ready_since is None:
+                        pod.ready_since = time.monotonic()
+                    elif not pod.ready:
+                        pod.ready_since = None
+                self._stopped.wait(self.tick)
+        finally:
+            for container in pod.containers:
+                if container.container_id:
+                    self.runtime.remove(container.container_id)
+            with self._lock:
+                pod.gone = True
+                self._on_change(pod)
+
+    def _changed(self, pod: Pod) -> None:
+        self._on_change(pod)
+
+    def _advance(self, pod: Pod, container: Container) -> None:
+        now = time.monotonic()
+        if container.container_id is None:
+            if now >= container.retry_at:
+                self._start(pod, container, now)
+            return
+        code = self.runtime.exit_code(container.container_id)
+        if code is not None:
+            self._terminated(pod, container, code, "Error" if code else "Completed")
+            return
+        self._probe(pod, container, now)
+
+    def _back_off(self, container: Container, now: float) -> float:
+        container.backoff = self.backoff if container.backoff == 0 else min(2 * container.backoff, self.max_backoff)
+        container.retry_at = now + container.backoff
+        return container.backoff
+
+    def _start(self, pod: Pod, container: Container, now: float) -> None:
+        spec = container_spec(pod, container.spec)
+        if not container.image_id:
+            try:
+                image_id = self.runtime.pull(spec.image, spec.pull_policy)
+            except PullError as exc:
+                with self._lock:
+                    waiting = container.state.get("waiting") or {}
+                    if waiting.get("reason") == "ErrImagePull":
+                        seconds = self._back_off(container, now)
+                        message = f'Back-off pulling image "{spec.image}" ({seconds:g}s): {exc}'
+                        container.state = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+                    else:
+                        container.retry_at = now + min(1.0, self.backoff)
+                        container.state = {"waiting": {"reason": "ErrImagePull", "message": str(exc)}}
+                    self._changed(pod)
+                return
+            container.image_id = image_id
+        try:
+            container_id = self.runtime.start(spec, container.restart_count)
+        except StartError as exc:
+            with self._lock:
+                self._back_off(container, now)
+                container.state = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
+                self._changed(pod)
+            return
+        with self._lock:
+            container.container_id = container_id
+            container.state = {"running": {"startedAt": now_text()}}
+            container.started = "startupProbe" not in container.spec
+            container.ready = False
+            container.probes = {
+                kind: ProbeState(next_at=now + float(container.spec[kind].get("initialDelaySeconds", 0)))
+                for kind in PROBE_KINDS
+                if kind in container.spec
+            }
+            self._changed(pod)
+
+    def _terminated(self, pod: Pod, container: Container, code: int, reason: str) -> None:
+        container_id = container.container_id or ""
+        logs = self.runtime.logs(container_id)
+        self.runtime.remove(container_id)
+        with self._lock:
+            now = time.monotonic()
+            container.last_state = {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": reason,
+                    "message": logs[-1000:],
+                    "finishedAt": now_text(),
+                    "containerID": f"docker://{container_id}",
+                }
+            }
+            container.container_id = None
+            container.ready = False
+            container.started = False
+            container.restart_count += 1
+            seconds = self._back_off(container, now)
+            message = f"back-off {seconds:g}s restarting failed container={container.name} pod={pod.name}"
+            container.state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+            self._changed(pod)
+
+    def _probe(self, pod: Pod, container: Container, now: float) -> None:
+        container_id = container.container_id or ""
+        kinds = ["startupProbe"] if not container.started else ["livenessProbe", "readinessProbe"]
+        if container.started and "readinessProbe" not in container.spec and not container.ready:
+            with self._lock:
+                container.ready = True
+                self._changed(pod)
+        for kind in kinds:
+            state = container.probes.get(kind)
+            if state is None or now < state.next_at:
+                continue
+            probe = container.spec[kind]
+            http = probe.get("httpGet") or {}
+            port = probe_port(container.spec, http.get("port"))
+            period = float(probe.get("periodSeconds", 10))
+            ok = port is not None and self.runtime.http_get(
+                container_id, port, str(http.get("path", "/")), float(probe.get("timeoutSeconds", 1))
+            )
+            threshold = int(probe.get("failureThreshold", 3))
+            with self._lock:
+                state.next_at = time.monotonic() + period
+                state.failures, state.successes = (0, state.successes + 1) if ok else (state.failures + 1, 0)
+                if kind == "startupProbe" and ok:
+                    container.started = True
+                    for other in ("livenessProbe", "readinessProbe"):
+                        if other in container.probes:
+                            container.probes[other].next_at = time.monotonic()
+                elif kind == "readinessProbe" and container.ready != ok and (ok or state.failures >= threshold):
+                    container.ready = ok
+                self._changed(pod)
+            if not ok and kind != "readinessProbe" and state.failures >= threshold:
+                self._terminated(pod, container, 137, "Error")  # the kubelet kills it (SIGKILL: 137)
+                return

@@ -1,0 +1,285 @@
+"""A STAND-IN for a Kubernetes cluster: the API over real HTTP, a deployment controller, and a kubelet whose
+pods are real Docker containers.
+
+This is NOT Kubernetes. No API server can be installed on this machine, so the deploy code runs against
+this focused double. It speaks the REST protocol of the official `kubernetes` client for what the project
+uses: apps/v1 Deployments (list by `labelSelector`, get, create, the three PATCH types, delete) and
+ReplicaSets; v1 Pods and Services, and the Service proxy. Errors are `Status` objects (401 without the
+bearer token, 404, 409, 415, 422); `watch` is refused (poll instead). Its pods run the pod template's image
+in Docker (pulled by digest with the node's registry credentials), probed for real; see `kubelet.py` and
+`controller.py` for what is honoured.
+
+Run it on its own: `python -m standins.kube --port 8001 --token demo --kubeconfig .work/kubeconfig.yaml
+--apply deployments/webservice.yaml`.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from standins.kube.controller import Controller
+from standins.kube.faults import FailureRule
+from standins.kube.kubelet import Kubelet, Pod
+from standins.kube.models import Backend, owner_of
+from standins.kube.proxy import PortForward, ServiceProxy
+from standins.kube.responses import Api
+from standins.kube.runtime import ContainerRuntime, DockerRuntime
+
+JSON = dict[str, Any]
+
+
+class KubeStandIn:
+    """The stand-in on 127.0.0.1: API server, controller and kubelet (see the module docstring)."""
+
+    def __init__(
+        self,
+        token: str = "standin-token",
+        *,
+        runtime: ContainerRuntime | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        step_interval: float = 0.1,
+        progress_deadline: float | None = None,
+        backoff: float = 10.0,
+    ) -> None:
+        self.token = token
+        self.runtime: ContainerRuntime = runtime if runtime is not None else DockerRuntime(owner=_owner_id())
+        self.step_interval = step_interval
+        self.backend = Backend()
+        self.kubelet = Kubelet(self.runtime, self.backend.lock, backoff=backoff, on_change=self.backend.bump_pod)
+        self.controller = Controller(self.backend, self.kubelet, progress_deadline)
+        self.proxy = ServiceProxy(self.backend, self.runtime)
+        self.api = Api(self.backend, self.proxy, token)
+        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server.daemon_threads = True
+        self._server.api = self.api  # type: ignore[attr-defined]
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._forwards: list[PortForward] = []
+
+    # lifecycle
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT`."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request received."""
+        return self.api.requests
+
+    def start(self) -> KubeStandIn:
+        """Remove containers left by a stand-in that was killed, then serve and reconcile in the background."""
+        if isinstance(self.runtime, DockerRuntime):
+            self.runtime.remove_leftovers()
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, args=(0.05,), name="kube-standin-http", daemon=True),
+            threading.Thread(target=self._reconcile, name="kube-standin-controller", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, stop the controller, and remove every container this stand-in started."""
+        self._stop.set()
+        for forward in self._forwards:
+            forward.stop()
+        self._server.shutdown()
+        self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.kubelet.stop()
+        if isinstance(self.runtime, DockerRuntime):
+            self.runtime.remove_leftovers(everything_of_mine=True)
+        self.runtime.close()
+
+    def __enter__(self) -> KubeStandIn:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _reconcile(self) -> None:
+        while not self._stop.wait(self.step_interval):
+            self.controller.step()
+
+    def reset(self) -> None:
+        """Forget every object; their pods' containers are removed."""
+        for pod in self.backend.reset():
+            pod.deleting = True
+
+    def write_kubeconfig(
+        self, path: str | Path, *, token: str | None = None, context: str = "kube-standin", namespace: str = "default"
+    ) -> Path:
+        """Write a kubeconfig (server = this stand-in, a token user) as real users have one."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "users": [{"name": f"{context}-user", "user": {"token": self.token if token is None else token}}],
+            "contexts": [
+                {"name": context, "context": {"cluster": context, "user": f"{context}-user", "namespace": namespace}}
+            ],
+            "current-context": context,
+        }
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(config, sort_keys=False))
+        return target
+
+    # seeding (Python side, as `kubectl apply` would)
+
+    def add_deployment(
+        self,
+        namespace: str,
+        name: str,
+        labels: dict[str, str],
+        containers: list[JSON] | dict[str, str],
+        replicas: int = 1,
+        *,
+        settle: bool = True,
+    ) -> JSON:
+        """Create a Deployment (`containers`: container objects or `{name: image}`); `settle` waits for its rollout."""
+        if isinstance(containers, dict):
+            containers = [{"name": cname, "image": image} for cname, image in containers.items()]
+        manifest: JSON = {
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": dict(labels)},
+                "template": {"metadata": {"labels": dict(labels)}, "spec": {"containers": containers}},
+            },
+        }
+        return self.add_manifest(manifest, namespace=namespace, settle=settle)
+
+    def add_manifest(
+        self, manifest: JSON, *, namespace: str | None = None, settle: bool = True, timeout: float = 120.0
+    ) -> JSON:
+        """Create a Deployment or Service from a manifest; `settle` waits until a Deployment has rolled out."""
+        ns = namespace or manifest.get("metadata", {}).get("namespace") or "default"
+        with self.backend.lock:
+            if manifest.get("kind") == "Service":
+                return copy.deepcopy(self.backend.create_service(ns, manifest))
+            name = self.backend.create_deployment(ns, manifest)["metadata"]["name"]
+        if settle and not self.wait_until(lambda: self.controller.complete(ns, name), timeout):
+            raise RuntimeError(f"deployment {ns}/{name} did not roll out within {timeout:g} s: {self.pods(ns)}")
+        return self.deployment(ns, name)
+
+    def apply(
+        self, path: str | Path, namespace: str, *, settle: bool = False, edit: Callable[[JSON], None] | None = None
+    ) -> list[str]:
+        """Create the Deployments and Services of a manifest file (other kinds are skipped); their names."""
+        created = []
+        for document in yaml.safe_load_all(Path(path).read_text()):
+            if isinstance(document, dict) and document.get("kind") in ("Deployment", "Service"):
+                if edit is not None:
+                    edit(document)
+                self.add_manifest(document, namespace=namespace, settle=settle)
+                created.append(f"{document['kind'].lower()}/{document['metadata']['name']}")
+        return created
+
+    # inspection
+
+    def deployment(self, namespace: str, name: str) -> JSON:
+        """A copy of a stored Deployment."""
+        with self.backend.lock:
+            return copy.deepcopy(self.backend.get("deployments", namespace, name))
+
+    def replicasets(self, namespace: str, deployment: str | None = None) -> list[JSON]:
+        """Copies of the ReplicaSets in a namespace (of one Deployment if named), oldest revision first."""
+        with self.backend.lock:
+            found = [
+                copy.deepcopy(rs)
+                for rs in self.backend.select("replicasets", namespace, None)
+                if deployment is None or owner_of(rs) == deployment
+            ]
+        return sorted(found, key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]))
+
+    def pods(self, namespace: str, selector: str | None = None) -> list[JSON]:
+        """The Pod objects in a namespace, as the API answers them."""
+        with self.backend.lock:
+            return self.backend.select("pods", namespace, selector)
+
+    def live_pods(self) -> list[Pod]:
+        """Every pod the kubelet still runs (including those shutting down)."""
+        with self.backend.lock:
+            return [pod for pod in self.backend.pods.values() if not pod.gone]
+
+    def fail_requests(
+        self,
+        method: str,
+        count: int = 1,
+        *,
+        status: int = 500,
+        after: int = 0,
+        path_contains: str | None = None,
+        applied: bool = False,
+    ) -> None:
+        """Let the next `count` requests with `method` ("*" = any) fail with `status`, after `after` pass.
+
+        `applied=True`: the request takes effect and only its answer is the error (a reply lost on the way).
+        """
+        self.api.faults.add(FailureRule(method.upper(), count, status, after, path_contains, applied))
+
+    def requests_made(self, method: str) -> list[str]:
+        """Paths of the requests received with `method` (authorized or not), in order."""
+        with self.backend.lock:
+            return [path for m, path in self.api.requests if m == method]
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Poll `predicate` until true or `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+    def port_forward(self, namespace: str, service: str, port: str | None = None, local_port: int = 0) -> str:
+        """`kubectl port-forward service/<service>`: a local URL answered by the Service's ready pods."""
+        forward = PortForward(self.proxy, namespace, service, port, local_port)
+        self._forwards.append(forward)
+        return forward.url
+
+
+def _owner_id() -> str:
+    """This stand-in's container label value: `<pid>:<random>` (leftovers are found by a dead pid)."""
+    import os
+
+    return f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive, as urllib3's connection pool expects."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "kube-standin/2"
+
+    def _serve(self) -> None:
+        api: Api = self.server.api  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        reply = api.handle(self.command, self.path, headers, body)
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve  # http.server's naming
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log."""

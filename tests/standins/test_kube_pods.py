@@ -1,0 +1,133 @@
+"""The stand-in's pods are Docker containers of the pod template's image, configured and probed as the spec says.
+
+Every call goes through the official kubernetes client; what Docker runs is checked with Docker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from kubernetes.client import ApiClient, CoreV1Api
+
+from oncology_pipeline.cluster import connect_kubeconfig
+from standins.kube import DockerRuntime, KubeStandIn
+from standins.kube.runtime import OWNER_LABEL
+from tests.support import docker_env
+from tests.support.workloads import (
+    NODE_CREDENTIALS,
+    Workloads,
+    fast_probes,
+    model_version_served,
+    serve_image,
+    standin_containers,
+)
+
+NS = "oncology"
+SELECTOR = "app=oncology-webservice,team=ml-platform"
+
+
+def _standin() -> KubeStandIn:
+    runtime = DockerRuntime(credentials=lambda registry: NODE_CREDENTIALS)
+    return KubeStandIn("pods-token", runtime=runtime, step_interval=0.1, backoff=1.0)
+
+
+def _client(standin: KubeStandIn, tmp_path: Path) -> ApiClient:
+    return connect_kubeconfig(str(standin.write_kubeconfig(tmp_path / "kubeconfig.yaml")))
+
+
+@pytest.fixture(scope="module")
+def serving(workloads: Workloads, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeStandIn, ApiClient]]:
+    """One stand-in serving the current image from deployments/webservice.yaml (2 replicas)."""
+    with _standin() as standin:
+        serve_image(standin, NS, workloads.current)
+        yield standin, _client(standin, tmp_path_factory.mktemp("kube"))
+
+
+def test_pods_run_the_pushed_image_as_the_pod_spec_says(
+    serving: tuple[KubeStandIn, ApiClient], workloads: Workloads, docker_client: Any
+) -> None:
+    standin, api = serving
+    pods: list[Any] = CoreV1Api(api).list_namespaced_pod(NS, label_selector=SELECTOR).items
+    assert len(pods) == 2
+    digest = workloads.current.split("@")[1]
+    image_id = docker_client.images.get(workloads.current).id
+    containers = {c.id: c for c in standin_containers(docker_client, standin)}
+    assert len(containers) == 2
+    for pod in pods:
+        assert pod.status.phase == "Running"
+        assert {c.type: c.status for c in pod.status.conditions}["Ready"] == "True"
+        (status,) = pod.status.container_statuses
+        assert status.ready and status.image == workloads.current and status.image_id.endswith(digest)
+        container = containers[status.container_id.removeprefix("docker://")]
+        assert container.image.id == image_id
+        host = container.attrs["HostConfig"]
+        assert container.attrs["Config"]["User"] == "10001:10001"
+        assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
+        assert (host["Memory"], host["NanoCpus"], host["CapDrop"]) == (512 * 2**20, 10**9, ["ALL"])
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+
+
+def test_the_service_proxy_reaches_a_ready_pod(serving: tuple[KubeStandIn, ApiClient], workloads: Workloads) -> None:
+    _, api = serving
+    assert model_version_served(api, NS) == workloads.current_version
+    answer: Any = CoreV1Api(api).connect_get_namespaced_service_proxy_with_path(
+        "oncology-webservice:http", NS, "readyz", _preload_content=False
+    )
+    assert answer.status == 200
+
+
+def test_a_port_forward_answers_like_the_service(serving: tuple[KubeStandIn, ApiClient], workloads: Workloads) -> None:
+    import json
+    import urllib.request
+
+    standin, _ = serving
+    url = standin.port_forward(NS, "oncology-webservice", "http")
+    with urllib.request.urlopen(f"{url}/v1/model", timeout=10) as answer:
+        assert json.loads(answer.read())["model_version"] == workloads.current_version
+
+
+def test_a_failing_liveness_probe_restarts_the_container(
+    workloads: Workloads, tmp_path: Path, docker_client: Any
+) -> None:
+    def broken_liveness(document: dict[str, Any]) -> None:
+        fast_probes(document)
+        if document.get("kind") == "Deployment":
+            document["spec"]["replicas"] = 1
+            document["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"] = "/no-such-path"
+
+    with _standin() as standin:
+        serve_image(standin, NS, workloads.current, broken_liveness)
+        first = {c.id for c in standin_containers(docker_client, standin)}
+        core = CoreV1Api(_client(standin, tmp_path))
+
+        def restarted() -> bool:
+            pod: Any = core.list_namespaced_pod(NS, label_selector=SELECTOR).items[0]
+            return bool(pod.status.container_statuses[0].restart_count >= 1)
+
+        assert standin.wait_until(restarted, 60)
+        pod: Any = core.list_namespaced_pod(NS, label_selector=SELECTOR).items[0]
+        terminated = pod.status.container_statuses[0].last_state.terminated
+        assert terminated is not None and terminated.exit_code == 137
+        for old in first:
+            with pytest.raises(docker.errors.NotFound):
+                docker_client.containers.get(old)
+
+
+def test_stopping_removes_every_container_and_starting_removes_leftovers(
+    workloads: Workloads, docker_client: Any
+) -> None:
+    leftover = docker_client.containers.create(
+        docker_env.BASE_IMAGE, ["sleep", "60"], labels={OWNER_LABEL: "999999999:killed"}
+    )
+    runtime = DockerRuntime(credentials=lambda registry: NODE_CREDENTIALS)
+    with KubeStandIn("pods-token", runtime=runtime, step_interval=0.1) as standin:
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(leftover.id)  # a stand-in whose process is gone left it
+        standin.add_deployment(NS, "tiny", {"app": "tiny"}, {"tiny": workloads.current}, replicas=2)
+        running = standin_containers(docker_client, standin)
+        assert len(running) == 2
+    assert docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={runtime.owner}"}) == []
