@@ -1,40 +1,106 @@
-"""Flow `deploy`: connect -> set image -> wait for the rollout -> roll back on failure (the seed's `make deploy`)."""
+"""Flow `deploy`: set image -> wait for the rollout -> verify -> promote, or roll back (the seed's `make deploy`).
+
+Production means verified serving: `models/production.json` moves to `version` only after every Deployment
+rolled out, the Service answers with that model and its golden set matches. Anything else, including a lost
+concurrency lease or an interruption, puts the previous image and annotations back before the run ends.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prefect import flow, tags
+from prefect.client.schemas.objects import State
 from prefect.concurrency.sync import concurrency
 
 from oncology_pipeline.errors import RolloutFailed
+from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION
 from oncology_pipeline.settings import load_settings
-from tasks.deploy import connect_cluster, rollback, set_image, wait_for_rollout
+from tasks.deploy import connect_cluster, rollback, set_image, verify_release, wait_for_rollout
+from tasks.releases import promote_model, read_production, record_uri, stage_times, update_release
 from tasks.runs import ensure_concurrency_limit, stamp_run
+from tasks.training import fetch_model_bundle
 
 DEPLOY_LIMIT = "deploy"
 
 
 @flow(name="deploy", log_prints=False)
-def deploy(image: str, version: str | None = None, overrides: dict[str, Any] | None = None) -> str:
-    """Roll `image` (pinned by digest) out to the team's web-service Deployments; one deploy at a time."""
+def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) -> str:
+    """Roll out `image` and make model `version` production once the running service is verified.
+
+    Args:
+        image: the web-service image pinned by digest, `<registry>/<repository>@sha256:<64 hex>`.
+        version: the model version the image serves (a stored candidate under models/<version>/).
+        overrides: settings for this run (see oncology_pipeline.settings.PipelineSettings).
+    """
     settings = load_settings(overrides)
-    stamp_run("deploy", version)
+    version = stamp_run("deploy", version)
+    fetched = fetch_model_bundle(settings, version)  # the candidate's golden set; refused before any change
+    assert fetched is not None  # a named version is fetched or raises
+    bundle_dir = fetched[1]
     ensure_concurrency_limit(DEPLOY_LIMIT)
+    annotations = {ANNOTATION_VERSION: version, ANNOTATION_RELEASE: record_uri(settings, version)}
     with tags("deploy"):
         api = connect_cluster(settings)
+        update_release(settings, version, {"stages": stage_times("deploy")})
         with concurrency(DEPLOY_LIMIT, occupy=1, strict=True):
-            changes = set_image(api, settings, image)
-            rollout = wait_for_rollout(api, settings, changes, return_state=True)
-            if not rollout.is_completed():  # failed, timed out, crashed or cancelled: put the old image back
+            _, etag = read_production(settings)
+            changes = set_image(api, settings, image, annotations)
+            cluster = {
+                "context": settings.kube_context,
+                "namespace": settings.kube_namespace,
+                "deployments": [
+                    {"name": c.deployment, "previous_image": c.previous_image, "new_image": c.new_image}
+                    for c in changes
+                ],
+            }
+            try:
+                rollout = wait_for_rollout(api, settings, changes, return_state=True)
+                steps: list[State[Any]] = [rollout]
+                if rollout.is_completed():
+                    steps.append(verify_release(api, settings, version, bundle_dir, return_state=True))
+                if steps[-1].is_completed():
+                    steps.append(promote_model(settings, version, image, etag, return_state=True))
+            except BaseException:  # a lost lease, an interruption: never leave the cluster half-way
+                rollback(api, settings, changes)
+                raise
+            failed = next((step for step in steps if not step.is_completed()), None)
+            if failed is not None:
                 restored = rollback(api, settings, changes)
-                reason = rollout.result(raise_on_failure=False)
+                reason = failed.result(raise_on_failure=False)
+                update_release(
+                    settings,
+                    version,
+                    {
+                        "cluster": cluster,
+                        "outcome": f"failed at deploy: {reason}",
+                        "rollout": {
+                            "outcome": "rolled back",
+                            "image": image,
+                            "reason": str(reason),
+                            "restored": restored,
+                        },
+                        "stages": stage_times("deploy", "rolled back"),
+                    },
+                )
                 raise RolloutFailed(f"{reason} Rolled back: {restored}.")
-    result: str = rollout.result()
-    return result
+    summary = str(steps[1].result())
+    update_release(
+        settings,
+        version,
+        {
+            "cluster": cluster,
+            "outcome": "released: verified serving, production",
+            "rollout": {"outcome": "rolled out", "detail": str(rollout.result())},
+            "image": {"reference": image, "digest": image.rsplit("@", 1)[-1]},
+            "verification": {"passed": True, "summary": summary},
+            "stages": stage_times("deploy", "verified, promoted"),
+        },
+    )
+    return f"{rollout.result()}; {summary}; production is {version}"
 
 
 if __name__ == "__main__":
     import sys
 
-    deploy(sys.argv[1])
+    deploy(sys.argv[1], sys.argv[2])

@@ -1,4 +1,7 @@
-"""Flow `train`: data -> validate -> train -> evaluate -> gate -> upload (the seed's `make train`)."""
+"""Flow `train`: data -> validate -> train -> evaluate -> gate -> upload a candidate (the seed's `make train`).
+
+Training never changes production: an approved model is a candidate under models/<version>/, released by the
+pipeline flow (test -> publish -> deploy -> verify -> promote)."""
 
 from __future__ import annotations
 
@@ -10,8 +13,10 @@ from prefect import flow, tags
 
 from oncology_model.errors import QualityGateFailed
 from oncology_model.training import Estimator, TrainingConfig
+from oncology_pipeline.releases import lock_sha256
 from oncology_pipeline.settings import load_settings
 from tasks.data import download_training_data, validate_data
+from tasks.releases import announce_candidate, update_release
 from tasks.runs import stamp_run
 from tasks.training import (
     apply_quality_gate,
@@ -19,7 +24,6 @@ from tasks.training import (
     fetch_model_bundle,
     load_champion,
     package_model,
-    promote_model,
     record_metrics_history,
     train_model,
     upload_model_bundle,
@@ -42,11 +46,16 @@ class TrainOutcome:
 def train(
     version: str | None = None,
     estimator: Estimator | None = None,
-    promote: bool = True,
     overrides: dict[str, Any] | None = None,
 ) -> TrainOutcome:
-    """Train on the S3 data and store the model if the quality gate passes (the run fails otherwise);
-    `promote` also makes it the production model (the full pipeline promotes only after the tests)."""
+    """Train on the S3 data and store the model as a candidate if the quality gate passes (the run fails
+    otherwise). The champion it must not be worse than is the production (serving) model.
+
+    Args:
+        version: the version to stamp (default: the run's UTC start and flow-run id).
+        estimator: logistic_regression, random_forest or gradient_boosting (default: the settings').
+        overrides: settings for this run (see oncology_pipeline.settings.PipelineSettings).
+    """
     settings = load_settings({**(overrides or {}), **({"estimator": estimator} if estimator else {})})
     version = stamp_run("train", version)
     config = TrainingConfig(estimator=settings.estimator, hyperparameters=settings.hyperparameters, seed=settings.seed)
@@ -63,13 +72,31 @@ def train(
         bundle_dir = settings.run_dir(version) / "model"
         metadata = package_model(model, dataset, config, evaluation, decision, version, bundle_dir)
         written = upload_model_bundle(settings, bundle_dir, version) if decision.passed else []
-        if decision.passed and promote:
-            written.append(promote_model(settings, version))
     with tags("reports"):
         written += upload_reports(
             settings, {f"trainer/metrics/metrics-{version}.json": metadata.model_dump(mode="json")}, "Metrics report"
         )
         written += record_metrics_history(settings, metadata)
+    update_release(
+        settings,
+        version,
+        {
+            "outcome": "candidate: awaiting test, publish, deploy" if decision.passed else "rejected by the gate",
+            "data": {
+                "source": data.source.uri,
+                "etag": data.source.etag,
+                "sha256": dataset.report.sha256,
+                "rows_read": dataset.report.rows_read,
+                "rows_kept": dataset.report.rows_kept,
+            },
+            "code": {"revision": metadata.git_revision, "lock_sha256": lock_sha256(Path.cwd())},
+            "training": config.model_dump(mode="json"),
+            "metrics": {name: est.model_dump(mode="json") for name, est in evaluation.metrics.items()},
+            "gate": decision.model_dump(mode="json"),
+        },
+    )
+    if decision.passed:
+        announce_candidate(version)
     if not decision.passed:
         raise QualityGateFailed(decision.reasons)
     return TrainOutcome(

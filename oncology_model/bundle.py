@@ -9,6 +9,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import sklearn
 import skops.io as sio
 from pydantic import BaseModel, Field, ValidationError
@@ -27,6 +28,13 @@ METADATA_FILE = "metadata.json"
 TRUSTED_TYPES: tuple[str, ...] = ("numpy.dtype", "sklearn.tree._tree.Tree")
 
 
+class GoldenCase(BaseModel):
+    """A hold-out row and the probability the packaged model gives it: what the deployed service must answer."""
+
+    tumor: dict[str, int]
+    probability_malignant: float
+
+
 class ModelMetadata(BaseModel):
     """What a bundle holds and how it was made."""
 
@@ -42,6 +50,9 @@ class ModelMetadata(BaseModel):
     sklearn_version: str = sklearn.__version__
     git_revision: str | None = None
     model_sha256: str = ""
+    golden: list[GoldenCase] = Field(
+        default_factory=list, description="hold-out rows with their expected probabilities (deploy verification)"
+    )
 
 
 def describe_model(
@@ -67,7 +78,19 @@ def describe_model(
         evaluation=evaluation,
         gate=gate,
         git_revision=git_revision(),
+        golden=golden_set(model),
     )
+
+
+def golden_set(model: TrainedModel) -> list[GoldenCase]:
+    """The hold-out rows without missing values, with the fitted pipeline's probability of malignancy."""
+    complete = ~np.isnan(model.split.X_test).any(axis=1)
+    rows = model.split.X_test[complete]
+    probabilities = model.pipeline.predict_proba(rows)[:, 1]
+    return [
+        GoldenCase(tumor=dict(zip(FEATURES, (int(v) for v in row), strict=True)), probability_malignant=float(p))
+        for row, p in zip(rows, probabilities, strict=True)
+    ]
 
 
 def make_version(data_sha256: str, now: datetime | None = None) -> str:

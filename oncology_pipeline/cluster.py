@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +61,7 @@ class ImageChange:
     previous_image: str
     new_image: str
     generation: int
+    previous_annotations: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,18 @@ def list_deployments(apps: AppsV1Api, namespace: str, selector: str) -> list[V1D
 # --- set image --------------------------------------------------------------------------------------
 
 
-def set_image(apps: AppsV1Api, namespace: str, selector: str, container: str, image: str) -> list[ImageChange]:
+def set_image(
+    apps: AppsV1Api,
+    namespace: str,
+    selector: str,
+    container: str,
+    image: str,
+    annotations: Mapping[str, str] | None = None,
+) -> list[ImageChange]:
     """Patch `container` to `image` in every Deployment matching `selector`; all or none.
+
+    `annotations` go on each Deployment in the same patch (so the cluster says what it serves); a rollback
+    puts their previous values back with the image.
 
     Everything is checked before anything is patched. If a patch fails half-way, the Deployments already
     patched get their previous image back before the error is raised, so a retry starts from a clean state.
@@ -225,19 +236,23 @@ def set_image(apps: AppsV1Api, namespace: str, selector: str, container: str, im
             f"Deployment(s) matching {selector!r} in namespace {namespace!r} have no container named "
             f"{container!r}: {described}. Nothing was changed."
         )
-    body = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
+    body: dict[str, Any] = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
+    if annotations:
+        body["metadata"] = {"annotations": dict(annotations)}
     changes: list[ImageChange] = []
     for deployment in deployments:
         name = _name(deployment)
         current = _container(deployment, container)
         previous = (current.image if current else None) or ""
+        existing = (deployment.metadata.annotations if deployment.metadata else None) or {}
+        before = tuple((key, existing.get(key)) for key in sorted(annotations or {}))
         try:
             with _calling(f"patch deployment {name!r} in namespace {namespace!r}"):
                 patched = apps.patch_namespaced_deployment(name, namespace, body, _content_type=STRATEGIC_MERGE_PATCH)
         except Exception as exc:  # whatever broke, leave no Deployment half-patched
             # The failed patch may have landed all the same (a reply lost on the way): undo it too; the
             # compare-and-swap in `_put_back` leaves it alone if it did not.
-            in_flight = ImageChange(name, previous, image, 0)
+            in_flight = ImageChange(name, previous, image, 0, before)
             outcome = _undo(apps, namespace, [*changes, in_flight], container)
             if outcome.startswith(_NOT_RESTORED):  # a retry would take our image for the previous one
                 raise ClusterError(f"Patching deployment {name!r} failed: {exc}. {outcome}") from exc
@@ -245,7 +260,7 @@ def set_image(apps: AppsV1Api, namespace: str, selector: str, container: str, im
                 raise type(exc)(f"{exc} {outcome}") from exc
             raise ClusterError(f"Patching deployment {name!r} failed: {exc!r}. {outcome}") from exc
         generation = (patched.metadata.generation if patched.metadata else None) or 0
-        changes.append(ImageChange(name, previous, image, generation))
+        changes.append(ImageChange(name, previous, image, generation, before))
     return changes
 
 
@@ -268,6 +283,13 @@ def _put_back(apps: AppsV1Api, namespace: str, change: ImageChange, container: s
         {"op": "test", "path": f"{path}/image", "value": change.new_image},
         {"op": "replace", "path": f"{path}/image", "value": change.previous_image},
     ]
+    present = (current.metadata.annotations if current.metadata else None) or {}
+    for key, value in change.previous_annotations:
+        pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        if value is not None:
+            operations.append({"op": "add", "path": pointer, "value": value})
+        elif key in present:
+            operations.append({"op": "remove", "path": pointer})
     try:
         return apps.patch_namespaced_deployment(change.deployment, namespace, operations, _content_type=JSON_PATCH)
     except ApiException as exc:
@@ -294,7 +316,7 @@ def _undo(apps: AppsV1Api, namespace: str, changes: Sequence[ImageChange], conta
     """Put back the images of a half-done `set_image`; say what happened."""
     restored, failed = [], []
     for change in changes:
-        if change.previous_image == change.new_image:
+        if change.previous_image == change.new_image and not change.previous_annotations:
             continue
         try:
             if _put_back_retrying(apps, namespace, change, container) is not None:
@@ -435,7 +457,7 @@ def rollback(
     """
     restored: list[ImageChange] = []
     for change in changes:
-        if change.previous_image == change.new_image:
+        if change.previous_image == change.new_image and not change.previous_annotations:
             continue
         patched = _put_back_retrying(apps, namespace, change, container)
         if patched is None:

@@ -41,6 +41,14 @@ class RolloutFailed(PipelineError):
     """A rollout failed or timed out; the previous image was put back."""
 
 
+class VerificationFailed(PipelineError):
+    """The rolled-out service does not serve the expected model or answers (the previous image is put back)."""
+
+
+class PromotionConflict(PipelineError):
+    """Another writer moved the production pointer since this run read it."""
+
+
 _TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
 _TRANSIENT_AWS_CODES = {
     "Throttling",

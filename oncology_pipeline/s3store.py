@@ -20,9 +20,10 @@ from botocore.exceptions import ClientError, NoCredentialsError
 from pydantic import BaseModel
 
 from oncology_model.files import staged_directory
-from oncology_pipeline.errors import ConfigurationError, TransientError, is_transient
+from oncology_pipeline.errors import ConfigurationError, PromotionConflict, TransientError, is_transient
 
 POINTER_FILE = "production.json"
+ABSENT = "*absent"  # `put_bytes(if_match=ABSENT)`: create only
 _ADVICE = {
     "NoSuchBucket": "the bucket does not exist: create it or fix the bucket setting",
     "AccessDenied": "access denied (403): check the credentials and the IAM policy (s3:GetObject, s3:PutObject, "
@@ -70,6 +71,8 @@ class ProductionPointer(BaseModel):
     keys: list[str]
     updated_at: datetime
     previous_version: str | None = None
+    image: str | None = None
+    release: str | None = None
 
 
 @contextmanager
@@ -83,9 +86,9 @@ def s3_errors(uri: str) -> Iterator[None]:
             "or name a prefect-aws AwsCredentials block in ONCOLOGY_AWS_CREDENTIALS_BLOCK"
         ) from exc
     except ClientError as exc:
-        if is_transient(exc):
-            raise
         code = str(exc.response.get("Error", {}).get("Code", ""))
+        if is_transient(exc) or code == "PreconditionFailed":  # a conditional write's answer: the caller decides
+            raise
         advice = _ADVICE.get(code, exc.response.get("Error", {}).get("Message", "") or "see the AWS error code")
         raise ConfigurationError(f"{uri}: {code or 'error'}: {advice}") from exc
 
@@ -149,8 +152,8 @@ def download_cached(s3: Any, bucket: str, key: str, cache_dir: Path) -> CachedDo
         with s3_errors(source.uri):
             response = s3.get_object(Bucket=bucket, Key=key, IfMatch=f'"{source.etag}"')
             data = response["Body"].read()
-    except ConfigurationError as exc:
-        if "PreconditionFailed" in str(exc):  # replaced between HEAD and GET: a fresh attempt will do
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) == "PreconditionFailed":  # replaced between HEAD and GET
             raise TransientError(f"{source.uri} changed while it was downloaded: try again") from exc
         raise
     _write_atomically(path, data)
@@ -170,10 +173,17 @@ def get_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def put_bytes(s3: Any, bucket: str, key: str, data: bytes, content_type: str) -> S3Object:
-    """Upload bytes with an MD5 check by S3; returns what S3 stored."""
+def put_bytes(
+    s3: Any, bucket: str, key: str, data: bytes, content_type: str, *, if_match: str | None = None
+) -> S3Object:
+    """Upload bytes with an MD5 check by S3; returns what S3 stored.
+
+    `if_match`: a conditional write, "*absent" to create only when the key does not exist, else the ETag the
+    object must still have (S3 answers 412 PreconditionFailed otherwise, raised as ClientError).
+    """
     uri = f"s3://{bucket}/{key}"
     md5 = hashlib.md5(data, usedforsecurity=False)
+    condition = {} if if_match is None else {"IfNoneMatch": "*"} if if_match == ABSENT else {"IfMatch": f'"{if_match}"'}
     with s3_errors(uri):
         response = s3.put_object(
             Bucket=bucket,
@@ -181,6 +191,7 @@ def put_bytes(s3: Any, bucket: str, key: str, data: bytes, content_type: str) ->
             Body=data,
             ContentType=content_type,
             ContentMD5=base64.b64encode(md5.digest()).decode(),
+            **condition,
         )
     return S3Object(bucket, key, len(data), response["ETag"].strip('"'), response.get("VersionId"))
 
@@ -207,13 +218,43 @@ def upload_directory(s3: Any, bucket: str, prefix: str, directory: Path) -> list
 
 def read_pointer(s3: Any, bucket: str, prefix: str) -> ProductionPointer | None:
     """The production pointer, or None before the first model."""
-    data = get_bytes(s3, bucket, f"{prefix}/{POINTER_FILE}")
-    return None if data is None else ProductionPointer.model_validate_json(data)
+    return read_pointer_etag(s3, bucket, prefix)[0]
 
 
-def write_pointer(s3: Any, bucket: str, prefix: str, version: str, objects: list[S3Object]) -> S3Object:
-    """Point production at `version`: written last, after every file of the version is in place."""
-    previous = read_pointer(s3, bucket, prefix)
+def read_pointer_etag(s3: Any, bucket: str, prefix: str) -> tuple[ProductionPointer | None, str]:
+    """The production pointer and its ETag (`ABSENT` before the first model), for a conditional write."""
+    key = f"{prefix}/{POINTER_FILE}"
+    try:
+        answer = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey"}:
+            return None, ABSENT
+        with s3_errors(f"s3://{bucket}/{key}"):
+            raise
+    pointer = ProductionPointer.model_validate_json(answer["Body"].read())
+    return pointer, str(answer["ETag"]).strip('"')
+
+
+def write_pointer(
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    version: str,
+    objects: list[S3Object],
+    *,
+    expected_etag: str,
+    image: str | None = None,
+    release: str | None = None,
+) -> S3Object:
+    """Point production at `version` if the pointer still has `expected_etag` (compare-and-swap).
+
+    Written last, after every file of the version is in place. A writer that lost the race gets
+    `PromotionConflict` naming the version that won; nothing is overwritten.
+    """
+    key = f"{prefix}/{POINTER_FILE}"
+    previous, etag = read_pointer_etag(s3, bucket, prefix)
+    if etag != expected_etag:
+        raise _conflict(bucket, key, version, previous)
     if previous is not None and previous.model_version == version:  # written again (a retry): keep the way back
         previous_version = previous.previous_version
     else:
@@ -223,9 +264,24 @@ def write_pointer(s3: Any, bucket: str, prefix: str, version: str, objects: list
         keys=[o.key for o in objects],
         updated_at=datetime.now(UTC),
         previous_version=previous_version,
+        image=image,
+        release=release,
     )
     data = pointer.model_dump_json(indent=2).encode()
-    return put_bytes(s3, bucket, f"{prefix}/{POINTER_FILE}", data, "application/json")
+    try:
+        return put_bytes(s3, bucket, key, data, "application/json", if_match=etag)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) not in {"PreconditionFailed", "412"}:
+            raise
+        raise _conflict(bucket, key, version, read_pointer(s3, bucket, prefix)) from exc
+
+
+def _conflict(bucket: str, key: str, version: str, winner: ProductionPointer | None) -> PromotionConflict:
+    won = winner.model_version if winner else "(none: the pointer was deleted)"
+    return PromotionConflict(
+        f"s3://{bucket}/{key} changed while this run promoted {version}: production is now {won}. "
+        "Nothing was overwritten; release again if this version should serve."
+    )
 
 
 def version_keys(s3: Any, bucket: str, prefix: str, version: str) -> list[str]:

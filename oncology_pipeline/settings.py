@@ -63,6 +63,8 @@ class PipelineSettings(BaseSettings):
     kubeconfig: str | None = Field(default=None, description="kubeconfig file; default: KUBECONFIG or ~/.kube/config")
     kube_context: str | None = Field(default=None, description="kubeconfig context (kind, minikube, k3d, EKS)")
     eks_cluster_name: str | None = Field(default=None, description="connect through EKS instead of a kubeconfig")
+    kube_service: str = Field(default="oncology-webservice", description="the Service the verification asks")
+    kube_service_port: str = Field(default="http", description="its port, by name or number")
     rollout_timeout_seconds: float = Field(default=600, gt=0)
     rollout_poll_seconds: float = Field(default=2, gt=0)
 

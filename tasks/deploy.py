@@ -4,12 +4,14 @@ pinned by digest, watched like `kubectl rollout status`, and rolled back when it
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from oncology_pipeline import cluster, eks
+from oncology_model.classifier import Classifier
+from oncology_pipeline import cluster, eks, verification
 from oncology_pipeline.errors import PipelineError, RolloutFailed
 from oncology_pipeline.settings import PipelineSettings
 from tasks.clients import aws_client, aws_session
@@ -35,10 +37,15 @@ def connect_cluster(settings: PipelineSettings) -> ApiClient:
 
 
 @task(name="set_image", tags=["deploy"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
-def set_image(api: ApiClient, settings: PipelineSettings, image: str) -> list[cluster.ImageChange]:
-    """Patch container oncology-webservice of every matching Deployment to `image` (all or none)."""
+def set_image(
+    api: ApiClient, settings: PipelineSettings, image: str, annotations: dict[str, str]
+) -> list[cluster.ImageChange]:
+    """Patch container oncology-webservice of every matching Deployment to `image`, with `annotations` on the
+    Deployments in the same patch (all or none)."""
     selector = cluster.webservice_selector(settings.team)
-    changes = cluster.set_image(AppsV1Api(api), settings.kube_namespace, selector, cluster.WEBSERVICE_CONTAINER, image)
+    changes = cluster.set_image(
+        AppsV1Api(api), settings.kube_namespace, selector, cluster.WEBSERVICE_CONTAINER, image, annotations
+    )
     log = get_run_logger()
     for change in changes:
         log.info("deployment %s: %s -> %s", change.deployment, change.previous_image, change.new_image)
@@ -84,4 +91,14 @@ def rollback(api: ApiClient, settings: PipelineSettings, changes: list[cluster.I
     )
     summary = ", ".join(f"{c.deployment} runs {c.new_image} again" for c in restored) or "nothing to restore"
     log.warning("rolled back: %s", summary)
+    return summary
+
+
+@task(name="verify_release", tags=["deploy"], cache_policy=NO_CACHE)
+def verify_release(api: ApiClient, settings: PipelineSettings, version: str, bundle_dir: Path) -> str:
+    """Through the Service proxy: every pod asked serves `version`, and the bundle's golden set gets its answers."""
+    golden = [(case.tumor, case.probability_malignant) for case in Classifier.from_bundle(bundle_dir).metadata.golden]
+    service = f"{settings.kube_service}:{settings.kube_service_port}"
+    summary = verification.verify_service(api, settings.kube_namespace, service, version, golden, replicas=2)
+    get_run_logger().info("verified: %s", summary)
     return summary

@@ -26,7 +26,7 @@ from tasks.clients import aws_client
 from tasks.policy import NETWORK_RETRIES
 from tasks.runs import ensure_concurrency_limit
 
-MODEL_REGISTRY_LIMIT = "model-registry"  # one writer at a time of production.json and history.csv
+MODEL_REGISTRY_LIMIT = "model-registry"  # one writer at a time of history.csv (the pointer is compare-and-swap)
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def package_model(
 
 @task(name="upload_model_bundle", tags=["train"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def upload_model_bundle(settings: PipelineSettings, bundle_dir: Path, version: str) -> list[s3store.S3Object]:
-    """Upload the bundle under models/<version>/ (production does not move: see promote_model)."""
+    """Upload the bundle under models/<version>/ as a candidate (production moves only after a verified deploy)."""
     s3 = aws_client(settings, "s3")
     start = time.perf_counter()
     prefix = f"{settings.model_prefix}/{version}"
@@ -180,20 +180,6 @@ def upload_model_bundle(settings: PipelineSettings, bundle_dir: Path, version: s
     )
     link_objects(settings, "model-bundle-objects", f"Model bundle {version}", written)
     return written
-
-
-@task(name="promote_model", tags=["train"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
-def promote_model(settings: PipelineSettings, version: str) -> s3store.S3Object:
-    """Point models/production.json at `version`, once every file of it is in place (the previous stays)."""
-    s3 = aws_client(settings, "s3")
-    keys = s3store.version_keys(s3, settings.model_bucket, settings.model_prefix, version)
-    objects = [s3store.head(s3, settings.model_bucket, key) for key in keys]
-    ensure_concurrency_limit(MODEL_REGISTRY_LIMIT)
-    with concurrency(MODEL_REGISTRY_LIMIT, occupy=1, strict=True):  # read-modify-write of the pointer
-        pointer = s3store.write_pointer(s3, settings.model_bucket, settings.model_prefix, version, objects)
-    get_run_logger().info("production is now %s (%s)", version, pointer.uri)
-    link_objects(settings, "production-pointer", f"Production model {version}", [pointer])
-    return pointer
 
 
 @task(name="upload_reports", tags=["reports"], cache_policy=NO_CACHE, **NETWORK_RETRIES)

@@ -42,7 +42,7 @@ def real_csv() -> bytes:
 def model_bundle_dir(tmp_path_factory: pytest.TempPathFactory, real_csv: bytes) -> Path:
     """A bundle trained on the real data (logistic regression, default config); do not modify it."""
     directory = tmp_path_factory.mktemp("bundle") / "model"
-    train_bundle(real_csv, directory, version="20261125T000000Z-test0001")
+    train_bundle(real_csv, directory, version="20261125T000000Z-7e570001")
     return directory
 
 
@@ -129,7 +129,7 @@ def workloads(
     """The serving image and an earlier model version's image, plus one that crashes, in the local registry."""
     work = tmp_path_factory.mktemp("workloads")
     previous_bundle = work / "previous"
-    train_bundle(real_csv, previous_bundle, version="20261124T000000Z-prev0001")
+    train_bundle(real_csv, previous_bundle, version="20261124T000000Z-9e7a0001")
     return push_workloads(
         docker_client, registry_address, built_image.info.id, model_metadata.model_version, previous_bundle, work
     )

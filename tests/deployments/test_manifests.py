@@ -120,6 +120,8 @@ def test_the_deployer_role_allows_exactly_what_the_deploy_stage_calls() -> None:
     assert rules == {
         (("apps",), ("deployments",)): {"get", "list", "patch"},
         (("apps",), ("replicasets",)): {"get", "list"},
+        (("",), ("pods",)): {"get", "list"},
+        (("",), ("services/proxy",)): {"get", "create"},
     }
     binding = one("pipeline-rbac.yaml", "RoleBinding")
     account = one("pipeline-rbac.yaml", "ServiceAccount")

@@ -16,13 +16,17 @@ from prefect.client.schemas.objects import StateType
 
 from flows.pipeline import train_test_publish_deploy
 from flows.publish import publish
+from flows.rollback import rollback
+from flows.train import train
 from oncology_model.errors import QualityGateFailed
 from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, connect_kubeconfig, is_pinned
-from oncology_pipeline.errors import SmokeTestFailed
+from oncology_pipeline.errors import BuildFailed, SmokeTestFailed, SuiteFailed
+from oncology_pipeline.releases import read_record
 from oncology_pipeline.summary import PipelineSummary
 from standins.kube import DockerRuntime, KubeStandIn
 from tests.flows.conftest import Stack, bucket_keys
 from tests.support import docker_env
+from tests.support.invariant import assert_invariant, production_annotations, seed_production, snapshot
 from tests.support.prefect_runs import artifacts, task_runs
 from tests.support.workloads import NODE_CREDENTIALS, Workloads, model_version_served, serve_image
 
@@ -31,11 +35,13 @@ DEPLOYMENTS = ("oncology-webservice",)
 
 
 @pytest.fixture
-def standin(workloads: Workloads) -> Iterator[KubeStandIn]:
-    """deployments/webservice.yaml serving an earlier model version in real containers."""
+def standin(stack: Stack, workloads: Workloads) -> Iterator[KubeStandIn]:
+    """An earlier model version in production: in S3 (bundle, release record, pointer) and serving
+    (deployments/webservice.yaml in real containers, annotated)."""
+    previous = seed_production(stack.s3, stack.settings, workloads.previous_bundle, workloads.previous)
     runtime = DockerRuntime(credentials=lambda registry: NODE_CREDENTIALS)
     with KubeStandIn("e2e-token", runtime=runtime, step_interval=0.1, backoff=1.0) as server:
-        serve_image(server, NS, workloads.previous)
+        serve_image(server, NS, workloads.previous, annotations=production_annotations(stack.settings, previous))
         yield server
 
 
@@ -68,19 +74,20 @@ def _summary(overrides: dict[str, Any], version: str) -> PipelineSummary:
     return PipelineSummary.model_validate(json.loads(path.read_text()))
 
 
-def test_the_whole_pipeline_trains_tests_publishes_and_deploys_one_version(
-    stack: Stack, standin: KubeStandIn, overrides: dict[str, Any]
+def test_the_whole_pipeline_trains_tests_publishes_deploys_verifies_and_promotes_one_version(
+    stack: Stack, standin: KubeStandIn, overrides: dict[str, Any], workloads: Workloads
 ) -> None:
+    before = snapshot(stack.s3, stack.settings.model_bucket)
     state = train_test_publish_deploy(overrides=overrides, return_state=True)
     assert state.type is StateType.COMPLETED, state.message
     summary: PipelineSummary = state.result()
     version = summary.version
     s = stack.settings
 
-    assert bucket_keys(stack.s3, s.model_bucket) == {
+    assert bucket_keys(stack.s3, s.model_bucket) - set(before) == {
         f"models/{version}/model.skops",
         f"models/{version}/metadata.json",
-        "models/production.json",
+        f"releases/{version}.json",
     }
     assert bucket_keys(stack.s3, s.metrics_bucket) == {
         f"trainer/metrics/metrics-{version}.json",
@@ -107,6 +114,12 @@ def test_the_whole_pipeline_trains_tests_publishes_and_deploys_one_version(
     docker_env.registry_request(f"{manifest}/{digest}", *login, method="DELETE")  # give the space back
 
     assert all(_image(standin, name) == image for name in DEPLOYMENTS)
+    assert_invariant(stack.s3, s, standin, version=version, image=image, before=before)
+    record = read_record(stack.s3, s.model_bucket, version)
+    assert record is not None and record.outcome.startswith("released") and record.verification["passed"]
+    assert record.tests["tests"] and record.image["digest"] == digest and record.gate["passed"]
+    assert record.cluster["deployments"][0]["previous_image"] == workloads.previous
+    assert {"train", "test", "publish", "deploy"} <= set(record.stages)
     api = connect_kubeconfig(overrides["kubeconfig"])
     assert model_version_served(api, NS) == version  # the pods pulled the pushed digest and serve this version
     assert summary.rollout is not None and summary.rollout.startswith("rolled out")
@@ -115,13 +128,14 @@ def test_the_whole_pipeline_trains_tests_publishes_and_deploys_one_version(
 
     run_id = state.state_details.flow_run_id
     assert run_id is not None
-    assert "pipeline-summary" in {a.key for a in artifacts(run_id)}
+    assert {"pipeline-summary", "release"} <= {a.key for a in artifacts(run_id)}
 
 
 def test_a_gate_rejection_ends_the_run_with_nothing_published_or_deployed(
-    stack: Stack, standin: KubeStandIn, overrides: dict[str, Any], moto_endpoint: str
+    stack: Stack, standin: KubeStandIn, overrides: dict[str, Any], moto_endpoint: str, workloads: Workloads
 ) -> None:
     before = {name: _image(standin, name) for name in DEPLOYMENTS}
+    objects = snapshot(stack.s3, stack.settings.model_bucket)
     strict = {**overrides, "gate": {"min_roc_auc": 0.9999}}
     state = train_test_publish_deploy(overrides=strict, return_state=True)
     assert state.type is StateType.FAILED
@@ -131,7 +145,9 @@ def test_a_gate_rejection_ends_the_run_with_nothing_published_or_deployed(
     names = [r["repositoryName"] for r in ecr.describe_repositories()["repositories"]]
     assert overrides["ecr_repository"] not in names
     assert {name: _image(standin, name) for name in DEPLOYMENTS} == before
-    assert "models/production.json" not in bucket_keys(stack.s3, stack.settings.model_bucket)
+    assert_invariant(
+        stack.s3, stack.settings, standin, version=workloads.previous_version, image=workloads.previous, before=objects
+    )
     runs = [p for p in (Path(overrides["work_dir"]) / "runs").iterdir() if (p / "summary.json").exists()]
     summary = PipelineSummary.model_validate(json.loads((runs[0] / "summary.json").read_text()))
     assert summary.stages["train"].startswith("FAILED") and set(summary.skipped) == {"test", "publish", "deploy"}
@@ -154,3 +170,63 @@ def test_a_failed_smoke_test_stops_publish_before_any_push(
     assert not {"ecr_login", "ensure_repository", "push_image"} & set(runs)
     ecr = boto3.client("ecr", endpoint_url=moto_endpoint, region_name="eu-central-1")
     assert overrides["ecr_repository"] not in [r["repositoryName"] for r in ecr.describe_repositories()["repositories"]]
+
+
+@pytest.mark.parametrize(
+    ("changes", "stage", "error"),
+    [
+        ({"unit_tests": "tests/support/always_fails.py"}, "test", SuiteFailed),
+        ({"base_image": "no-such-base-image:never"}, "publish", BuildFailed),
+    ],
+    ids=["suite-failed", "publish-failed"],
+)
+def test_a_failed_stage_leaves_production_serving_and_recorded(
+    stack: Stack,
+    standin: KubeStandIn,
+    overrides: dict[str, Any],
+    workloads: Workloads,
+    changes: dict[str, Any],
+    stage: str,
+    error: type[Exception],
+) -> None:
+    objects = snapshot(stack.s3, stack.settings.model_bucket)
+    state = train_test_publish_deploy(overrides={**overrides, **changes}, return_state=True)
+    assert state.type is StateType.FAILED
+    with pytest.raises(error):
+        state.result()
+    assert_invariant(
+        stack.s3, stack.settings, standin, version=workloads.previous_version, image=workloads.previous, before=objects
+    )
+    new = [k for k in snapshot(stack.s3, stack.settings.model_bucket) if k.startswith("releases/") and k not in objects]
+    (key,) = new
+    record = read_record(stack.s3, stack.settings.model_bucket, key.removeprefix("releases/").removesuffix(".json"))
+    assert record is not None and record.outcome.startswith(f"failed at {stage}") and not record.production
+
+
+def test_the_readme_sequence_on_demand_training_never_changes_production_then_release_and_roll_back(
+    stack: Stack, standin: KubeStandIn, overrides: dict[str, Any], workloads: Workloads
+) -> None:
+    """nightly -> on-demand random forest -> nightly, then release the candidate, then roll back by hand."""
+    first: PipelineSummary = train_test_publish_deploy(overrides=overrides)
+    assert first.image is not None
+    assert_invariant(stack.s3, stack.settings, standin, version=first.version, image=first.image)
+
+    forest = train(estimator="random_forest", overrides=overrides, return_state=True)
+    assert_invariant(stack.s3, stack.settings, standin, version=first.version, image=first.image)
+
+    second: PipelineSummary = train_test_publish_deploy(overrides=overrides)
+    assert second.image is not None
+    assert_invariant(stack.s3, stack.settings, standin, version=second.version, image=second.image)
+
+    if forest.is_completed():  # a candidate: the release path takes it without retraining
+        candidate = forest.result().version
+        released: PipelineSummary = train_test_publish_deploy(model_version=candidate, overrides=overrides)
+        assert released.version == candidate and released.image is not None
+        assert "not retrained" in released.stages["train"]
+        assert_invariant(stack.s3, stack.settings, standin, version=candidate, image=released.image)
+
+    back = rollback(first.version, overrides=overrides)
+    assert "golden cases match" in back
+    assert_invariant(stack.s3, stack.settings, standin, version=first.version, image=first.image)
+    api = connect_kubeconfig(overrides["kubeconfig"])
+    assert model_version_served(api, NS) == first.version

@@ -11,9 +11,11 @@ from prefect.client.schemas.objects import StateType
 
 from flows.train import TrainOutcome, train
 from oncology_pipeline.errors import ConfigurationError
+from oncology_pipeline.releases import read_record
 from oncology_pipeline.s3store import read_pointer
 from oncology_pipeline.versioning import VERSION_PATTERN
 from tests.flows.conftest import Stack, bucket_keys
+from tests.support.invariant import seed_production
 from tests.support.prefect_runs import artifacts, flow_run, task_runs
 
 
@@ -21,7 +23,15 @@ def s3_data_uri(stack: Stack) -> str:
     return f"s3://{stack.settings.data_bucket}/{stack.settings.data_key}"
 
 
-def test_train_writes_versioned_bundle_pointer_metrics_and_artifacts(stack: Stack) -> None:
+FAKE_IMAGE = "registry.local/oncology-webservice@sha256:" + "e" * 64
+
+
+def _in_production(stack: Stack, outcome: TrainOutcome) -> None:
+    """Make a trained candidate production, as a verified deploy would."""
+    seed_production(stack.s3, stack.settings, outcome.bundle_dir, FAKE_IMAGE)
+
+
+def test_train_stores_a_candidate_with_metrics_and_release_record_and_leaves_production_alone(stack: Stack) -> None:
     state = train(overrides=stack.overrides, return_state=True)
     assert state.type is StateType.COMPLETED
     outcome: TrainOutcome = state.result()
@@ -32,7 +42,7 @@ def test_train_writes_versioned_bundle_pointer_metrics_and_artifacts(stack: Stac
     assert bucket_keys(stack.s3, settings.model_bucket) == {
         f"models/{version}/model.skops",
         f"models/{version}/metadata.json",
-        "models/production.json",
+        f"releases/{version}.json",
     }
     assert bucket_keys(stack.s3, settings.metrics_bucket) == {
         f"trainer/metrics/metrics-{version}.json",
@@ -40,10 +50,14 @@ def test_train_writes_versioned_bundle_pointer_metrics_and_artifacts(stack: Stac
         "trainer/metrics/quicksight-manifest.json",
     }
     assert set(outcome.s3_uris) == {
-        f"s3://{settings.model_bucket}/{k}" for k in bucket_keys(stack.s3, settings.model_bucket)
+        f"s3://{settings.model_bucket}/{k}"
+        for k in bucket_keys(stack.s3, settings.model_bucket)
+        if k.startswith("models/")
     } | {f"s3://{settings.metrics_bucket}/{k}" for k in bucket_keys(stack.s3, settings.metrics_bucket)}
-    pointer = read_pointer(stack.s3, settings.model_bucket, "models")
-    assert pointer is not None and pointer.model_version == version and pointer.previous_version is None
+    assert read_pointer(stack.s3, settings.model_bucket, "models") is None  # a candidate, not production
+    record = read_record(stack.s3, settings.model_bucket, version)
+    assert record is not None and record.outcome.startswith("candidate") and not record.production
+    assert record.gate["passed"] is True and record.data["sha256"] and record.code["lock_sha256"]
     metrics = json.loads(
         stack.s3.get_object(Bucket=settings.metrics_bucket, Key=f"trainer/metrics/metrics-{version}.json")[
             "Body"
@@ -79,13 +93,16 @@ def test_train_writes_versioned_bundle_pointer_metrics_and_artifacts(stack: Stac
     assert all(runs[name].state_type is StateType.COMPLETED for name in expected)
     assert "data" in runs["download_training_data"].tags and "train" in runs["train_model"].tags
     keys = {a.key for a in artifacts(run_id)}
-    assert {"data-validation-report", "model-metrics", "quality-gate", "model-bundle-objects"} <= keys
+    assert {"data-validation-report", "model-metrics", "quality-gate", "model-bundle-objects", "candidate"} <= keys
+    candidate = next(a for a in artifacts(run_id) if a.key == "candidate")
+    assert f"--param model_version={version}" in str(candidate.data)
     bundle_uri = f"s3://{settings.model_bucket}/models/{version}/model.skops"
     assert any(a.data.startswith(f"[{bundle_uri}](") for a in artifacts(run_id) if a.key is None)  # its link artifact
 
 
 def test_second_run_uses_the_etag_cache_compares_with_the_champion_and_grows_the_history(stack: Stack) -> None:
     first: TrainOutcome = train(overrides=stack.overrides)
+    _in_production(stack, first)
     stack.proxy.log.clear()
     second: TrainOutcome = train(overrides=stack.overrides)
     data_key = f"/{stack.settings.data_bucket}/{stack.settings.data_key}"
@@ -93,7 +110,7 @@ def test_second_run_uses_the_etag_cache_compares_with_the_champion_and_grows_the
     assert stack.proxy.count("GET", data_key) == 0  # same ETag: served from the local cache
 
     pointer = read_pointer(stack.s3, stack.settings.model_bucket, "models")
-    assert pointer is not None and (pointer.model_version, pointer.previous_version) == (second.version, first.version)
+    assert pointer is not None and pointer.model_version == first.version  # training never moves production
     kept = bucket_keys(stack.s3, stack.settings.model_bucket)
     assert f"models/{first.version}/model.skops" in kept  # kept for rollback
     history = stack.s3.get_object(Bucket=stack.settings.metrics_bucket, Key="trainer/metrics/history.csv")[
@@ -147,6 +164,7 @@ def test_missing_bucket_fails_at_once_and_says_what_to_fix(stack: Stack) -> None
 
 def test_gate_blocks_a_worse_challenger_and_production_stays(stack: Stack) -> None:
     champion: TrainOutcome = train(overrides=stack.overrides)
+    _in_production(stack, champion)
     weak = {
         **stack.overrides,
         "estimator": "random_forest",
@@ -159,7 +177,13 @@ def test_gate_blocks_a_worse_challenger_and_production_stays(stack: Stack) -> No
     pointer = read_pointer(stack.s3, stack.settings.model_bucket, "models")
     assert pointer is not None and pointer.model_version == champion.version
     model_keys = bucket_keys(stack.s3, stack.settings.model_bucket)
-    assert {k.split("/")[1] for k in model_keys if k.count("/") == 2} == {champion.version}  # nothing else uploaded
+    uploaded = {k.split("/")[1] for k in model_keys if k.startswith("models/") and k.count("/") == 2}
+    assert uploaded == {champion.version}  # nothing else uploaded
+    records = {k for k in model_keys if k.startswith("releases/")}
+    assert len(records) == 2 and f"releases/{champion.version}.json" in records
+    (weak_record,) = records - {f"releases/{champion.version}.json"}
+    rejected = read_record(stack.s3, stack.settings.model_bucket, weak_record.split("/")[1].removesuffix(".json"))
+    assert rejected is not None and rejected.outcome == "rejected by the gate" and not rejected.production
     history = stack.s3.get_object(Bucket=stack.settings.metrics_bucket, Key="trainer/metrics/history.csv")[
         "Body"
     ].read()
@@ -168,6 +192,7 @@ def test_gate_blocks_a_worse_challenger_and_production_stays(stack: Stack) -> No
 
 def test_a_failure_mid_upload_leaves_the_previous_production_model_intact(stack: Stack) -> None:
     champion: TrainOutcome = train(overrides=stack.overrides)
+    _in_production(stack, champion)
     before = stack.s3.get_object(Bucket=stack.settings.model_bucket, Key="models/production.json")["Body"].read()
     stack.proxy.fail(403, method="PUT", path="/metadata.json", count=10)  # permanent: no retry can help
     state = train(overrides=stack.overrides, return_state=True)

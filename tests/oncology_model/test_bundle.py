@@ -77,7 +77,7 @@ def test_save_records_the_model_sha256(model_bundle_dir: Path, tmp_path: Path) -
 
 
 def test_session_bundle_metadata(model_metadata: ModelMetadata) -> None:
-    assert model_metadata.model_version == "20261125T000000Z-test0001"
+    assert model_metadata.model_version == "20261125T000000Z-7e570001"
     assert model_metadata.features == [
         "clump_thickness",
         "uniformity_of_cell_size",

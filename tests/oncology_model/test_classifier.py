@@ -70,7 +70,7 @@ def test_random_forest_bundle_uses_the_fallback(rf_classifier: Classifier) -> No
 
 def test_from_bundle(model_bundle_dir: Path, classifier: Classifier) -> None:
     loaded = Classifier.from_bundle(model_bundle_dir)
-    assert loaded.version == "20261125T000000Z-test0001"
+    assert loaded.version == "20261125T000000Z-7e570001"
     assert loaded.metadata == classifier.metadata
     assert loaded.threshold == loaded.metadata.config.decision_threshold == 0.25
 

@@ -114,7 +114,7 @@ def test_the_image_is_labelled_and_configured(
     assert info.size > 0
     metadata = (model_bundle_dir / "metadata.json").read_text()
     assert info.labels[MODEL_VERSION_LABEL] in metadata
-    assert info.labels[MODEL_VERSION_LABEL] == "20261125T000000Z-test0001"
+    assert info.labels[MODEL_VERSION_LABEL] == "20261125T000000Z-7e570001"
     assert info.labels["org.opencontainers.image.version"] == "0.1.0"
     assert info.labels["org.opencontainers.image.revision"] == "0123456789abcdef0123456789abcdef01234567"
     config = docker_client.images.get(info.id).attrs["Config"]
@@ -165,7 +165,7 @@ def test_no_build_secret_reaches_the_final_image(built_image: BuiltImage, docker
     assert secret.decode() not in repr(history)
     assert not any(secret.decode() in line for line in built_image.build_log)
     searched = 0
-    known = b'"model_version": "20261125T000000Z-test0001"'
+    known = b'"model_version": "20261125T000000Z-7e570001"'
     seen_known = False
     for name, content in docker_env.image_files(docker_client, built_image.info.id):
         searched += 1
@@ -208,7 +208,7 @@ def test_the_image_serves_the_bundles_answer(
     )
     assert result.response["prediction"] == benign_answer["prediction"] == "benign"
     assert result.response["probability_malignant"] == pytest.approx(benign_answer["probability_malignant"], abs=1e-9)
-    assert result.response["model_version"] == "20261125T000000Z-test0001"
+    assert result.response["model_version"] == "20261125T000000Z-7e570001"
     assert 0 < result.ready_seconds < 90
     assert _smoke_containers(docker_client, built_image.info.id) == []
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
 from oncology_pipeline import aws, s3store
-from oncology_pipeline.errors import ConfigurationError, is_transient
+from oncology_pipeline.errors import ConfigurationError, PromotionConflict, is_transient
 from oncology_pipeline.settings import PipelineSettings
 from oncology_pipeline.versioning import new_version
 from standins.aws import create_buckets
@@ -97,7 +98,8 @@ def _bundle(directory: Path, version: str) -> Path:
 def _publish(s3: S3Client, bucket: str, tmp_path: Path, version: str) -> list[s3store.S3Object]:
     """Upload a bundle under models/<version>/ and point production at it, as the pipeline does."""
     objects = s3store.upload_directory(s3, bucket, f"models/{version}", _bundle(tmp_path / "src" / version, version))
-    s3store.write_pointer(s3, bucket, "models", version, objects)
+    _, etag = s3store.read_pointer_etag(s3, bucket, "models")
+    s3store.write_pointer(s3, bucket, "models", version, objects, expected_etag=etag)
     return objects
 
 
@@ -356,7 +358,8 @@ def test_writing_the_pointer_again_for_the_same_version_keeps_the_previous_versi
     _publish(s3, bucket, tmp_path, first)
     objects = _publish(s3, bucket, tmp_path, second)
 
-    s3store.write_pointer(s3, bucket, "models", second, objects)
+    _, etag = s3store.read_pointer_etag(s3, bucket, "models")
+    s3store.write_pointer(s3, bucket, "models", second, objects, expected_etag=etag)
 
     pointer = s3store.read_pointer(s3, bucket, "models")
     assert pointer is not None
@@ -657,3 +660,48 @@ def test_listing_a_version_in_a_missing_bucket_is_a_configuration_error(s3: S3Cl
 
     with pytest.raises(ConfigurationError, match=rf"^s3://{bucket}/models/v1/: NoSuchBucket: the bucket does not"):
         s3store.fetch_bundle(s3, bucket, "models", tmp_path, version="v1")
+
+
+# --- compare-and-swap of the pointer --------------------------------------------------------------
+
+
+def test_two_writers_of_the_pointer_never_lose_an_update(
+    s3: S3Client, settings: PipelineSettings, tmp_path: Path
+) -> None:
+    bucket = settings.model_bucket
+    first, mine, theirs = new_version(), new_version(), new_version()
+    _publish(s3, bucket, tmp_path, first)
+    read_by_both = s3store.read_pointer_etag(s3, bucket, "models")[1]
+    objects = s3store.upload_directory(s3, bucket, f"models/{mine}", _bundle(tmp_path / "mine", mine))
+    s3store.write_pointer(s3, bucket, "models", theirs, objects, expected_etag=read_by_both)  # they win
+
+    with pytest.raises(PromotionConflict, match=f"production is now {theirs}. Nothing was overwritten"):
+        s3store.write_pointer(s3, bucket, "models", mine, objects, expected_etag=read_by_both)
+
+    pointer = s3store.read_pointer(s3, bucket, "models")
+    assert pointer is not None and (pointer.model_version, pointer.previous_version) == (theirs, first)
+
+
+def test_the_first_pointer_is_created_only_when_there_is_none(
+    s3: S3Client, settings: PipelineSettings, tmp_path: Path
+) -> None:
+    bucket, version = settings.model_bucket, new_version()
+    objects = s3store.upload_directory(s3, bucket, f"models/{version}", _bundle(tmp_path / "v", version))
+    assert s3store.read_pointer_etag(s3, bucket, "models") == (None, s3store.ABSENT)
+    s3store.write_pointer(s3, bucket, "models", version, objects, expected_etag=s3store.ABSENT)
+    with pytest.raises(PromotionConflict):
+        s3store.write_pointer(s3, bucket, "models", new_version(), objects, expected_etag=s3store.ABSENT)
+
+
+def test_a_lost_race_inside_s3_is_refused_by_the_conditional_put(
+    s3: S3Client, settings: PipelineSettings, tmp_path: Path
+) -> None:
+    """Both writers read the same ETag and both pass the early check; S3's If-Match refuses the second PUT."""
+    bucket, version = settings.model_bucket, new_version()
+    objects = _publish(s3, bucket, tmp_path, version)
+    key = f"models/{s3store.POINTER_FILE}"
+    stale = s3store.read_pointer_etag(s3, bucket, "models")[1]
+    s3store.put_bytes(s3, bucket, key, b"{}", "application/json", if_match=stale)  # someone else's write
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3store.put_bytes(s3, bucket, key, b"{}", "application/json", if_match=stale)
+    assert objects

@@ -35,6 +35,7 @@ class Workloads:
     previous_version: str
     crashing: str
     missing: str
+    previous_bundle: Path
 
 
 def _build_derived(client: Any, base: str, files: dict[str, bytes], tag: str) -> str:
@@ -79,6 +80,7 @@ def push_workloads(
         previous_version=previous_version,
         crashing=push("crashing", crashing_id),
         missing=f"{repository}@sha256:{secrets.token_hex(32)}",
+        previous_bundle=previous_bundle,
     )
 
 
@@ -93,13 +95,16 @@ def fast_probes(document: JSON) -> None:
         container[probe]["periodSeconds"] = 1
 
 
-def serve_image(standin: KubeStandIn, namespace: str, image: str, edit: Any = fast_probes) -> None:
-    """Apply deployments/webservice.yaml with `image` and wait until it serves."""
+def serve_image(
+    standin: KubeStandIn, namespace: str, image: str, edit: Any = fast_probes, annotations: dict[str, str] | None = None
+) -> None:
+    """Apply deployments/webservice.yaml with `image` (and Deployment `annotations`) and wait until it serves."""
 
     def with_image(document: JSON) -> None:
         edit(document)
         if document.get("kind") == "Deployment":
             document["spec"]["template"]["spec"]["containers"][0]["image"] = image
+            document["metadata"].setdefault("annotations", {}).update(annotations or {})
 
     standin.apply(MANIFEST, namespace, edit=with_image)
     if not standin.wait_until(lambda: standin.controller.complete(namespace, "oncology-webservice"), 120):

@@ -1,0 +1,35 @@
+"""Flow `rollback`: put an earlier version back in production by redeploying the image its release recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.deploy import deploy
+from oncology_pipeline.errors import ConfigurationError
+from oncology_pipeline.settings import load_settings
+from tasks.releases import read_release
+from tasks.runs import stamp_run
+
+
+@flow(name="rollback", log_prints=False)
+def rollback(version: str, overrides: dict[str, Any] | None = None) -> str:
+    """Redeploy model `version` by the digest its release record holds, verify it, and make it production.
+
+    Args:
+        version: a model version that was published before (see s3://<model-bucket>/releases/).
+        overrides: settings for this run (see oncology_pipeline.settings.PipelineSettings).
+    """
+    settings = load_settings(overrides)
+    version = stamp_run("rollback", version)
+    image = read_release(settings, version).image.get("reference")
+    if not image:
+        raise ConfigurationError(f"the release record of {version} holds no image: it was never published")
+    return deploy(image=str(image), version=version, overrides=overrides)
+
+
+if __name__ == "__main__":
+    import sys
+
+    rollback(sys.argv[1])

@@ -1,0 +1,105 @@
+"""One release record per model version: `s3://<model-bucket>/releases/<version>.json`, rewritten whole.
+
+It says where the version came from (data, code, configuration), what it passed (gate, suites), what was
+built and deployed (image digest, cluster, previous images), whether the running service was verified, and
+whether the version is production now. The production pointer names a version only after its record says
+`verified`; the pointer, the cluster's annotations and this record agree after every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from oncology_pipeline import s3store
+
+RELEASES_PREFIX = "releases"
+ANNOTATION_VERSION = "oncology-mlops/model-version"
+ANNOTATION_RELEASE = "oncology-mlops/release"
+
+
+class StageTimes(BaseModel):
+    """When a stage ran and how it ended."""
+
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    seconds: float | None = None
+    outcome: str = "running"
+
+
+class ReleaseRecord(BaseModel):
+    """Everything about one version's way to production (or why it stopped)."""
+
+    model_version: str
+    production: bool = Field(default=False, description="this version is the one production.json names now")
+    promoted_at: list[datetime] = Field(default_factory=list, description="every time it became production")
+    superseded_by: str | None = None
+    outcome: str = "running"
+    data: dict[str, Any] = Field(default_factory=dict)
+    code: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    gate: dict[str, Any] = Field(default_factory=dict)
+    tests: dict[str, Any] = Field(default_factory=dict)
+    image: dict[str, Any] = Field(default_factory=dict)
+    cluster: dict[str, Any] = Field(default_factory=dict)
+    verification: dict[str, Any] = Field(default_factory=dict)
+    rollout: dict[str, Any] = Field(default_factory=dict)
+    flow_runs: dict[str, str] = Field(default_factory=dict, description="flow name -> Prefect UI URL or run id")
+    stages: dict[str, StageTimes] = Field(default_factory=dict)
+
+    def markdown(self) -> str:
+        """The record for a person: the headline, each stage, then the whole JSON."""
+        status = "PRODUCTION" if self.production else "not production"
+        lines = [f"# Release {self.model_version}: {status}", "", f"Outcome: {self.outcome}", ""]
+        lines += ["| stage | outcome | started | seconds |", "|---|---|---|---:|"]
+        for stage, times in self.stages.items():
+            seconds = times.seconds
+            if seconds is None and times.started_at and times.ended_at:
+                seconds = (times.ended_at - times.started_at).total_seconds()
+            started = f"{times.started_at:%H:%M:%S}" if times.started_at else "-"
+            lines.append(f"| {stage} | {times.outcome} | {started} | {seconds or 0:.1f} |")
+        if self.image.get("reference"):
+            lines += ["", f"Image: `{self.image['reference']}`"]
+        if self.verification:
+            lines += ["", f"Verification: {self.verification.get('summary', '-')}"]
+        lines += ["", "```json", self.model_dump_json(indent=2), "```"]
+        return "\n".join(lines)
+
+
+def record_key(version: str) -> str:
+    """`releases/<version>.json`."""
+    return f"{RELEASES_PREFIX}/{version}.json"
+
+
+def read_record(s3: Any, bucket: str, version: str) -> ReleaseRecord | None:
+    """A version's release record, or None when there is none."""
+    data = s3store.get_bytes(s3, bucket, record_key(version))
+    return None if data is None else ReleaseRecord.model_validate_json(data)
+
+
+def write_record(s3: Any, bucket: str, record: ReleaseRecord) -> s3store.S3Object:
+    """Write the whole record (one PUT: never half-written)."""
+    return s3store.put_json(s3, bucket, record_key(record.model_version), record.model_dump(mode="json"))
+
+
+def merge(record: ReleaseRecord, changes: dict[str, Any]) -> ReleaseRecord:
+    """The record with `changes`: dict fields are merged one level deep, others replaced."""
+    current = record.model_dump(mode="json")
+    for name, value in changes.items():
+        if isinstance(value, dict) and isinstance(current.get(name), dict):
+            current[name] = {**current[name], **json.loads(json.dumps(value, default=str))}
+        else:
+            current[name] = json.loads(json.dumps(value, default=str))
+    return ReleaseRecord.model_validate(current)
+
+
+def lock_sha256(project_dir: Path) -> str | None:
+    """The sha256 of the dependency lock (`uv.lock`), when there is one."""
+    lock = project_dir / "uv.lock"
+    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None

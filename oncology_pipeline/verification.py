@@ -1,0 +1,94 @@
+"""Verify a rollout from the outside: ask the Service, through the API server's Service proxy, which model it
+serves, and have it answer the bundle's golden set. The same calls work on EKS and on the local stand-in."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as TransportError
+
+from oncology_pipeline.errors import VerificationFailed
+
+TOLERANCE = 1e-9
+_PROXY_PATH = "/api/v1/namespaces/{namespace}/services/{name}/proxy/{path}"
+
+
+def _proxy(api: ApiClient, method: str, namespace: str, service: str, path: str, body: Any = None) -> Any:
+    """One request to `service` (`name:port`) through the API server's proxy; the decoded JSON answer."""
+    what = f"{method} {path} through the proxy of service {service}"
+    request = api.param_serialize(
+        method=method,
+        resource_path=_PROXY_PATH,
+        path_params={"namespace": namespace, "name": service, "path": path},
+        header_params={"Accept": "application/json", "Content-Type": "application/json"},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    try:
+        response = api.call_api(*request, _request_timeout=30)
+        response.read()  # type: ignore[no-untyped-call]
+    except ApiException as exc:
+        raise VerificationFailed(f"{what} answered HTTP {exc.status}: {(exc.body or exc.reason or '')!s:.300}") from exc
+    except TransportError as exc:
+        raise VerificationFailed(f"{what} failed: {exc}") from exc
+    if response.status >= 400:
+        raise VerificationFailed(f"{what} answered HTTP {response.status}: {(response.data or b'')[:300]!r}")
+    return json.loads(response.data or b"null")
+
+
+def verify_service(
+    api: ApiClient,
+    namespace: str,
+    service: str,
+    version: str,
+    golden: Sequence[tuple[dict[str, int], float]],
+    *,
+    replicas: int = 1,
+    attempts: int = 3,
+) -> str:
+    """Check that every answer comes from model `version` and that the golden set's probabilities match to 1e-9.
+
+    `/v1/model` is asked twice per replica, so that each pod behind the Service is likely asked at least
+    once. A 5xx from the proxy (a pod going away) is asked again up to `attempts` times.
+    """
+    seen = set()
+    for _ in range(max(2, 2 * replicas)):
+        served = _ask(api, "GET", namespace, service, "v1/model", None, attempts)
+        seen.add(str(served.get("model_version")))
+    if seen != {version}:
+        raise VerificationFailed(f"service {service} serves model {', '.join(sorted(seen))}, expected {version}")
+    if not golden:
+        return f"service {service} serves model {version}; the bundle holds no golden set"
+    answer = _ask(api, "POST", namespace, service, "v1/predictions/batch", {"tumors": [t for t, _ in golden]}, attempts)
+    predictions = answer.get("predictions") or []
+    if len(predictions) != len(golden):
+        raise VerificationFailed(f"service {service} answered {len(predictions)} of {len(golden)} golden cases")
+    worst, row = 0.0, -1
+    for index, ((_, expected), got) in enumerate(zip(golden, predictions, strict=True)):
+        if got.get("model_version") != version:
+            raise VerificationFailed(f"golden case {index} answered by model {got.get('model_version')}, not {version}")
+        difference = abs(float(got["probability_malignant"]) - expected)
+        if difference > worst:
+            worst, row = difference, index
+    if worst > TOLERANCE:
+        raise VerificationFailed(
+            f"golden case {row}: probability differs from the bundle's by {worst:.3g} (> {TOLERANCE:g}): the "
+            "image does not compute what was tested"
+        )
+    return f"service {service} serves model {version}; {len(golden)} golden cases match (max difference {worst:.1e})"
+
+
+def _ask(api: ApiClient, method: str, namespace: str, service: str, path: str, body: Any, attempts: int) -> Any:
+    for attempt in range(attempts):
+        try:
+            return _proxy(api, method, namespace, service, path, body)
+        except VerificationFailed:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover

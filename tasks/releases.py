@@ -1,0 +1,106 @@
+"""Release records and the production pointer: read, update whole, promote by compare-and-swap."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from oncology_pipeline import releases, s3store
+from oncology_pipeline.errors import ConfigurationError
+from oncology_pipeline.releases import ReleaseRecord
+from oncology_pipeline.settings import PipelineSettings
+from tasks.clients import aws_client
+from tasks.policy import NETWORK_RETRIES
+
+
+def record_uri(settings: PipelineSettings, version: str) -> str:
+    """`s3://<model-bucket>/releases/<version>.json`."""
+    return f"s3://{settings.model_bucket}/{releases.record_key(version)}"
+
+
+def stage_times(stage: str, outcome: str | None = None) -> dict[str, Any]:
+    """The `stages` change that starts a stage (no outcome) or ends it."""
+    now = datetime.now(UTC).isoformat()
+    return {stage: {"started_at": now} if outcome is None else {"ended_at": now, "outcome": outcome}}
+
+
+@task(name="update_release", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def update_release(settings: PipelineSettings, version: str, changes: dict[str, Any]) -> ReleaseRecord:
+    """Merge `changes` into the version's release record and write it whole; shown as the `release` artifact."""
+    s3 = aws_client(settings, "s3")
+    record = releases.read_record(s3, settings.model_bucket, version) or ReleaseRecord(model_version=version)
+    if "stages" in changes:  # times of one stage are merged, not replaced
+        current = record.model_dump(mode="json")["stages"]
+        stages = {name: {**current.get(name, {}), **times} for name, times in changes["stages"].items()}
+        changes = {**changes, "stages": stages}
+    record = releases.merge(record, changes)
+    releases.write_record(s3, settings.model_bucket, record)
+    create_markdown_artifact(markdown=record.markdown(), key="release", description=f"Release record {version}")
+    return record
+
+
+@task(name="read_release", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def read_release(settings: PipelineSettings, version: str) -> ReleaseRecord:
+    """A version's release record; ConfigurationError when the version has none."""
+    record = releases.read_record(aws_client(settings, "s3"), settings.model_bucket, version)
+    if record is None:
+        raise ConfigurationError(
+            f"{record_uri(settings, version)} does not exist: {version} was never trained by this pipeline"
+        )
+    return record
+
+
+@task(name="read_production", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def read_production(settings: PipelineSettings) -> tuple[str | None, str]:
+    """The production version (None before the first) and the pointer's ETag, for the compare-and-swap."""
+    pointer, etag = s3store.read_pointer_etag(aws_client(settings, "s3"), settings.model_bucket, settings.model_prefix)
+    return (pointer.model_version if pointer else None), etag
+
+
+@task(name="promote_model", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def promote_model(settings: PipelineSettings, version: str, image: str, expected_etag: str) -> s3store.S3Object:
+    """Point models/production.json at the verified `version` (compare-and-swap on `expected_etag`), and say so
+    in its release record and in the record of the version it replaces."""
+    s3 = aws_client(settings, "s3")
+    keys = s3store.version_keys(s3, settings.model_bucket, settings.model_prefix, version)
+    objects = [s3store.head(s3, settings.model_bucket, key) for key in keys]
+    previous = s3store.read_pointer(s3, settings.model_bucket, settings.model_prefix)
+    pointer = s3store.write_pointer(
+        s3,
+        settings.model_bucket,
+        settings.model_prefix,
+        version,
+        objects,
+        expected_etag=expected_etag,
+        image=image,
+        release=record_uri(settings, version),
+    )
+    now = datetime.now(UTC).isoformat()
+    record = releases.read_record(s3, settings.model_bucket, version) or ReleaseRecord(model_version=version)
+    changes = {"production": True, "superseded_by": None, "promoted_at": [*record.promoted_at, now]}
+    releases.write_record(s3, settings.model_bucket, releases.merge(record, changes))
+    if previous is not None and previous.model_version != version:
+        old = releases.read_record(s3, settings.model_bucket, previous.model_version)
+        if old is not None:
+            releases.write_record(
+                s3, settings.model_bucket, releases.merge(old, {"production": False, "superseded_by": version})
+            )
+    get_run_logger().info("production is now %s (%s), serving %s", version, pointer.uri, image)
+    return pointer
+
+
+@task(name="announce_candidate", tags=["release"], cache_policy=NO_CACHE)
+def announce_candidate(version: str) -> str:
+    """Say that `version` is a candidate, not production, and how to release it (log and artifact)."""
+    command = f"prefect deployment run 'train-test-publish-deploy/nightly' --param model_version={version}"
+    text = (
+        f"Model {version} passed the quality gate and is stored as a **candidate**. Production does not change "
+        f"until a release tests, publishes, deploys and verifies it:\n\n```bash\n{command}\n```"
+    )
+    create_markdown_artifact(markdown=text, key="candidate", description=f"Candidate {version}")
+    get_run_logger().info("candidate %s stored; release it with: %s", version, command)
+    return command
