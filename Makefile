@@ -39,7 +39,7 @@ services-down:
 	bash scripts/services-down.sh
 
 server: install  ## Prefect server + process worker + `prefect deploy --all`, for nightly-style runs in the UI
-	bash scripts/server.sh
+	UV="$(UV)" bash scripts/server.sh
 
 benchmark: install  ## prediction latency, image build times (Docker), the last demo run's stage times -> docs/
 	$(RUN) python -m benchmarks.run --image $(addprefix --summary ,$(lastword $(sort $(wildcard .work/demo/runs/*/summary.json))))

@@ -4,7 +4,8 @@
 # Stop everything with `make server-down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=(uv run --frozen --all-extras)
+read -ra UV_CMD <<<"${UV:-uv}"  # make passes the uv it found (`uv` or `python3 -m uv`)
+RUN=("${UV_CMD[@]}" run --frozen --all-extras)
 state=.work/server
 mkdir -p "$state"
 export ONCOLOGY_PROJECT_DIR="$PWD"
@@ -44,10 +45,13 @@ source "$state/stack.env"
 start worker "${RUN[@]}" prefect worker start --pool local
 "${RUN[@]}" prefect --no-prompt deploy --all
 
+echo
+echo "Stand-ins (log: $state/stand-ins.log):"
+sed 's/^/  /' "$state/stand-ins.log"
 cat <<TEXT
 
 Prefect UI:   http://127.0.0.1:4200   (nightly schedule: 02:00 Europe/Berlin)
-Run now:      PREFECT_API_URL=$PREFECT_API_URL uv run prefect deployment run 'train-test-publish-deploy/nightly'
-              PREFECT_API_URL=$PREFECT_API_URL uv run prefect deployment run 'train/on-demand'
+Run now:      PREFECT_API_URL=$PREFECT_API_URL ${UV_CMD[*]} run prefect deployment run 'train-test-publish-deploy/nightly'
+              PREFECT_API_URL=$PREFECT_API_URL ${UV_CMD[*]} run prefect deployment run 'train/on-demand'
 Stop:         make server-down
 TEXT
