@@ -66,9 +66,7 @@ def train(
         model = train_model(dataset, config)
         evaluation = evaluate_model(model, config, settings.bootstrap_resamples)
         champion = load_champion(fetch_model_bundle(settings))
-        decision = apply_quality_gate(
-            evaluation, champion, model.split, settings.gate, version, settings.bootstrap_resamples
-        )
+        decision = apply_quality_gate(evaluation, model, champion, settings.gate, version, settings.bootstrap_resamples)
         bundle_dir = settings.run_dir(version) / "model"
         metadata = package_model(model, dataset, config, evaluation, decision, version, bundle_dir)
         written = upload_model_bundle(settings, bundle_dir, version) if decision.passed else []

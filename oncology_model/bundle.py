@@ -20,7 +20,7 @@ from oncology_model.datamodel import FEATURES
 from oncology_model.errors import BundleError
 from oncology_model.evaluation import Evaluation, GateDecision
 from oncology_model.files import staged_directory
-from oncology_model.training import TrainedModel, TrainingConfig
+from oncology_model.training import ThresholdChoice, TrainedModel, TrainingConfig
 
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
@@ -50,6 +50,7 @@ class ModelMetadata(BaseModel):
     sklearn_version: str = sklearn.__version__
     git_revision: str | None = None
     model_sha256: str = ""
+    threshold: ThresholdChoice | None = Field(default=None, description="how the decision threshold was chosen")
     golden: list[GoldenCase] = Field(
         default_factory=list, description="hold-out rows with their expected probabilities (deploy verification)"
     )
@@ -74,9 +75,10 @@ def describe_model(
             "train": len(model.split.y_train),
             "test": len(model.split.y_test),
         },
-        config=config,
+        config=config.model_copy(update={"decision_threshold": model.threshold.threshold}),
         evaluation=evaluation,
         gate=gate,
+        threshold=model.threshold,
         git_revision=git_revision(),
         golden=golden_set(model),
     )

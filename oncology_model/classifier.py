@@ -12,6 +12,7 @@ from sklearn.pipeline import Pipeline
 
 from oncology_model.bundle import ModelMetadata, load_bundle
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Prediction, Tumor
+from oncology_model.errors import BundleError
 
 
 class _LinearPath:
@@ -47,6 +48,8 @@ class Classifier:
     def __init__(self, pipeline: Pipeline, metadata: ModelMetadata) -> None:
         self.pipeline = pipeline
         self.metadata = metadata
+        if metadata.config.decision_threshold is None:
+            raise BundleError("metadata.json: config.decision_threshold is missing: train the bundle again")
         self.threshold = metadata.config.decision_threshold
         self._fast = _linear_path(pipeline)
 

@@ -35,7 +35,12 @@ def format_evaluation(metadata: object) -> str:
     ev = metadata.evaluation
     lines = [
         f"model version  {metadata.model_version}",
-        f"estimator      {metadata.config.estimator} (threshold {metadata.config.decision_threshold})",
+        f"estimator      {metadata.config.estimator} (threshold {metadata.config.decision_threshold or 0:.4f}"
+        + (
+            f", chosen for cross-validated recall {metadata.threshold.cv_recall:.4f} on the training split)"
+            if metadata.threshold and metadata.threshold.target_recall is not None
+            else ")"
+        ),
         f"data           {metadata.rows['kept']} of {metadata.rows['read']} rows kept, "
         f"sha256 {metadata.data_sha256[:12]}",
         f"hold-out       {ev.n_test} rows ({metadata.rows['train']} for training)",
@@ -74,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
         model = train(dataset, config)
     with _step("evaluating on the hold-out set (1000 bootstrap resamples)"):
         proba = model.pipeline.predict_proba(model.split.X_test)[:, 1]
-        evaluation = evaluate(model.split.y_test, proba, threshold=config.decision_threshold, cv_scores=model.cv_scores)
+        evaluation = evaluate(model.split.y_test, proba, threshold=model.threshold.threshold, cv_scores=model.cv_scores)
     decision = QualityGate().decide(evaluation)
     version = args.version or make_version(dataset.report.sha256)
     metadata = describe_model(version, dataset.report, model, config, evaluation, decision)

@@ -98,8 +98,53 @@ def evaluate(
     return Evaluation(n_test=len(y), threshold=threshold, metrics=metrics, cv_scores=cv_scores or {})
 
 
+class Difference(BaseModel):
+    """Challenger minus champion for one metric on the same rows, with its paired bootstrap 95 % interval."""
+
+    challenger: float
+    champion: float
+    difference: float
+    ci_low: float
+    ci_high: float
+
+
+def compare(
+    y_true: NDArray[np.int64],
+    challenger: tuple[NDArray[np.float64], float],
+    champion: tuple[NDArray[np.float64], float],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 42,
+) -> dict[str, Difference]:
+    """Paired comparison on the same hold-out rows: each resample draws the same rows for both models.
+
+    `challenger` and `champion` are (probabilities, decision threshold).
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    (p_new, t_new), (p_old, t_old) = challenger, champion
+    new_point = _metric_table(y[None, :], np.asarray(p_new)[None, :], t_new)
+    old_point = _metric_table(y[None, :], np.asarray(p_old)[None, :], t_old)
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_bootstrap, len(y)))
+    new_boot = _metric_table(y[idx], np.asarray(p_new)[idx], t_new)
+    old_boot = _metric_table(y[idx], np.asarray(p_old)[idx], t_old)
+    differences = {}
+    for name in ("accuracy", "recall", "specificity", "roc_auc"):
+        delta = new_boot[name] - old_boot[name]
+        delta = delta[np.isfinite(delta)]
+        low, high = np.percentile(delta, [2.5, 97.5]) if delta.size else (np.nan, np.nan)
+        new, old = float(new_point[name][0]), float(old_point[name][0])
+        differences[name] = Difference(
+            challenger=round(new, 6),
+            champion=round(old, 6),
+            difference=round(new - old, 6),
+            ci_low=round(float(low), 6),
+            ci_high=round(float(high), 6),
+        )
+    return differences
+
+
 class GateThresholds(BaseModel):
-    """Minimum hold-out values, and how much worse than the champion a challenger may be."""
+    """Minimum hold-out values, and when a challenger counts as worse than the champion."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -107,7 +152,12 @@ class GateThresholds(BaseModel):
     min_roc_auc: float = Field(default=0.97, ge=0, le=1)
     min_accuracy: float = Field(default=0.93, ge=0, le=1)
     min_specificity: float = Field(default=0.90, ge=0, le=1)
-    champion_tolerance: float = Field(default=0.01, ge=0, le=1)
+    champion_margin: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="worse than the champion: the whole 95 % interval of (challenger - champion) is below -margin",
+    )
     compared_metrics: tuple[str, ...] = ("recall", "roc_auc", "accuracy")
 
 
@@ -117,6 +167,7 @@ class GateDecision(BaseModel):
     passed: bool
     reasons: list[str]
     champion_version: str | None = None
+    comparison: dict[str, Difference] = Field(default_factory=dict)
 
 
 class QualityGate:
@@ -126,9 +177,13 @@ class QualityGate:
         self.thresholds = thresholds or GateThresholds()
 
     def decide(
-        self, challenger: Evaluation, champion: Evaluation | None = None, champion_version: str | None = None
+        self,
+        challenger: Evaluation,
+        comparison: dict[str, Difference] | None = None,
+        champion_version: str | None = None,
     ) -> GateDecision:
-        """Pass only if every threshold holds and no compared metric is worse than the champion's beyond tolerance."""
+        """Pass only if every threshold holds and no compared metric is worse than the champion's: worse means
+        the paired 95 % interval of the difference lies entirely below `-champion_margin`."""
         t = self.thresholds
         failures: list[str] = []
         passes: list[str] = []
@@ -142,16 +197,25 @@ class QualityGate:
             (passes if value >= minimum else failures).append(
                 f"{name} {value:.4f} {'>=' if value >= minimum else '<'} minimum {minimum:.4f}"
             )
-        if champion is None:
+        if comparison is None:
             passes.append("no champion in production: first model")
         else:
             label = f"champion {champion_version}" if champion_version else "champion"
             for name in t.compared_metrics:
-                new, old = challenger.value(name), champion.value(name)
-                if new < old - t.champion_tolerance:
+                d = comparison[name]
+                text = (
+                    f"{name} {d.challenger:.4f} vs {label} {d.champion:.4f}: difference {d.difference:+.4f} "
+                    f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]"
+                )
+                if d.ci_high < -t.champion_margin:
                     failures.append(
-                        f"{name} {new:.4f} is worse than {label} {old:.4f} beyond tolerance {t.champion_tolerance}"
+                        f"{text} is worse than the {label} (the whole interval is below {-t.champion_margin:+.4f})"
                     )
                 else:
-                    passes.append(f"{name} {new:.4f} vs {label} {old:.4f} (tolerance {t.champion_tolerance})")
-        return GateDecision(passed=not failures, reasons=failures or passes, champion_version=champion_version)
+                    passes.append(f"{text}: not worse")
+        return GateDecision(
+            passed=not failures,
+            reasons=failures or passes,
+            champion_version=champion_version,
+            comparison=comparison or {},
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,7 +13,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_validate, train_test_split
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_validate, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -37,12 +38,27 @@ class TrainingConfig(BaseModel):
     test_size: float = Field(default=0.2, gt=0.0, lt=0.5)
     seed: int = 42
     cv_folds: int = Field(default=5, ge=2, le=20)
-    decision_threshold: float = Field(
-        default=0.25,
+    decision_threshold: float | None = Field(
+        default=None,
         gt=0.0,
         lt=1.0,
-        description="malignant when P(malignant) >= this; low, to favour sensitivity",
+        description="malignant when P(malignant) >= this; None: chosen by cross-validation to reach target_recall",
     )
+    target_recall: float = Field(
+        default=0.98,
+        gt=0.0,
+        le=1.0,
+        description="the out-of-fold malignant recall on the training split that the chosen threshold reaches",
+    )
+
+
+class ThresholdChoice(BaseModel):
+    """How the decision threshold was chosen: on the training split's out-of-fold probabilities only."""
+
+    threshold: float
+    target_recall: float | None
+    cv_recall: float
+    cv_specificity: float
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,7 @@ class TrainedModel:
     pipeline: Pipeline
     split: Split
     cv_scores: dict[str, list[float]]
+    threshold: ThresholdChoice
 
 
 def build_pipeline(config: TrainingConfig) -> Pipeline:
@@ -85,11 +102,37 @@ def split_dataset(dataset: Dataset, config: TrainingConfig) -> Split:
     return Split(X_train=X_train, X_test=X_test, y_train=y_train, y_test=y_test)
 
 
+def choose_threshold(
+    y: NDArray[np.int64], proba: NDArray[np.float64], target_recall: float | None, fixed: float | None = None
+) -> ThresholdChoice:
+    """The largest threshold whose recall on (`y`, `proba`) reaches `target_recall` (or `fixed`), with the
+    recall and specificity it gives there."""
+    positives = np.sort(proba[y == 1])[::-1]
+    if fixed is not None:
+        threshold = fixed
+    elif positives.size == 0 or target_recall is None:
+        threshold = 0.5
+    else:
+        threshold = float(positives[max(0, math.ceil(target_recall * positives.size) - 1)])
+    negatives = proba[y == 0]
+    return ThresholdChoice(
+        threshold=round(threshold, 12),
+        target_recall=None if fixed is not None else target_recall,
+        cv_recall=round(float(np.mean(positives >= threshold)) if positives.size else 0.0, 6),
+        cv_specificity=round(float(np.mean(negatives < threshold)) if negatives.size else 0.0, 6),
+    )
+
+
 def train(dataset: Dataset, config: TrainingConfig) -> TrainedModel:
-    """Cross-validate on the training part, then fit on all of it. Same data and config give the same model."""
+    """Cross-validate on the training part, choose the decision threshold on its out-of-fold probabilities
+    (never on the hold-out that gates the model), then fit on all of it. Same data and config, same model."""
     split = split_dataset(dataset, config)
     folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
     cv = cross_validate(build_pipeline(config), split.X_train, split.y_train, cv=folds, scoring=CV_SCORING)
     cv_scores = {name: [round(float(s), 6) for s in cv[f"test_{name}"]] for name in CV_SCORING}
+    out_of_fold = cross_val_predict(
+        build_pipeline(config), split.X_train, split.y_train, cv=folds, method="predict_proba"
+    )[:, 1]
+    threshold = choose_threshold(split.y_train, out_of_fold, config.target_recall, config.decision_threshold)
     pipeline = build_pipeline(config).fit(split.X_train, split.y_train)
-    return TrainedModel(pipeline=pipeline, split=split, cv_scores=cv_scores)
+    return TrainedModel(pipeline=pipeline, split=split, cv_scores=cv_scores, threshold=threshold)

@@ -6,6 +6,7 @@ from typing import Any
 
 from oncology_model.data import ValidationReport
 from oncology_model.evaluation import Evaluation, GateDecision
+from oncology_model.training import ThresholdChoice
 from oncology_pipeline.image import ImageInfo, SmokeResult
 
 
@@ -36,14 +37,31 @@ def metrics_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     ]
 
 
-def gate_markdown(decision: GateDecision, version: str) -> str:
-    """The quality gate's decision with its reasons."""
-    verdict = "PASSED: promoted to production" if decision.passed else "FAILED: not promoted"
-    champion = decision.champion_version or "none (first model)"
-    return "\n".join(
-        [f"# Quality gate for {version}: {verdict}", "", f"Champion: {champion}", ""]
-        + [f"- {reason}" for reason in decision.reasons]
+def gate_markdown(
+    decision: GateDecision, version: str, threshold: ThresholdChoice | None = None, evaluation: Evaluation | None = None
+) -> str:
+    """The quality gate's decision with its reasons, and how the decision threshold was chosen."""
+    verdict = (
+        "PASSED: stored as a candidate (production only after a verified deploy)"
+        if decision.passed
+        else "FAILED: not stored"
     )
+    champion = decision.champion_version or "none (first model)"
+    lines = [f"# Quality gate for {version}: {verdict}", "", f"Champion (the serving model): {champion}", ""]
+    lines += [f"- {reason}" for reason in decision.reasons]
+    if threshold is not None and evaluation is not None:
+        target = f"target recall {threshold.target_recall}" if threshold.target_recall is not None else "fixed"
+        lines += [
+            "",
+            f"Decision threshold {threshold.threshold:.4f} ({target}), chosen on the training split's out-of-fold "
+            "probabilities, never on the hold-out:",
+            "",
+            "| | cross-validation (training split) | hold-out |",
+            "|---|---:|---:|",
+            f"| recall | {threshold.cv_recall:.4f} | {evaluation.value('recall'):.4f} |",
+            f"| specificity | {threshold.cv_specificity:.4f} | {evaluation.value('specificity'):.4f} |",
+        ]
+    return "\n".join(lines)
 
 
 def coverage_rows(coverage: dict[str, Any]) -> list[dict[str, Any]]:

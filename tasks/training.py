@@ -15,8 +15,8 @@ from prefect.concurrency.sync import concurrency
 from oncology_model.bundle import ModelMetadata, describe_model, save_bundle
 from oncology_model.classifier import Classifier
 from oncology_model.data import Dataset
-from oncology_model.evaluation import Evaluation, GateDecision, GateThresholds, QualityGate, evaluate
-from oncology_model.training import Split, TrainedModel, TrainingConfig, train
+from oncology_model.evaluation import Evaluation, GateDecision, GateThresholds, QualityGate, compare, evaluate
+from oncology_model.training import TrainedModel, TrainingConfig, train
 from oncology_pipeline import s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.reports import gate_markdown, history_row, metrics_rows
@@ -61,7 +61,7 @@ def evaluate_model(model: TrainedModel, config: TrainingConfig, resamples: int) 
     evaluation = evaluate(
         model.split.y_test,
         proba,
-        threshold=config.decision_threshold,
+        threshold=model.threshold.threshold,
         n_bootstrap=resamples,
         seed=config.seed,
         cv_scores=model.cv_scores,
@@ -125,24 +125,27 @@ def load_champion(bundle: tuple[str, Path] | None) -> Champion | None:
 @task(name="apply_quality_gate", tags=["train"], cache_policy=NO_CACHE)
 def apply_quality_gate(
     evaluation: Evaluation,
+    model: TrainedModel,
     champion: Champion | None,
-    split: Split,
     thresholds: GateThresholds,
     version: str,
     resamples: int,
 ) -> GateDecision:
-    """Thresholds, and the champion evaluated on the same hold-out data; publishes the decision."""
-    champion_eval = None
+    """Thresholds, and a paired comparison with the champion on the same hold-out rows; publishes the decision."""
+    comparison = None
     if champion is not None:
-        champion_eval = evaluate(
+        split = model.split
+        comparison = compare(
             split.y_test,
-            champion.classifier.probabilities(split.X_test),
-            threshold=champion.classifier.threshold,
+            (model.pipeline.predict_proba(split.X_test)[:, 1], model.threshold.threshold),
+            (champion.classifier.probabilities(split.X_test), champion.classifier.threshold),
             n_bootstrap=resamples,
         )
-    decision = QualityGate(thresholds).decide(evaluation, champion_eval, champion.version if champion else None)
+    decision = QualityGate(thresholds).decide(evaluation, comparison, champion.version if champion else None)
     create_markdown_artifact(
-        markdown=gate_markdown(decision, version), key="quality-gate", description="Quality gate decision"
+        markdown=gate_markdown(decision, version, model.threshold, evaluation),
+        key="quality-gate",
+        description="Quality gate decision",
     )
     get_run_logger().info("quality gate %s: %s", "passed" if decision.passed else "FAILED", "; ".join(decision.reasons))
     return decision

@@ -72,7 +72,8 @@ def test_from_bundle(model_bundle_dir: Path, classifier: Classifier) -> None:
     loaded = Classifier.from_bundle(model_bundle_dir)
     assert loaded.version == "20261125T000000Z-7e570001"
     assert loaded.metadata == classifier.metadata
-    assert loaded.threshold == loaded.metadata.config.decision_threshold == 0.25
+    assert loaded.metadata.threshold is not None
+    assert loaded.threshold == loaded.metadata.config.decision_threshold == loaded.metadata.threshold.threshold
 
 
 def test_predict_returns_prediction_and_probability(classifier: Classifier) -> None:

@@ -68,7 +68,9 @@ def test_train_prints_the_metrics_and_writes_a_bundle(
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "model version  v-cli" in captured.out
-    assert "estimator      logistic_regression (threshold 0.25)" in captured.out
+    assert (
+        "estimator      logistic_regression (threshold 0.2017, chosen for cross-validated recall 0.98" in captured.out
+    )
     assert "data           699 of 699 rows kept" in captured.out
     assert "hold-out       140 rows (559 for training)" in captured.out
     for metric in ("accuracy", "precision", "recall", "f1", "specificity", "roc_auc", "tn", "fp", "fn", "tp"):

@@ -9,10 +9,12 @@ from sklearn.metrics import roc_auc_score
 
 from oncology_model.evaluation import (
     METRICS,
+    Difference,
     Estimate,
     Evaluation,
     GateThresholds,
     QualityGate,
+    compare,
     evaluate,
 )
 
@@ -171,49 +173,67 @@ def test_gate_uses_custom_thresholds() -> None:
     assert decision.reasons == ["recall 0.9800 < minimum 0.9900"]
 
 
+def _diff(challenger: float, champion: float, low: float, high: float) -> Difference:
+    return Difference(
+        challenger=challenger, champion=champion, difference=challenger - champion, ci_low=low, ci_high=high
+    )
+
+
+def _comparison(**overrides: Difference) -> dict[str, Difference]:
+    same = _diff(0.97, 0.97, -0.02, 0.02)
+    return {name: overrides.get(name, same) for name in ("accuracy", "recall", "specificity", "roc_auc")}
+
+
 @pytest.mark.parametrize("metric", ["recall", "roc_auc", "accuracy"])
-def test_gate_fails_against_a_better_champion(metric: str) -> None:
-    champion = _evaluation(**{metric: 0.999})
-    challenger = _evaluation(**{metric: 0.975})
-    decision = QualityGate().decide(challenger, champion, champion_version="20261101T000000Z-champion")
+def test_gate_fails_when_the_whole_interval_of_the_difference_is_below_zero(metric: str) -> None:
+    worse = _comparison(**{metric: _diff(0.95, 0.99, -0.08, -0.01)})
+    decision = QualityGate().decide(_evaluation(), worse, champion_version="20261101T000000Z-0c4a3f10")
     assert decision.passed is False
-    assert decision.champion_version == "20261101T000000Z-champion"
-    assert len(decision.reasons) == 1
-    reason = decision.reasons[0]
-    assert reason.startswith(f"{metric} 0.9750 is worse than champion 20261101T000000Z-champion 0.9990")
-    assert reason.endswith("beyond tolerance 0.01")
+    assert decision.champion_version == "20261101T000000Z-0c4a3f10"
+    assert decision.comparison == worse
+    (reason,) = decision.reasons
+    assert reason.startswith(
+        f"{metric} 0.9500 vs champion 20261101T000000Z-0c4a3f10 0.9900: difference -0.0400 [-0.0800, -0.0100]"
+    )
+    assert "is worse than the champion" in reason
 
 
-def test_gate_passes_when_within_tolerance_of_the_champion() -> None:
-    champion = _evaluation(recall=0.99, roc_auc=0.995, accuracy=0.97)
-    challenger = _evaluation(recall=0.985, roc_auc=0.99, accuracy=0.965)
-    decision = QualityGate().decide(challenger, champion, champion_version="v-old")
+def test_gate_passes_when_the_interval_reaches_zero_or_above() -> None:
+    comparison = _comparison(recall=_diff(0.9583, 0.9792, -0.0625, 0.0208))
+    decision = QualityGate().decide(_evaluation(), comparison, champion_version="v-old")
     assert decision.passed is True
-    assert "recall 0.9850 vs champion v-old 0.9900 (tolerance 0.01)" in decision.reasons
+    assert (
+        "recall 0.9583 vs champion v-old 0.9792: difference -0.0209 [-0.0625, +0.0208]: not worse" in decision.reasons
+    )
     assert not any("first model" in r for r in decision.reasons)
 
 
-def test_gate_passes_a_challenger_better_than_the_champion() -> None:
-    decision = QualityGate().decide(_evaluation(), _evaluation(recall=0.96), champion_version="v-old")
-    assert decision.passed is True
+def test_the_champion_margin_is_configurable() -> None:
+    comparison = _comparison(recall=_diff(0.96, 0.99, -0.05, -0.01))
+    assert QualityGate().decide(_evaluation(), comparison).passed is False
+    assert QualityGate(GateThresholds(champion_margin=0.02)).decide(_evaluation(), comparison).passed is True
 
 
-def test_gate_tolerance_is_configurable() -> None:
-    champion = _evaluation(recall=0.99)
-    challenger = _evaluation(recall=0.97)
-    assert QualityGate().decide(challenger, champion).passed is False
-    assert QualityGate(GateThresholds(champion_tolerance=0.05)).decide(challenger, champion).passed is True
+def test_a_paired_comparison_of_a_model_with_itself_is_exactly_zero() -> None:
+    y, p = _noisy()
+    comparison = compare(y, (p, 0.5), (p, 0.5), n_bootstrap=200)
+    assert all((d.difference, d.ci_low, d.ci_high) == (0.0, 0.0, 0.0) for d in comparison.values())
 
 
-def test_gate_without_champion_version_still_names_the_champion() -> None:
-    decision = QualityGate().decide(_evaluation(recall=0.96), _evaluation(recall=0.99))
-    assert decision.passed is False
-    assert decision.reasons == ["recall 0.9600 is worse than champion 0.9900 beyond tolerance 0.01"]
+def test_a_paired_comparison_finds_a_clearly_better_challenger_and_agrees_with_evaluate() -> None:
+    y, p = _noisy()
+    better = np.where(y == 1, np.maximum(p, 0.9), np.minimum(p, 0.1))
+    comparison = compare(y, (better, 0.5), (p, 0.5), n_bootstrap=300)
+    assert comparison["accuracy"].ci_low > 0 and comparison["roc_auc"].ci_low > 0
+    assert comparison["recall"].challenger == evaluate(y, better, n_bootstrap=100).value("recall")
+    assert comparison["recall"].champion == evaluate(y, p, n_bootstrap=100).value("recall")
+    decision = QualityGate(GateThresholds(min_recall=0, min_roc_auc=0, min_accuracy=0, min_specificity=0)).decide(
+        evaluate(y, p, n_bootstrap=100), compare(y, (p, 0.5), (better, 0.5), n_bootstrap=300), "v-better"
+    )
+    assert decision.passed is False  # the old, better model stays: the new one is worse with 95 % confidence
 
 
-@pytest.mark.parametrize(
-    "field", ["min_recall", "min_roc_auc", "min_accuracy", "min_specificity", "champion_tolerance"]
-)
+@pytest.mark.parametrize("field", ["min_recall", "min_roc_auc", "min_accuracy", "min_specificity", "champion_margin"])
 @pytest.mark.parametrize("value", [-0.1, 1.1])
 def test_gate_thresholds_refuse_values_outside_0_1(field: str, value: float) -> None:
     from pydantic import ValidationError

@@ -114,7 +114,7 @@ def test_model_returns_metadata_and_metrics(client: TestClient, model_metadata: 
     assert body["model_version"] == model_metadata.model_version
     assert body["evaluation"]["metrics"]["recall"]["value"] == model_metadata.evaluation.value("recall")
     assert set(body["evaluation"]["metrics"]) >= {"accuracy", "recall", "specificity", "roc_auc"}
-    assert body["config"]["decision_threshold"] == 0.25
+    assert body["config"]["decision_threshold"] == body["threshold"]["threshold"] < 0.5
     assert body["features"] == list(FEATURES)
 
 

@@ -11,14 +11,15 @@ from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from oncology_model.data import Dataset
-from oncology_model.training import CV_SCORING, TrainingConfig, build_pipeline, split_dataset, train
+from oncology_model.training import CV_SCORING, TrainingConfig, build_pipeline, choose_threshold, split_dataset, train
 
 
 def test_config_defaults() -> None:
     config = TrainingConfig()
     assert config.estimator == "logistic_regression"
     assert config.hyperparameters == {}
-    assert (config.test_size, config.seed, config.cv_folds, config.decision_threshold) == (0.2, 42, 5, 0.25)
+    assert (config.test_size, config.seed, config.cv_folds, config.decision_threshold) == (0.2, 42, 5, None)
+    assert config.target_recall == 0.98
 
 
 @pytest.mark.parametrize(
@@ -163,3 +164,26 @@ def test_training_handles_missing_bare_nuclei(real_dataset: Dataset) -> None:
     row = np.array([[5, 1, 1, 1, 2, np.nan, 3, 1, 1]], dtype=np.float64)
     proba = model.pipeline.predict_proba(row)
     assert np.isfinite(proba).all()
+
+
+def test_the_threshold_is_chosen_on_the_training_split_to_reach_the_target_recall(real_dataset: Dataset) -> None:
+    model = train(real_dataset, TrainingConfig())
+    choice = model.threshold
+    assert choice.target_recall == 0.98 and choice.cv_recall >= 0.98 and 0 < choice.threshold < 0.5
+    # the hold-out rows play no part: the same choice comes from the training rows alone
+    again = train(real_dataset, TrainingConfig(test_size=0.2))
+    assert again.threshold == choice
+
+
+def test_choose_threshold_takes_the_largest_threshold_that_reaches_the_target() -> None:
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=np.int64)
+    p = np.array([0.9, 0.8, 0.4, 0.3, 0.35, 0.2, 0.1, 0.05])
+    assert choose_threshold(y, p, 0.75).model_dump() == {
+        "threshold": 0.4,
+        "target_recall": 0.75,
+        "cv_recall": 0.75,
+        "cv_specificity": 1.0,
+    }
+    assert choose_threshold(y, p, 1.0).threshold == 0.3 and choose_threshold(y, p, 1.0).cv_specificity == 0.75
+    fixed = choose_threshold(y, p, 0.99, fixed=0.5)
+    assert (fixed.threshold, fixed.target_recall, fixed.cv_recall) == (0.5, None, 0.5)

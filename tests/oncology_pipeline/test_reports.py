@@ -118,9 +118,9 @@ def test_gate_markdown_passed_with_a_champion() -> None:
 
     assert gate_markdown(decision, VERSION) == "\n".join(
         [
-            f"# Quality gate for {VERSION}: PASSED: promoted to production",
+            f"# Quality gate for {VERSION}: PASSED: stored as a candidate (production only after a verified deploy)",
             "",
-            "Champion: 20261124T020000Z-00000001",
+            "Champion (the serving model): 20261124T020000Z-00000001",
             "",
             "- recall 0.9800 >= minimum 0.9500",
             "- recall 0.9800 vs champion 20261124T020000Z-00000001 0.9700",
@@ -133,8 +133,8 @@ def test_gate_markdown_failed_first_model() -> None:
 
     lines = gate_markdown(decision, VERSION).splitlines()
 
-    assert lines[0] == f"# Quality gate for {VERSION}: FAILED: not promoted"
-    assert "Champion: none (first model)" in lines
+    assert lines[0] == f"# Quality gate for {VERSION}: FAILED: not stored"
+    assert "Champion (the serving model): none (first model)" in lines
     assert lines[-1] == "- recall 0.9000 < minimum 0.9500"
 
 

@@ -16,6 +16,6 @@ def train_bundle(csv: bytes, directory: Path, version: str, config: TrainingConf
     dataset = parse_csv(csv)
     model = train(dataset, config)
     proba = model.pipeline.predict_proba(model.split.X_test)[:, 1]
-    evaluation = evaluate(model.split.y_test, proba, threshold=config.decision_threshold, n_bootstrap=200)
+    evaluation = evaluate(model.split.y_test, proba, threshold=model.threshold.threshold, n_bootstrap=200)
     metadata = describe_model(version, dataset.report, model, config, evaluation, QualityGate().decide(evaluation))
     return save_bundle(model.pipeline, metadata, directory)
