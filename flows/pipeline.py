@@ -92,7 +92,8 @@ def train_test_publish_deploy(
         raise
     finally:
         stages = {s: {"outcome": o, "seconds": summary.seconds.get(s)} for s, o in summary.stages.items()}
-        update_release(settings, version, {"stages": stages, "flow_runs": {"pipeline": str(flow_run.ui_url)}})
+        runs = {"pipeline": str(flow_run.ui_url or flow_run.id)}
+        update_release(settings, version, {"stages": stages, "flow_runs": runs})
         record_summary(summary, settings.run_dir(version))
 
 

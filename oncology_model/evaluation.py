@@ -208,9 +208,8 @@ class QualityGate:
                     f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]"
                 )
                 if d.ci_high < -t.champion_margin:
-                    failures.append(
-                        f"{text} is worse than the {label} (the whole interval is below {-t.champion_margin:+.4f})"
-                    )
+                    bound = f"{-t.champion_margin:+.4f}" if t.champion_margin else "zero"
+                    failures.append(f"{text} is worse than the {label} (the whole interval is below {bound})")
                 else:
                     passes.append(f"{text}: not worse")
         return GateDecision(

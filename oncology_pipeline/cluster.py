@@ -410,6 +410,17 @@ def wait_for_rollout(
         time.sleep(min(poll, remaining))
 
 
+def revisions(apps: AppsV1Api, namespace: str, names: Sequence[str]) -> dict[str, str]:
+    """The current ReplicaSet revision (`deployment.kubernetes.io/revision`) of each named Deployment."""
+    found = {}
+    for name in names:
+        with _calling(f"read deployment {name!r} in namespace {namespace!r}"):
+            deployment = apps.read_namespaced_deployment(name, namespace)
+        annotations = (deployment.metadata.annotations if deployment.metadata else None) or {}
+        found[name] = annotations.get("deployment.kubernetes.io/revision", "?")
+    return found
+
+
 def _pod_problem(pod: V1Pod) -> str | None:
     """Why a pod is not ready, in the kubelet's words (waiting reason, or the last termination)."""
     name = pod.metadata.name if pod.metadata else "<pod>"

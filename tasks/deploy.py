@@ -73,7 +73,9 @@ def wait_for_rollout(api: ApiClient, settings: PipelineSettings, changes: list[c
         except PipelineError as unreadable:
             problems = [f"(the pods could not be read: {unreadable})"]
         raise RolloutFailed(f"{failure} {' '.join(problems) or 'No pod reported a problem.'}") from failure
-    return f"rolled out: {', '.join(c.deployment for c in changes)} run {changes[0].new_image}"
+    revisions = cluster.revisions(apps, settings.kube_namespace, names)
+    described = ", ".join(f"{name} (revision {revision})" for name, revision in revisions.items())
+    return f"rolled out: {described} run {changes[0].new_image}"
 
 
 @task(name="rollback", tags=["deploy"], cache_policy=NO_CACHE)

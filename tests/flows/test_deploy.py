@@ -6,6 +6,7 @@ pointer, the cluster's image and annotations, and the release records agree, and
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from kubernetes.client import CoreV1Api
 from prefect.client.schemas.objects import StateType
 
+import flows.deploy
 from flows.deploy import deploy
 from oncology_model.bundle import ModelMetadata
 from oncology_pipeline import releases, s3store
@@ -212,4 +214,23 @@ def test_a_hanging_rollout_times_out_and_is_rolled_back_with_its_annotations(scr
     assert _image(scripted.standin) == OLD
     annotations = scripted.standin.deployment(NS, "oncology-webservice")["metadata"].get("annotations") or {}
     assert ANNOTATION_VERSION not in annotations and ANNOTATION_RELEASE not in annotations
+    assert s3store.read_pointer(stack.s3, stack.settings.model_bucket, stack.settings.model_prefix) is None
+
+
+def test_an_interruption_during_the_rollout_puts_the_previous_image_back(
+    scripted: Scripted, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancellation (what a lost strict concurrency lease becomes) arrives while the rollout is watched."""
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(flows.deploy, "wait_for_rollout", interrupted)
+    with pytest.raises(asyncio.CancelledError):  # the run ends Crashed, and the cancellation goes on up
+        deploy(NEW, scripted.version, overrides=scripted.overrides)
+    assert _image(scripted.standin) == OLD
+    patches = scripted.standin.requests_made("PATCH")
+    assert len(patches) == 2  # the new image, then the previous one back
+    annotations = scripted.standin.deployment(NS, "oncology-webservice")["metadata"].get("annotations") or {}
+    assert ANNOTATION_VERSION not in annotations
     assert s3store.read_pointer(stack.s3, stack.settings.model_bucket, stack.settings.model_prefix) is None

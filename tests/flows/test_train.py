@@ -173,7 +173,7 @@ def test_gate_blocks_a_worse_challenger_and_production_stays(stack: Stack) -> No
     }
     state = train(overrides=weak, return_state=True)
     assert state.type is StateType.FAILED
-    assert "worse than champion" in str(state.message) and champion.version in str(state.message)
+    assert "is worse than the champion" in str(state.message) and champion.version in str(state.message)
     pointer = read_pointer(stack.s3, stack.settings.model_bucket, "models")
     assert pointer is not None and pointer.model_version == champion.version
     model_keys = bucket_keys(stack.s3, stack.settings.model_bucket)

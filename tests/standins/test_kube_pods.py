@@ -101,20 +101,19 @@ def test_a_failing_liveness_probe_restarts_the_container(
 
     with _standin() as standin:
         serve_image(standin, NS, workloads.current, broken_liveness)
-        first = {c.id for c in standin_containers(docker_client, standin)}
         core = CoreV1Api(_client(standin, tmp_path))
 
-        def restarted() -> bool:
+        def status() -> Any:
             pod: Any = core.list_namespaced_pod(NS, label_selector=SELECTOR).items[0]
-            return bool(pod.status.container_statuses[0].restart_count >= 1)
+            return pod.status.container_statuses[0]
 
-        assert standin.wait_until(restarted, 60)
-        pod: Any = core.list_namespaced_pod(NS, label_selector=SELECTOR).items[0]
-        terminated = pod.status.container_statuses[0].last_state.terminated
+        first = status()  # one read: the restart count and the container it belongs to
+        assert standin.wait_until(lambda: status().restart_count > first.restart_count, 60)
+        terminated = status().last_state.terminated
         assert terminated is not None and terminated.exit_code == 137
-        for old in first:
-            with pytest.raises(docker.errors.NotFound):
-                docker_client.containers.get(old)
+        killed = first.container_id.removeprefix("docker://")
+        with pytest.raises(docker.errors.NotFound):  # removed before the restart was counted
+            docker_client.containers.get(killed)
 
 
 def test_stopping_removes_every_container_and_starting_removes_leftovers(
