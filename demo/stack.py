@@ -172,7 +172,7 @@ def describe_service(url: str) -> list[str]:
         with urllib.request.urlopen(f"{url}/v1/model", timeout=10) as answer:
             serving = f"serves model {json.loads(answer.read())['model_version']}"
     except (OSError, ValueError, KeyError) as exc:
-        serving = f"does not answer yet ({exc})"
+        serving = f"does not answer yet ({exc}): a nightly run deploys the first model"
     body = json.dumps(EXAMPLE_BENIGN, separators=(",", ":"))
     return [
         f"Web service (port-forward to the stand-in's Service oncology-webservice): {url} {serving}",

@@ -91,7 +91,7 @@ def train_test_publish_deploy(
         update_release(settings, version, {"outcome": f"failed at {stage}: {failure}"})
         raise
     finally:
-        stages = {s: {"outcome": o, "seconds": summary.seconds.get(s)} for s, o in summary.stages.items()}
+        stages = {stage: summary.times(stage) for stage in summary.stages}
         runs = {"pipeline": str(flow_run.ui_url or flow_run.id)}
         update_release(settings, version, {"stages": stages, "flow_runs": runs})
         record_summary(summary, settings.run_dir(version))

@@ -63,7 +63,8 @@ class ReleaseRecord(BaseModel):
             if seconds is None and times.started_at and times.ended_at:
                 seconds = (times.ended_at - times.started_at).total_seconds()
             started = f"{times.started_at:%H:%M:%S}" if times.started_at else "-"
-            lines.append(f"| {stage} | {times.outcome} | {started} | {seconds or 0:.1f} |")
+            outcome = times.outcome if len(times.outcome) <= 80 else times.outcome[:79] + "…"
+            lines.append(f"| {stage} | {outcome} | {started} | {seconds or 0:.1f} |")
         if self.image.get("reference"):
             lines += ["", f"Image: `{self.image['reference']}`"]
         if self.verification:

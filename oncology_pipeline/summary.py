@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -24,10 +25,12 @@ class PipelineSummary(BaseModel):
     rollout: str | None = None
     s3_uris: list[str] = Field(default_factory=list)
     seconds: dict[str, float] = Field(default_factory=dict, description="wall time per stage")
+    started_at: dict[str, datetime] = Field(default_factory=dict, description="when each stage started (UTC)")
 
     def run_stage(self, stage: str, run: Callable[..., Any], **parameters: Any) -> Any:
         """Run one stage and time it; on failure record why, mark the later stages skipped, and re-raise."""
         start = time.perf_counter()
+        self.started_at[stage] = datetime.now(UTC)
         try:
             return run(**parameters)
         except BaseException as exc:
@@ -37,6 +40,13 @@ class PipelineSummary(BaseModel):
             raise
         finally:
             self.seconds[stage] = round(time.perf_counter() - start, 1)
+
+    def times(self, stage: str) -> dict[str, Any]:
+        """The stage's start, end, seconds and outcome, for the release record."""
+        started = self.started_at.get(stage)
+        seconds = self.seconds.get(stage)
+        ended = started + timedelta(seconds=seconds) if started and seconds is not None else None
+        return {"started_at": started, "ended_at": ended, "seconds": seconds, "outcome": self.stages.get(stage)}
 
     def skip(self, reasons: dict[str, str]) -> None:
         """Stages that were not asked for, and why."""

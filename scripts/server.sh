@@ -47,7 +47,7 @@ start worker "${RUN[@]}" prefect worker start --pool local
 
 echo
 echo "Stand-ins (log: $state/stand-ins.log):"
-sed 's/^/  /' "$state/stand-ins.log"
+grep -v '^127\.0\.0\.1 - - ' "$state/stand-ins.log" | sed 's/^/  /'  # without moto's access log
 cat <<TEXT
 
 Prefect UI:   http://127.0.0.1:4200   (nightly schedule: 02:00 Europe/Berlin)

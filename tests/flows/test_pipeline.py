@@ -120,6 +120,9 @@ def test_the_whole_pipeline_trains_tests_publishes_deploys_verifies_and_promotes
     assert record.tests["tests"] and record.image["digest"] == digest and record.gate["passed"]
     assert record.cluster["deployments"][0]["previous_image"] == workloads.previous
     assert {"train", "test", "publish", "deploy"} <= set(record.stages)
+    assert all(
+        record.stages[s].started_at and record.stages[s].ended_at for s in ("train", "test", "publish", "deploy")
+    )
     api = connect_kubeconfig(overrides["kubeconfig"])
     assert model_version_served(api, NS) == version  # the pods pulled the pushed digest and serve this version
     assert summary.rollout is not None and summary.rollout.startswith("rolled out")
