@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.client import AppsV1Api
+from kubernetes.client import AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from oncology_pipeline.cluster import connect_kubeconfig
@@ -270,3 +271,44 @@ def test_the_command_line_applies_the_manifest_and_writes_a_kubeconfig(tmp_path:
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0
+
+
+# --- the kubelet's container states (scripted containers) ---------------------------------------------
+
+
+def _statuses(apps_client: Any, selector: str) -> list[Any]:
+    pods: Any = CoreV1Api(apps_client).list_namespaced_pod(NS, label_selector=selector)
+    return [pod.status.container_statuses[0] for pod in pods.items]
+
+
+def test_a_container_that_keeps_exiting_is_in_crash_loop_back_off_with_its_restarts(
+    standin: KubeStandIn, runtime: ScriptedRuntime, tmp_path: Path
+) -> None:
+    runtime.crashing.add("crash:1")
+    standin.kubelet.backoff = 0.05
+    standin.add_deployment(NS, "crashing", {"app": "crashing"}, {"crash": "crash:1"}, settle=False)
+    client = connect_kubeconfig(str(standin.write_kubeconfig(tmp_path / "kubeconfig.yaml")))
+
+    def looping() -> bool:
+        statuses = _statuses(client, "app=crashing")
+        return bool(statuses) and statuses[0].restart_count >= 2
+
+    assert standin.wait_until(looping)
+    (status,) = _statuses(client, "app=crashing")
+    assert status.ready is False and status.last_state.terminated.exit_code == 1
+    assert status.state.waiting is None or status.state.waiting.reason == "CrashLoopBackOff"
+
+
+def test_a_readiness_probe_that_never_succeeds_keeps_the_pod_unready(
+    standin: KubeStandIn, runtime: ScriptedRuntime, tmp_path: Path
+) -> None:
+    runtime.unready.add("slow:1")
+    probe = {"httpGet": {"path": "/readyz", "port": 8000}, "periodSeconds": 1}
+    container = {"name": "slow", "image": "slow:1", "readinessProbe": probe}
+    standin.add_deployment(NS, "slow", {"app": "slow"}, [container], settle=False)
+    client = connect_kubeconfig(str(standin.write_kubeconfig(tmp_path / "kubeconfig.yaml")))
+    assert standin.wait_until(lambda: bool(_statuses(client, "app=slow")) and _statuses(client, "app=slow")[0].started)
+    time.sleep(0.3)
+    (status,) = _statuses(client, "app=slow")
+    assert status.ready is False and status.state.running is not None
+    assert standin.deployment(NS, "slow")["status"].get("availableReplicas", 0) == 0
