@@ -252,9 +252,6 @@ class Kubelet:
                 pod.gone = True
                 self._on_change(pod)
 
-    def _changed(self, pod: Pod) -> None:
-        self._on_change(pod)
-
     def _advance(self, pod: Pod, container: Container) -> None:
         now = time.monotonic()
         if container.container_id is None:
@@ -287,7 +284,7 @@ class Kubelet:
                     else:
                         container.retry_at = now + min(1.0, self.backoff)
                         container.state = {"waiting": {"reason": "ErrImagePull", "message": str(exc)}}
-                    self._changed(pod)
+                    self._on_change(pod)
                 return
             container.image_id = image_id
         try:
@@ -296,7 +293,7 @@ class Kubelet:
             with self._lock:
                 self._back_off(container, now)
                 container.state = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
-                self._changed(pod)
+                self._on_change(pod)
             return
         with self._lock:
             container.container_id = container_id
@@ -308,7 +305,7 @@ class Kubelet:
                 for kind in PROBE_KINDS
                 if kind in container.spec
             }
-            self._changed(pod)
+            self._on_change(pod)
 
     def _terminated(self, pod: Pod, container: Container, code: int, reason: str) -> None:
         container_id = container.container_id or ""
@@ -332,7 +329,7 @@ class Kubelet:
             seconds = self._back_off(container, now)
             message = f"back-off {seconds:g}s restarting failed container={container.name} pod={pod.name}"
             container.state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
-            self._changed(pod)
+            self._on_change(pod)
 
     def _probe(self, pod: Pod, container: Container, now: float) -> None:
         container_id = container.container_id or ""
@@ -340,7 +337,7 @@ class Kubelet:
         if container.started and "readinessProbe" not in container.spec and not container.ready:
             with self._lock:
                 container.ready = True
-                self._changed(pod)
+                self._on_change(pod)
         for kind in kinds:
             state = container.probes.get(kind)
             if state is None or now < state.next_at:
@@ -363,7 +360,7 @@ class Kubelet:
                             container.probes[other].next_at = time.monotonic()
                 elif kind == "readinessProbe" and container.ready != ok and (ok or state.failures >= threshold):
                     container.ready = ok
-                self._changed(pod)
+                self._on_change(pod)
             if not ok and kind != "readinessProbe" and state.failures >= threshold:
                 self._terminated(pod, container, 137, "Error")  # the kubelet kills it (SIGKILL: 137)
                 return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -29,7 +29,6 @@ class Reply:
     status: int
     body: bytes
     content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _service_port(service: JSON, port: str | None) -> JSON:
@@ -125,19 +124,19 @@ class PortForward:
         self._server.server_close()
 
 
-class _ForwardHandler(BaseHTTPRequestHandler):
+class ReplyHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive (as urllib3's pool expects) and no access log; subclasses say what to answer."""
+
     protocol_version = "HTTP/1.1"
-    target: tuple[ServiceProxy, str, str, str | None]
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        """The reply to one request."""
+        raise NotImplementedError
 
     def _serve(self) -> None:
-        proxy, namespace, service, port = self.target
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            reply = proxy.forward(self.command, namespace, service, port, self.path, headers, body)
-        except ApiError as error:
-            reply = Reply(error.code, error.message.encode() + b"\n", "text/plain")
+        reply = self.answer(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
@@ -148,3 +147,14 @@ class _ForwardHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """No access log."""
+
+
+class _ForwardHandler(ReplyHandler):
+    target: tuple[ServiceProxy, str, str, str | None]
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        proxy, namespace, service, port = self.target
+        try:
+            return proxy.forward(method, namespace, service, port, path, headers, body)
+        except ApiError as error:
+            return Reply(error.code, error.message.encode() + b"\n", "text/plain")

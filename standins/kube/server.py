@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from standins.kube.controller import Controller
 from standins.kube.faults import FailureRule
 from standins.kube.kubelet import Kubelet, Pod
 from standins.kube.models import Backend, owner_of
-from standins.kube.proxy import PortForward, ServiceProxy
+from standins.kube.proxy import PortForward, Reply, ReplyHandler, ServiceProxy
 from standins.kube.responses import Api
 from standins.kube.runtime import ContainerRuntime, DockerRuntime
 
@@ -261,25 +261,11 @@ def _owner_id() -> str:
     return f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """HTTP/1.1 with keep-alive, as urllib3's connection pool expects."""
+class _Handler(ReplyHandler):
+    """The API server's HTTP side: every request goes to the stand-in's `Api`."""
 
-    protocol_version = "HTTP/1.1"
     server_version = "kube-standin/2"
 
-    def _serve(self) -> None:
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         api: Api = self.server.api  # type: ignore[attr-defined]
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        reply = api.handle(self.command, self.path, headers, body)
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve  # http.server's naming
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """No access log."""
+        return api.handle(method, path, headers, body)
