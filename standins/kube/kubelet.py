@@ -295,6 +295,9 @@ class Kubelet:
                 container.state = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
                 self._on_change(pod)
             return
+        if self._stopped.is_set() or pod.deleting:  # stopped while it started: it must not outlive the stand-in
+            self.runtime.remove(container_id)
+            return
         with self._lock:
             container.container_id = container_id
             container.state = {"running": {"startedAt": now_text()}}

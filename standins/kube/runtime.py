@@ -243,16 +243,24 @@ class DockerRuntime:
             if exc.status_code != 409:  # 409: a removal already in progress
                 raise
 
-    def remove_leftovers(self, everything_of_mine: bool = False) -> list[str]:
-        """Remove containers of stand-ins whose process is gone (and ours too if asked); their names."""
-        removed = []
-        for container in self.client.containers.list(all=True, filters={"label": OWNER_LABEL}):
-            owner = container.labels.get(OWNER_LABEL, "")
-            if (everything_of_mine and owner == self.owner) or not _process_alive(owner.split(":", 1)[0]):
-                with contextlib.suppress(docker.errors.NotFound):
-                    container.remove(force=True)
-                    removed.append(str(container.name))
-        return removed
+    def remove_leftovers(self, everything_of_mine: bool = False, timeout: float = 60.0) -> list[str]:
+        """Remove containers of stand-ins whose process is gone (and ours too if asked) and wait until they are
+        gone (a removal another thread started counts only once it is done); their names."""
+        removed: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while True:
+            doomed = [
+                container
+                for container in self.client.containers.list(all=True, filters={"label": OWNER_LABEL})
+                if (everything_of_mine and container.labels.get(OWNER_LABEL) == self.owner)
+                or not _process_alive(container.labels.get(OWNER_LABEL, "").split(":", 1)[0])
+            ]
+            if not doomed or time.monotonic() > deadline:
+                return sorted(removed)
+            for container in doomed:
+                self.remove(str(container.id))
+                removed.add(str(container.name))
+            time.sleep(0.2)
 
     def close(self) -> None:
         with self._lock:
