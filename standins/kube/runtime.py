@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -126,7 +127,7 @@ class DockerRuntime:
 
     def __init__(self, credentials: Credentials | None = None, owner: str | None = None) -> None:
         self._credentials = credentials or (lambda registry: None)
-        self.owner = owner or str(os.getpid())
+        self.owner = owner or f"{os.getpid()}:{uuid.uuid4().hex[:8]}"  # leftovers are found by a dead pid
         self._local = threading.local()
         self._clients: list[Any] = []
         self._lock = threading.Lock()

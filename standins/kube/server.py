@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -52,7 +51,7 @@ class KubeStandIn:
         backoff: float = 10.0,
     ) -> None:
         self.token = token
-        self.runtime: ContainerRuntime = runtime if runtime is not None else DockerRuntime(owner=_owner_id())
+        self.runtime: ContainerRuntime = runtime if runtime is not None else DockerRuntime()
         self.step_interval = step_interval
         self.backend = Backend()
         self.kubelet = Kubelet(self.runtime, self.backend.lock, backoff=backoff, on_change=self.backend.bump_pod)
@@ -252,13 +251,6 @@ class KubeStandIn:
         forward = PortForward(self.proxy, namespace, service, port, local_port)
         self._forwards.append(forward)
         return forward.url
-
-
-def _owner_id() -> str:
-    """This stand-in's container label value: `<pid>:<random>` (leftovers are found by a dead pid)."""
-    import os
-
-    return f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class _Handler(ReplyHandler):
