@@ -185,6 +185,46 @@ def _consume_push(
     return digest
 
 
+_MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+)
+
+
+def pushed_digest(repository: str, tag: str, credentials: RegistryCredentials, image_id: str) -> str | None:
+    """The digest of `repository:tag` if the registry already holds it for the image `image_id`, else None.
+
+    Asks the registry's v2 API (ECR speaks it too) for the tag's manifest and compares its config digest
+    with the local image id. A tag that holds another image is a PushFailed: ECR tags are immutable.
+    """
+    registry, _, path = repository.partition("/")
+    scheme = "http" if registry.split(":")[0] in ("localhost", "127.0.0.1") else "https"
+    try:
+        answer = requests.get(
+            f"{scheme}://{registry}/v2/{path}/manifests/{tag}",
+            auth=(credentials.username, credentials.password.get_secret_value()),
+            headers={"Accept": _MANIFEST_TYPES},
+            timeout=30,
+        )
+    except requests.exceptions.RequestException:
+        return None  # the push itself will say what is wrong with the registry
+    if answer.status_code != 200:
+        return None
+    try:
+        config = str(answer.json()["config"]["digest"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if config != image_id:
+        raise PushFailed(
+            f"{repository}:{tag} already holds another image (config {config}, this one is {image_id}); "
+            "tags are immutable: publish under a new version."
+        )
+    digest = answer.headers.get("Docker-Content-Digest")
+    return digest if digest and _DIGEST.match(digest) else None
+
+
 def push_image(
     client: docker.DockerClient,
     repository: str,
@@ -199,6 +239,12 @@ def push_image(
     Raises PushFailed for refusals (auth, missing image) and TransientError for 5xx, connection
     errors and timeouts.
     """
+    if source_image is not None:
+        image_id = str(client.images.get(source_image).id)
+        existing = pushed_digest(repository, tag, credentials, image_id)
+        if existing is not None:  # an earlier push that broke off after the registry stored it
+            log(f"{repository}:{tag} is already in the registry as {existing} (same image): not pushed again")
+            return existing
     try:
         if source_image is not None:
             client.api.tag(source_image, repository, tag)

@@ -102,6 +102,21 @@ def test_push_returns_the_digest_and_the_image_pulls_by_digest(
         docker_env.registry_request(f"/v2/{path}/manifests/{digest}", "AWS", MOTO_PASSWORD, method="DELETE")
 
 
+def test_a_push_repeated_after_the_registry_stored_the_image_is_recognised_by_its_digest(
+    built_image: BuiltImage, docker_client: Any, ecr_client: ECRClient, registry_address: str
+) -> None:
+    """A push whose stream broke after the registry stored the image: the retry finds it instead of failing."""
+    credentials = ecr_login(ecr_client, registry_address)
+    repository = repository_reference(credentials, ensure_repository(ecr_client, _name()))
+    first = push_image(docker_client, repository, "1.0.0", credentials, lambda line: None, built_image.info.id)
+    log: list[str] = []
+    again = push_image(docker_client, repository, "1.0.0", credentials, log.append, source_image=built_image.info.id)
+    assert again == first
+    assert log == [f"{repository}:1.0.0 is already in the registry as {first} (same image): not pushed again"]
+    with pytest.raises(PushFailed, match="already holds another image"):
+        push_image(docker_client, repository, "1.0.0", credentials, log.append, source_image=docker_env.BASE_IMAGE)
+
+
 def test_a_wrong_password_is_refused_with_push_failed_and_nothing_lands(
     built_image: BuiltImage, docker_client: Any, registry_address: str
 ) -> None:
