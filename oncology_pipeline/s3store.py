@@ -249,11 +249,14 @@ def write_pointer(
     """Point production at `version` if the pointer still has `expected_etag` (compare-and-swap).
 
     Written last, after every file of the version is in place. A writer that lost the race gets
-    `PromotionConflict` naming the version that won; nothing is overwritten.
+    `PromotionConflict` naming the version that won; nothing is overwritten. A retry of a write that landed
+    (the same version and image) is a success.
     """
     key = f"{prefix}/{POINTER_FILE}"
     previous, etag = read_pointer_etag(s3, bucket, prefix)
     if etag != expected_etag:
+        if previous is not None and (previous.model_version, previous.image) == (version, image):
+            return head(s3, bucket, key)  # our own earlier attempt (a retry after a lost reply): done already
         raise _conflict(bucket, key, version, previous)
     if previous is not None and previous.model_version == version:  # written again (a retry): keep the way back
         previous_version = previous.previous_version

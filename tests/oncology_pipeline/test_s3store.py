@@ -705,3 +705,16 @@ def test_a_lost_race_inside_s3_is_refused_by_the_conditional_put(
     with pytest.raises(ClientError, match="PreconditionFailed"):
         s3store.put_bytes(s3, bucket, key, b"{}", "application/json", if_match=stale)
     assert objects
+
+
+def test_a_retried_promotion_that_already_landed_succeeds(
+    s3: S3Client, settings: PipelineSettings, tmp_path: Path
+) -> None:
+    bucket, version, image = settings.model_bucket, new_version(), "registry.local/web@sha256:" + "1" * 64
+    objects = s3store.upload_directory(s3, bucket, f"models/{version}", _bundle(tmp_path / "v", version))
+    read = s3store.read_pointer_etag(s3, bucket, "models")[1]
+    first = s3store.write_pointer(s3, bucket, "models", version, objects, expected_etag=read, image=image)
+    again = s3store.write_pointer(s3, bucket, "models", version, objects, expected_etag=read, image=image)
+    assert again.etag == first.etag
+    with pytest.raises(PromotionConflict):  # the same version with another image is somebody else's write
+        s3store.write_pointer(s3, bucket, "models", version, objects, expected_etag=read, image=image + "0")
