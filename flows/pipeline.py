@@ -18,9 +18,10 @@ from flows.publish import publish
 from flows.test import run_test_suites
 from flows.train import train
 from oncology_pipeline.errors import ConfigurationError, RolloutFailed
+from oncology_pipeline.s3store import POINTER_FILE
 from oncology_pipeline.settings import PipelineSettings, load_settings
 from oncology_pipeline.summary import PipelineSummary
-from tasks.releases import read_release, stage_times, update_release
+from tasks.releases import read_release, record_uri, stage_times, update_release
 from tasks.runs import stamp_run
 from tasks.summary import record_summary
 from tasks.training import fetch_model_bundle
@@ -82,6 +83,8 @@ def train_test_publish_deploy(
             return summary
         summary.rollout = summary.run_stage("deploy", deploy, image=summary.image, version=version, overrides=overrides)
         summary.stages["deploy"] = summary.rollout or "rolled out"
+        pointer = f"s3://{settings.model_bucket}/{settings.model_prefix}/{POINTER_FILE}"
+        summary.s3_uris = [*summary.s3_uris, pointer, record_uri(settings, version)]
         return summary
     except RolloutFailed as failure:
         summary.rollout = str(failure)
