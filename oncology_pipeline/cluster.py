@@ -63,6 +63,11 @@ class ImageChange:
     generation: int
     previous_annotations: tuple[tuple[str, str | None], ...] = ()
 
+    @property
+    def changed(self) -> bool:
+        """The patch changed something that a rollback must put back (the image or annotations)."""
+        return self.previous_image != self.new_image or bool(self.previous_annotations)
+
 
 @dataclass(frozen=True)
 class RolloutState:
@@ -192,6 +197,13 @@ def _container(deployment: V1Deployment, container: str) -> V1Container | None:
     return next((c for c in _containers(deployment) if c.name == container), None)
 
 
+def read_deployment(apps: AppsV1Api, namespace: str, name: str) -> V1Deployment:
+    """One Deployment by name."""
+    with _calling(f"read deployment {name!r} in namespace {namespace!r}"):
+        deployment: V1Deployment = apps.read_namespaced_deployment(name, namespace)
+    return deployment
+
+
 def list_deployments(apps: AppsV1Api, namespace: str, selector: str) -> list[V1Deployment]:
     """The Deployments in `namespace` matching the label `selector`, by name."""
     with _calling(f"list deployments in namespace {namespace!r} with selector {selector!r}"):
@@ -316,7 +328,7 @@ def _undo(apps: AppsV1Api, namespace: str, changes: Sequence[ImageChange], conta
     """Put back the images of a half-done `set_image`; say what happened."""
     restored, failed = [], []
     for change in changes:
-        if change.previous_image == change.new_image and not change.previous_annotations:
+        if not change.changed:
             continue
         try:
             if _put_back_retrying(apps, namespace, change, container) is not None:
@@ -370,12 +382,14 @@ def wait_for_rollout(
     timeout: float,
     poll: float = 2.0,
     log: Log = _ignore,
-) -> None:
+) -> dict[str, V1Deployment]:
     """Poll until every named Deployment has rolled out; `RolloutFailed` on a passed deadline or timeout.
 
-    Each new status message goes to `log`. Transient read errors are logged and polled through.
+    Each new status message goes to `log`. Transient read errors are logged and polled through. Returns each
+    Deployment as it was read when it had rolled out.
     """
     pending = list(dict.fromkeys(names))
+    rolled_out: dict[str, V1Deployment] = {}
     last: dict[str, str] = {}
     deadline = time.monotonic() + timeout
 
@@ -387,8 +401,7 @@ def wait_for_rollout(
     while True:
         for name in list(pending):
             try:
-                with _calling(f"read deployment {name!r} in namespace {namespace!r}"):
-                    deployment = apps.read_namespaced_deployment(name, namespace)
+                deployment = read_deployment(apps, namespace, name)
             except TransientError as exc:
                 report(name, f"{exc} (still waiting)")
                 continue
@@ -398,8 +411,9 @@ def wait_for_rollout(
                 raise RolloutFailed(f"Rollout failed in namespace {namespace!r}: {state.message}.")
             if state.done:
                 pending.remove(name)
+                rolled_out[name] = deployment
         if not pending:
-            return
+            return rolled_out
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             waiting = "; ".join(last.get(name, "no status read") for name in pending)
@@ -410,15 +424,10 @@ def wait_for_rollout(
         time.sleep(min(poll, remaining))
 
 
-def revisions(apps: AppsV1Api, namespace: str, names: Sequence[str]) -> dict[str, str]:
-    """The current ReplicaSet revision (`deployment.kubernetes.io/revision`) of each named Deployment."""
-    found = {}
-    for name in names:
-        with _calling(f"read deployment {name!r} in namespace {namespace!r}"):
-            deployment = apps.read_namespaced_deployment(name, namespace)
-        annotations = (deployment.metadata.annotations if deployment.metadata else None) or {}
-        found[name] = annotations.get("deployment.kubernetes.io/revision", "?")
-    return found
+def revision(deployment: V1Deployment) -> str:
+    """The Deployment's current ReplicaSet revision (`deployment.kubernetes.io/revision`)."""
+    annotations = (deployment.metadata.annotations if deployment.metadata else None) or {}
+    return str(annotations.get("deployment.kubernetes.io/revision", "?"))
 
 
 def _pod_problem(pod: V1Pod) -> str | None:
@@ -442,9 +451,7 @@ def pod_problems(core: CoreV1Api, apps: AppsV1Api, namespace: str, names: Sequen
     """Why the pods of the named Deployments are not ready (pull errors, crash loops), one line per pod."""
     problems: list[str] = []
     for name in names:
-        with _calling(f"read deployment {name!r} in namespace {namespace!r}"):
-            deployment = apps.read_namespaced_deployment(name, namespace)
-        labels = deployment.spec.selector.match_labels or {}
+        labels = read_deployment(apps, namespace, name).spec.selector.match_labels or {}
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         with _calling(f"list the pods of deployment {name!r} in namespace {namespace!r}"):
             pods = core.list_namespaced_pod(namespace, label_selector=selector).items
@@ -468,7 +475,7 @@ def rollback(
     """
     restored: list[ImageChange] = []
     for change in changes:
-        if change.previous_image == change.new_image and not change.previous_annotations:
+        if not change.changed:
             continue
         patched = _put_back_retrying(apps, namespace, change, container)
         if patched is None:

@@ -59,7 +59,7 @@ def wait_for_rollout(api: ApiClient, settings: PipelineSettings, changes: list[c
     log = get_run_logger()
     apps, names = AppsV1Api(api), [c.deployment for c in changes]
     try:
-        cluster.wait_for_rollout(
+        rolled_out = cluster.wait_for_rollout(
             apps,
             settings.kube_namespace,
             names,
@@ -73,8 +73,7 @@ def wait_for_rollout(api: ApiClient, settings: PipelineSettings, changes: list[c
         except PipelineError as unreadable:
             problems = [f"(the pods could not be read: {unreadable})"]
         raise RolloutFailed(f"{failure} {' '.join(problems) or 'No pod reported a problem.'}") from failure
-    revisions = cluster.revisions(apps, settings.kube_namespace, names)
-    described = ", ".join(f"{name} (revision {revision})" for name, revision in revisions.items())
+    described = ", ".join(f"{name} (revision {cluster.revision(d)})" for name, d in rolled_out.items())
     return f"rolled out: {described} run {changes[0].new_image}"
 
 
