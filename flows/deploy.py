@@ -19,7 +19,7 @@ from oncology_pipeline.settings import load_settings
 from tasks.deploy import connect_cluster, rollback, set_image, verify_release, wait_for_rollout
 from tasks.releases import promote_model, read_production, record_uri, stage_times, update_release
 from tasks.runs import ensure_concurrency_limit, stamp_run
-from tasks.training import fetch_model_bundle
+from tasks.training import model_bundle_to_use
 
 DEPLOY_LIMIT = "deploy"
 
@@ -35,9 +35,7 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
     """
     settings = load_settings(overrides)
     version = stamp_run("deploy", version)
-    fetched = fetch_model_bundle(settings, version)  # the candidate's golden set; refused before any change
-    assert fetched is not None  # a named version is fetched or raises
-    bundle_dir = fetched[1]
+    bundle_dir = model_bundle_to_use(settings, None, version)  # its golden set; refused before any change
     ensure_concurrency_limit(DEPLOY_LIMIT)
     annotations = {ANNOTATION_VERSION: version, ANNOTATION_RELEASE: record_uri(settings, version)}
     with tags("deploy"):

@@ -24,7 +24,7 @@ from oncology_pipeline.summary import PipelineSummary
 from tasks.releases import read_release, record_uri, stage_times, update_release
 from tasks.runs import stamp_run
 from tasks.summary import record_summary
-from tasks.training import fetch_model_bundle
+from tasks.training import model_bundle_to_use
 
 
 @flow(name="train-test-publish-deploy", log_prints=False)
@@ -105,10 +105,9 @@ def _candidate(settings: PipelineSettings, version: str) -> Path:
     record = read_release(settings, version)
     if not record.gate.get("passed"):
         raise ConfigurationError(f"{version} did not pass the quality gate ({record.outcome}): it cannot be released")
-    fetched = fetch_model_bundle(settings, version)
-    assert fetched is not None  # a named version is fetched or raises
+    bundle_dir = model_bundle_to_use(settings, None, version)
     update_release(settings, version, {"stages": stage_times("train", "candidate reused")})
-    return fetched[1]
+    return bundle_dir
 
 
 if __name__ == "__main__":
