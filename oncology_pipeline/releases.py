@@ -90,14 +90,16 @@ def write_record(s3: Any, bucket: str, record: ReleaseRecord) -> s3store.S3Objec
 
 
 def merge(record: ReleaseRecord, changes: dict[str, Any]) -> ReleaseRecord:
-    """The record with `changes`: dict fields are merged one level deep, others replaced."""
-    current = record.model_dump(mode="json")
-    for name, value in changes.items():
-        if isinstance(value, dict) and isinstance(current.get(name), dict):
-            current[name] = {**current[name], **json.loads(json.dumps(value, default=str))}
-        else:
-            current[name] = json.loads(json.dumps(value, default=str))
-    return ReleaseRecord.model_validate(current)
+    """The record with `changes`: maps are merged key by key at every depth, anything else is replaced."""
+    return ReleaseRecord.model_validate(
+        _merged(record.model_dump(mode="json"), json.loads(json.dumps(changes, default=str)))
+    )
+
+
+def _merged(current: Any, change: Any) -> Any:
+    if isinstance(current, dict) and isinstance(change, dict):
+        return {**current, **{key: _merged(current.get(key), value) for key, value in change.items()}}
+    return change
 
 
 def lock_sha256(project_dir: Path) -> str | None:

@@ -33,10 +33,6 @@ def update_release(settings: PipelineSettings, version: str, changes: dict[str, 
     """Merge `changes` into the version's release record and write it whole; shown as the `release` artifact."""
     s3 = aws_client(settings, "s3")
     record = releases.read_record(s3, settings.model_bucket, version) or ReleaseRecord(model_version=version)
-    if "stages" in changes:  # times of one stage are merged, not replaced
-        current = record.model_dump(mode="json")["stages"]
-        stages = {name: {**current.get(name, {}), **times} for name, times in changes["stages"].items()}
-        changes = {**changes, "stages": stages}
     record = releases.merge(record, changes)
     releases.write_record(s3, settings.model_bucket, record)
     create_markdown_artifact(markdown=record.markdown(), key="release", description=f"Release record {version}")
