@@ -49,6 +49,19 @@ def _drop_zero(status: JSON) -> JSON:
     return {k: v for k, v in status.items() if v not in (0, None)}
 
 
+def _controlled_by(owner: JSON) -> JSON:
+    """The `ownerReferences` entry that makes `owner` (an apps/v1 object) the controller."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
 def _revision(rs: JSON) -> int:
     return int(rs["metadata"]["annotations"][REVISION_ANNOTATION])
 
@@ -183,16 +196,7 @@ class Controller:
                     REVISION_ANNOTATION: str(revision),
                     "deployment.kubernetes.io/desired-replicas": str(deployment["spec"]["replicas"]),
                 },
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
-                        "name": deployment["metadata"]["name"],
-                        "uid": deployment["metadata"]["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
+                "ownerReferences": [_controlled_by(deployment)],
             },
             "spec": {
                 "replicas": 0,
@@ -209,15 +213,7 @@ class Controller:
     def _new_pod(self, ns: str, rs: JSON) -> None:
         template = rs["spec"]["template"]
         name = f"{rs['metadata']['name']}-{''.join(secrets.choice(_SAFE_ALPHABET) for _ in range(5))}"
-        owner = {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "name": rs["metadata"]["name"],
-            "uid": rs["metadata"]["uid"],
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-        pod = Pod(ns, name, dict(template["metadata"]["labels"]), owner, copy.deepcopy(template["spec"]))
+        pod = Pod(ns, name, dict(template["metadata"]["labels"]), _controlled_by(rs), copy.deepcopy(template["spec"]))
         self.backend.bump_pod(pod)
         self.backend.pods[(ns, name)] = pod
         self.kubelet.run(pod)

@@ -32,10 +32,6 @@ class Faults:
         with self._lock:
             self._rules.append(rule)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._rules.clear()
-
     def take(self, method: str, path: str) -> FailureRule | None:
         """The rule that fails this request, if any (its count goes down)."""
         with self._lock:

@@ -27,7 +27,7 @@ import yaml
 
 from standins.kube.controller import Controller
 from standins.kube.faults import FailureRule
-from standins.kube.kubelet import Kubelet, Pod
+from standins.kube.kubelet import Kubelet
 from standins.kube.models import Backend, owner_of
 from standins.kube.proxy import PortForward, Reply, ReplyHandler, ServiceProxy
 from standins.kube.responses import Api
@@ -72,11 +72,6 @@ class KubeStandIn:
         """`http://127.0.0.1:PORT`."""
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
-
-    @property
-    def requests(self) -> list[tuple[str, str]]:
-        """(method, path) of every request received."""
-        return self.api.requests
 
     def start(self) -> KubeStandIn:
         """Remove containers left by a stand-in that was killed, then serve and reconcile in the background."""
@@ -210,11 +205,6 @@ class KubeStandIn:
         """The Pod objects in a namespace, as the API answers them."""
         with self.backend.lock:
             return self.backend.select("pods", namespace, selector)
-
-    def live_pods(self) -> list[Pod]:
-        """Every pod the kubelet still runs (including those shutting down)."""
-        with self.backend.lock:
-            return [pod for pod in self.backend.pods.values() if not pod.gone]
 
     def fail_requests(
         self,
