@@ -75,6 +75,11 @@ class ProductionPointer(BaseModel):
     release: str | None = None
 
 
+def _code(exc: ClientError) -> str:
+    """The AWS error code of a refused request ("NoSuchKey", "404", "PreconditionFailed", ...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 @contextmanager
 def s3_errors(uri: str) -> Iterator[None]:
     """Turn permanent S3 errors into a ConfigurationError that says what to fix; let transient ones through."""
@@ -86,7 +91,7 @@ def s3_errors(uri: str) -> Iterator[None]:
             "or name a prefect-aws AwsCredentials block in ONCOLOGY_AWS_CREDENTIALS_BLOCK"
         ) from exc
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = _code(exc)
         if is_transient(exc) or code == "PreconditionFailed":  # a conditional write's answer: the caller decides
             raise
         advice = _ADVICE.get(code, exc.response.get("Error", {}).get("Message", "") or "see the AWS error code")
@@ -97,7 +102,7 @@ def _bucket_exists(s3: Any, bucket: str) -> bool:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchBucket"}:
+        if _code(exc) in {"404", "NoSuchBucket"}:
             return False
         raise
     return True
@@ -109,7 +114,7 @@ def head(s3: Any, bucket: str, key: str) -> S3Object:
         try:
             meta = s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) == "404" and not _bucket_exists(s3, bucket):
+            if _code(exc) == "404" and not _bucket_exists(s3, bucket):
                 # a HEAD answer has no body: only HeadBucket tells a missing bucket from a missing key
                 raise ConfigurationError(f"s3://{bucket}/{key}: NoSuchBucket: {_ADVICE['NoSuchBucket']}") from exc
             raise
@@ -121,7 +126,7 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey"}:
+        if _code(exc) in {"404", "NoSuchKey"}:
             return False
         with s3_errors(f"s3://{bucket}/{key}"):
             raise
@@ -153,7 +158,7 @@ def download_cached(s3: Any, bucket: str, key: str, cache_dir: Path) -> CachedDo
             response = s3.get_object(Bucket=bucket, Key=key, IfMatch=f'"{source.etag}"')
             data = response["Body"].read()
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) == "PreconditionFailed":  # replaced between HEAD and GET
+        if _code(exc) == "PreconditionFailed":  # replaced between HEAD and GET
             raise TransientError(f"{source.uri} changed while it was downloaded: try again") from exc
         raise
     _write_atomically(path, data)
@@ -166,7 +171,7 @@ def get_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
     try:
         return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey"}:
+        if _code(exc) in {"404", "NoSuchKey"}:
             return None
         with s3_errors(f"s3://{bucket}/{key}"):
             raise
@@ -227,7 +232,7 @@ def read_pointer_etag(s3: Any, bucket: str, prefix: str) -> tuple[ProductionPoin
     try:
         answer = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey"}:
+        if _code(exc) in {"404", "NoSuchKey"}:
             return None, ABSENT
         with s3_errors(f"s3://{bucket}/{key}"):
             raise
@@ -274,7 +279,7 @@ def write_pointer(
     try:
         return put_bytes(s3, bucket, key, data, "application/json", if_match=etag)
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) not in {"PreconditionFailed", "412"}:
+        if _code(exc) not in {"PreconditionFailed", "412"}:
             raise
         raise _conflict(bucket, key, version, read_pointer(s3, bucket, prefix)) from exc
 
