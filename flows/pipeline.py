@@ -1,40 +1,64 @@
 """Flow `train-test-publish-deploy`: the whole nightly pipeline, one version through every stage.
 
+Before training it fingerprints its inputs (data, model settings, code, lock, base image). When production was
+built from the same inputs the run ends at once (a `no-change` artifact); when an earlier run with the same
+inputs stopped after its model passed the gate, this run resumes it at the first stage that did not complete
+(so does Prefect's Retry of that run: it finds the same record). `force=True` runs everything.
+
 The run stops before publishing when the gate rejects the model or a test suite fails, and before deploying
-when publish fails. The model becomes production only when the deploy stage has verified the running service
-(see flows/deploy.py). Given `model_version`, it releases an existing candidate without retraining.
+when publish fails; it then ends Failed with `failed at <stage>: <reason>` as its state message. The model
+becomes production only when the deploy stage has verified the running service (see flows/deploy.py).
 """
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from prefect import flow
+from prefect import Flow, flow
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
+from prefect.states import Failed
 
 from flows.deploy import deploy
 from flows.publish import publish
 from flows.test import run_test_suites
 from flows.train import train
-from oncology_pipeline.errors import ConfigurationError, RolloutFailed
+from oncology_pipeline.errors import ConfigurationError
+from oncology_pipeline.fingerprint import Plan
 from oncology_pipeline.s3store import POINTER_FILE
 from oncology_pipeline.settings import PipelineSettings, load_settings
-from oncology_pipeline.summary import PipelineSummary
+from oncology_pipeline.summary import STAGES, PipelineSummary
+from tasks.data import download_training_data
+from tasks.fingerprint import fingerprint_inputs, plan_run, remember_fingerprint, report_no_change
 from tasks.releases import read_release, record_uri, stage_times, update_release
 from tasks.runs import stamp_run
 from tasks.summary import record_summary
 from tasks.training import model_bundle_to_use
 
+FLOW_NAME = "train-test-publish-deploy"
 
-@flow(name="train-test-publish-deploy", log_prints=False)
+
+class StageFailed(Exception):
+    """A stage's flow run did not complete: the stage, and the exception it ended with."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"failed at {stage}: {cause}")
+        self.stage, self.cause = stage, cause
+
+
+@flow(name=FLOW_NAME, log_prints=False, timeout_seconds=load_settings().pipeline_timeout_seconds)
 def train_test_publish_deploy(
     version: str | None = None,
     model_version: str | None = None,
     publish_image: bool = True,
     deploy_image: bool = True,
+    force: bool = False,
     overrides: dict[str, Any] | None = None,
-) -> PipelineSummary:
+) -> PipelineSummary | State[Any]:
     """Train (or take a stored candidate), test, publish and deploy one model version.
 
     Args:
@@ -42,62 +66,115 @@ def train_test_publish_deploy(
         model_version: release this stored candidate instead of training a new one.
         publish_image: build and push the web-service image.
         deploy_image: roll the image out, verify it and make it production.
+        force: run every stage even when production was built from the same inputs.
         overrides: settings for this run (see oncology_pipeline.settings.PipelineSettings).
     """
     settings = load_settings(overrides)
-    version = stamp_run("train-test-publish-deploy", model_version or version)
+    version = stamp_run(FLOW_NAME, model_version or version)
     summary = PipelineSummary(version=version)
+    plan = Plan("resume", "model_version given: release that candidate", model_version) if model_version else None
     try:
-        if model_version:
-            bundle_dir = _candidate(settings, version)
-            summary.stages["train"] = f"candidate {version} taken from S3 (not retrained)"
+        if plan is None:
+            inputs = fingerprint_inputs(settings, download_training_data(settings))
+            plan = plan_run(settings, inputs, force)
+            if plan.action == "no-change":
+                summary.skip(dict.fromkeys(STAGES, "no change: production was built from the same inputs"))
+                summary.rollout = report_no_change(plan, inputs)
+                return summary
+            if plan.action == "resume" and plan.version:
+                version = summary.version = stamp_run(FLOW_NAME, plan.version)
+            else:
+                update_release(settings, version, {"fingerprint": inputs.model_dump(mode="json")})
+                remember_fingerprint(settings, inputs, version)
+
+        if plan.action == "resume":
+            bundle_dir = _stage(summary, settings, "train", partial(_candidate, settings), version=version)
+            summary.stages["train"] = f"candidate {version} reused (not retrained): {plan.reason}"
         else:
-            trained = summary.run_stage("train", train, version=version, overrides=overrides)
+            trained = _stage(summary, settings, "train", train, version=version, overrides=overrides)
             summary.stages["train"] = "model approved by the quality gate: a candidate"
             summary.metrics, summary.gate, summary.s3_uris = trained.metrics, trained.gate, list(trained.s3_uris)
             bundle_dir = trained.bundle_dir
 
-        tested = summary.run_stage("test", run_test_suites, version=version, model_dir=bundle_dir, overrides=overrides)
-        summary.stages["test"] = ", ".join(f"{n}: {tested.tests[n]} tests, {c} %" for n, c in tested.coverage.items())
-        summary.coverage, summary.s3_uris = tested.coverage, [*summary.s3_uris, *tested.s3_uris]
-        update_release(
-            settings, version, {"tests": {"tests": tested.tests, "coverage": tested.coverage}, "outcome": "tested"}
-        )
+        if plan.tested:
+            summary.stages["test"] = f"passed in the earlier run of {version} (not re-run)"
+        else:
+            tested = _stage(
+                summary, settings, "test", run_test_suites, version=version, model_dir=bundle_dir, overrides=overrides
+            )
+            summary.stages["test"] = ", ".join(
+                f"{n}: {tested.tests[n]} tests, {c} %" for n, c in tested.coverage.items()
+            )
+            summary.coverage, summary.s3_uris = tested.coverage, [*summary.s3_uris, *tested.s3_uris]
+            tests = {"tests": tested.tests, "coverage": tested.coverage}
+            update_release(settings, version, {"tests": tests, "outcome": "tested"})
 
         if not publish_image:
             summary.skip({"publish": "publish_image=False", "deploy": "no image: publish was skipped"})
             return summary
-        summary.image = summary.run_stage(
-            "publish", publish, version=version, bundle_dir=bundle_dir, overrides=overrides
-        )
-        summary.stages["publish"] = f"pushed {summary.image}"
-        repository, digest = summary.image.split("@")
-        update_release(
-            settings,
-            version,
-            {"image": {"repository": repository, "tag": version, "digest": digest, "reference": summary.image}},
-        )
+        if plan.image:
+            summary.image = plan.image
+            summary.stages["publish"] = f"pushed in the earlier run (not rebuilt): {plan.image}"
+        else:
+            summary.image = _stage(
+                summary, settings, "publish", publish, version=version, bundle_dir=bundle_dir, overrides=overrides
+            )
+            summary.stages["publish"] = f"pushed {summary.image}"
+            repository, digest = summary.image.split("@")
+            image = {"repository": repository, "tag": version, "digest": digest, "reference": summary.image}
+            update_release(settings, version, {"image": image})
 
         if not deploy_image:
             summary.skip({"deploy": "deploy_image=False"})
             return summary
-        summary.rollout = summary.run_stage("deploy", deploy, image=summary.image, version=version, overrides=overrides)
+        summary.rollout = _stage(
+            summary, settings, "deploy", deploy, image=summary.image, version=version, overrides=overrides
+        )
         summary.stages["deploy"] = summary.rollout or "rolled out"
         pointer = f"s3://{settings.model_bucket}/{settings.model_prefix}/{POINTER_FILE}"
         summary.s3_uris = [*summary.s3_uris, pointer, record_uri(settings, version)]
         return summary
-    except RolloutFailed as failure:
-        summary.rollout = str(failure)
-        raise
-    except Exception as failure:
-        stage = next((s for s, outcome in summary.stages.items() if outcome.startswith("FAILED")), "pipeline")
-        update_release(settings, version, {"outcome": f"failed at {stage}: {failure}"})
+    except StageFailed as failure:
+        if failure.stage == "deploy":  # the deploy flow wrote its outcome (rolled back, and why)
+            summary.rollout = str(failure.cause)
+        else:
+            update_release(settings, version, {"outcome": str(failure)})
+        return Failed(message=str(failure), data=failure.cause)
+    finally:
+        if summary.seconds:  # the stages this run ran (a resumed run keeps the earlier run's times of the others)
+            stages = {stage: summary.times(stage) for stage in summary.seconds}
+            update_release(settings, version, {"stages": stages, "flow_runs": {"pipeline": _run_url()}})
+        record_summary(summary, settings.run_dir(version))
+
+
+def _stage(summary: PipelineSummary, settings: PipelineSettings, stage: str, run: Any, **parameters: Any) -> Any:
+    """Run one stage (a flow, within the stage time limit, or a plain step) and time it; StageFailed if it fails."""
+    start = time.perf_counter()
+    summary.started_at[stage] = datetime.now(UTC)
+    try:
+        if not isinstance(run, Flow):
+            try:
+                return run(**parameters)
+            except Exception as exc:
+                raise StageFailed(stage, exc) from exc
+        limited: Flow[..., Any] = run.with_options(timeout_seconds=settings.stage_timeout_seconds)
+        state = cast(State[Any], limited(**parameters, return_state=True))
+        result = state.result(raise_on_failure=False)
+        if not state.is_completed():
+            cause = result if isinstance(result, BaseException) else RuntimeError(state.message or state.name)
+            raise StageFailed(stage, cause)
+        return result
+    except StageFailed as failure:
+        summary.stages[stage] = f"FAILED: {str(failure.cause).splitlines()[0] if str(failure.cause) else stage}"
+        for later in STAGES[STAGES.index(stage) + 1 :]:
+            summary.skipped.setdefault(later, f"{stage} failed")
         raise
     finally:
-        stages = {stage: summary.times(stage) for stage in summary.stages}
-        runs = {"pipeline": str(flow_run.ui_url or flow_run.id)}
-        update_release(settings, version, {"stages": stages, "flow_runs": runs})
-        record_summary(summary, settings.run_dir(version))
+        summary.seconds[stage] = round(time.perf_counter() - start, 1)
+
+
+def _run_url() -> str:
+    return str(flow_run.ui_url or flow_run.id)
 
 
 def _candidate(settings: PipelineSettings, version: str) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow, tags
 
 from oncology_model.errors import QualityGateFailed
-from oncology_model.training import Estimator, TrainingConfig
+from oncology_model.training import Estimator
 from oncology_pipeline.releases import lock_sha256
 from oncology_pipeline.settings import load_settings
 from tasks.data import download_training_data, validate_data
@@ -58,7 +58,7 @@ def train(
     """
     settings = load_settings({**(overrides or {}), **({"estimator": estimator} if estimator else {})})
     version = stamp_run("train", version)
-    config = TrainingConfig(estimator=settings.estimator, hyperparameters=settings.hyperparameters, seed=settings.seed)
+    config = settings.training_config()
     with tags("data"):
         data = download_training_data(settings)
         dataset = validate_data(data.path, data.source.uri, settings.max_invalid_share)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import platform
 import subprocess
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sklearn
@@ -114,9 +118,38 @@ def git_revision(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def canonical_skops(data: bytes) -> bytes:
+    """The same skops file with stable bytes: skops names arrays and shared objects by `id()` and stamps the
+    time of writing, so two dumps of one model differ. Both are renumbered in schema order; times are 1980-01-01."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    schema = json.loads(source.read("schema.json"))
+    names: dict[str, str] = {}
+    ids: dict[int, int] = {}
+
+    def rename(node: Any) -> Any:
+        if isinstance(node, dict):
+            if isinstance(node.get("file"), str):
+                node["file"] = names.setdefault(node["file"], f"{len(names)}.npy")
+            if isinstance(node.get("__id__"), int):
+                node["__id__"] = ids.setdefault(node["__id__"], len(ids))
+            return {key: rename(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [rename(item) for item in node]
+        return node
+
+    schema = rename(schema)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            name = "schema.json" if item.filename == "schema.json" else names[item.filename]
+            content = json.dumps(schema, indent=2).encode() if name == "schema.json" else source.read(item)
+            target.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content, item.compress_type)
+    return out.getvalue()
+
+
 def save_bundle(pipeline: Pipeline, metadata: ModelMetadata, directory: Path) -> ModelMetadata:
     """Write model.skops and metadata.json into `directory` atomically; returns the metadata with the model hash."""
-    model_bytes = sio.dumps(pipeline)
+    model_bytes = canonical_skops(sio.dumps(pipeline))
     metadata = metadata.model_copy(update={"model_sha256": hashlib.sha256(model_bytes).hexdigest()})
     with staged_directory(directory) as staging:
         (staging / MODEL_FILE).write_bytes(model_bytes)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from oncology_pipeline import s3store
 
 RELEASES_PREFIX = "releases"
+FINGERPRINTS_PREFIX = "releases/fingerprints"
 ANNOTATION_VERSION = "oncology-mlops/model-version"
 ANNOTATION_RELEASE = "oncology-mlops/release"
 
@@ -40,6 +41,7 @@ class ReleaseRecord(BaseModel):
     promoted_at: list[datetime] = Field(default_factory=list, description="every time it became production")
     superseded_by: str | None = None
     outcome: str = "running"
+    fingerprint: dict[str, Any] = Field(default_factory=dict, description="the inputs (fingerprint.Fingerprint)")
     data: dict[str, Any] = Field(default_factory=dict)
     code: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
@@ -76,6 +78,22 @@ class ReleaseRecord(BaseModel):
 def record_key(version: str) -> str:
     """`releases/<version>.json`."""
     return f"{RELEASES_PREFIX}/{version}.json"
+
+
+def fingerprint_key(digest: str) -> str:
+    """`releases/fingerprints/<digest>.json`: the latest version trained from these inputs."""
+    return f"{FINGERPRINTS_PREFIX}/{digest}.json"
+
+
+def latest_with_fingerprint(s3: Any, bucket: str, digest: str) -> ReleaseRecord | None:
+    """The record of the latest version trained from the inputs `digest`, or None."""
+    data = s3store.get_bytes(s3, bucket, fingerprint_key(digest))
+    return None if data is None else read_record(s3, bucket, json.loads(data)["model_version"])
+
+
+def remember_fingerprint(s3: Any, bucket: str, digest: str, version: str) -> s3store.S3Object:
+    """Say that `version` is the latest version trained from the inputs `digest`."""
+    return s3store.put_json(s3, bucket, fingerprint_key(digest), {"model_version": version})
 
 
 def read_record(s3: Any, bucket: str, version: str) -> ReleaseRecord | None:

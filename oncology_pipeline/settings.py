@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oncology_model.evaluation import GateThresholds
-from oncology_model.training import Estimator
+from oncology_model.training import Estimator, TrainingConfig
 
 
 class PipelineSettings(BaseSettings):
@@ -68,6 +68,22 @@ class PipelineSettings(BaseSettings):
     rollout_timeout_seconds: float = Field(default=600, gt=0)
     rollout_poll_seconds: float = Field(default=2, gt=0)
 
+    # Unattended nights: time limits, alerts, housekeeping
+    pipeline_timeout_seconds: float = Field(default=3600, gt=0, description="the whole pipeline flow run")
+    stage_timeout_seconds: float = Field(default=1200, gt=0, description="each of train, test, publish, deploy")
+    test_timeout_seconds: float = Field(default=900, gt=0, description="one test suite (pytest) run")
+    build_timeout_seconds: float = Field(default=900, gt=0, description="one image build")
+    alert_webhook_url: SecretStr | None = Field(
+        default=None, description="where failure alerts go (Slack/Teams/any webhook); default: no alerts"
+    )
+    alert_block: str = Field(default="oncology-alerts", description="the Prefect notification block of the alerts")
+    nightly_deadline_hours: float = Field(
+        default=4, gt=0, description="alert when the nightly has not Completed this long after it was due"
+    )
+    keep_local_versions: int = Field(default=3, ge=1, description="local images kept besides production's")
+    keep_run_dirs: int = Field(default=10, ge=1, description="run folders kept under work_dir/runs")
+    keep_candidates: int = Field(default=5, ge=1, description="newest S3 model versions the cleanup keeps")
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.model_prefix.strip("/") != self.model_prefix or not self.model_prefix:
@@ -82,6 +98,19 @@ class PipelineSettings(BaseSettings):
     def cache_dir(self) -> Path:
         """Downloads kept between runs (training data by ETag, champion bundles)."""
         return self.work_dir / "cache"
+
+    def training_config(self) -> TrainingConfig:
+        """How the train stage fits the model."""
+        return TrainingConfig(estimator=self.estimator, hyperparameters=self.hyperparameters, seed=self.seed)
+
+    def model_inputs(self) -> dict[str, Any]:
+        """Every setting the trained model and its gate decision depend on (part of the run's fingerprint)."""
+        return {
+            "training": self.training_config().model_dump(mode="json"),
+            "gate": self.gate.model_dump(mode="json"),
+            "bootstrap_resamples": self.bootstrap_resamples,
+            "max_invalid_share": self.max_invalid_share,
+        }
 
     def run_dir(self, version: str) -> Path:
         """Files of one pipeline run (bundle, coverage, build context)."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -26,20 +24,6 @@ class PipelineSummary(BaseModel):
     s3_uris: list[str] = Field(default_factory=list)
     seconds: dict[str, float] = Field(default_factory=dict, description="wall time per stage")
     started_at: dict[str, datetime] = Field(default_factory=dict, description="when each stage started (UTC)")
-
-    def run_stage(self, stage: str, run: Callable[..., Any], **parameters: Any) -> Any:
-        """Run one stage and time it; on failure record why, mark the later stages skipped, and re-raise."""
-        start = time.perf_counter()
-        self.started_at[stage] = datetime.now(UTC)
-        try:
-            return run(**parameters)
-        except BaseException as exc:
-            self.stages[stage] = f"FAILED: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-            for later in STAGES[STAGES.index(stage) + 1 :]:
-                self.skipped.setdefault(later, f"{stage} failed")
-            raise
-        finally:
-            self.seconds[stage] = round(time.perf_counter() - start, 1)
 
     def times(self, stage: str) -> dict[str, Any]:
         """The stage's start, end, seconds and outcome, for the release record."""

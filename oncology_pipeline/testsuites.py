@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from oncology_pipeline.errors import SuiteFailed
+
 
 @dataclass(frozen=True)
 class SuiteResult:
@@ -46,8 +48,10 @@ def run_suite(
     cwd: Path,
     env: dict[str, str] | None = None,
     cov_package: str = "oncology_model",
+    timeout: float | None = None,
 ) -> SuiteResult:
-    """`pytest PATHS --cov` in a subprocess; writes `<out_dir>/<name>.json` (coverage) and `<name>.xml` (JUnit)."""
+    """`pytest PATHS --cov` in a subprocess; writes `<out_dir>/<name>.json` (coverage) and `<name>.xml` (JUnit).
+    A run longer than `timeout` seconds is killed: SuiteFailed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     coverage_path, junit_path = out_dir / f"{name}.json", out_dir / f"{name}.xml"
     for stale in (coverage_path, junit_path):
@@ -67,9 +71,20 @@ def run_suite(
         "addopts=",
     ]
     start = time.perf_counter()
-    done = subprocess.run(
-        command, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False
-    )
+    try:
+        done = subprocess.run(
+            command,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise SuiteFailed(
+            f"{name}: pytest did not finish within {timeout:g} s (test_timeout_seconds); killed"
+        ) from None
     seconds = time.perf_counter() - start
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     if junit_path.exists():

@@ -25,7 +25,7 @@ def run_test_suites_with_coverage(settings: PipelineSettings, model_dir: Path, o
         (UNIT, settings.unit_tests.split(), {}),
         (MODEL, settings.model_tests.split(), {"ONCOLOGY_MODEL_DIR": str(model_dir.resolve())}),
     ):
-        result = run_suite(name, paths, out_dir, cwd=Path.cwd(), env=env)
+        result = run_suite(name, paths, out_dir, cwd=Path.cwd(), env=env, timeout=settings.test_timeout_seconds)
         log.info(
             "%s: %d tests, %d failed, %d errors, %d skipped in %.1f s; coverage %.1f %%",
             name,

@@ -8,11 +8,14 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
-from prefect.client.schemas.objects import StateType
+from prefect import get_client
+from prefect.client.schemas.objects import State, StateType
+from prefect.flow_engine import run_flow
+from prefect.states import AwaitingRetry
 
 from flows.pipeline import train_test_publish_deploy
 from flows.publish import publish
@@ -27,7 +30,7 @@ from standins.kube import DockerRuntime, KubeStandIn
 from tests.flows.conftest import Stack, bucket_keys
 from tests.support import docker_env
 from tests.support.invariant import assert_invariant, production_annotations, seed_production, snapshot
-from tests.support.prefect_runs import artifacts, task_runs
+from tests.support.prefect_runs import artifacts, flow_run, task_runs
 from tests.support.workloads import NODE_CREDENTIALS, Workloads, model_version_served, serve_image
 
 NS = "oncology"
@@ -69,6 +72,11 @@ def _image(standin: KubeStandIn, name: str, container: str = WEBSERVICE_CONTAINE
     return str(next(c["image"] for c in containers if c["name"] == container))
 
 
+def _summary_of(result: object) -> PipelineSummary:
+    assert isinstance(result, PipelineSummary)
+    return result
+
+
 def _summary(overrides: dict[str, Any], version: str) -> PipelineSummary:
     path = Path(overrides["work_dir"]) / "runs" / version / "summary.json"
     return PipelineSummary.model_validate(json.loads(path.read_text()))
@@ -80,14 +88,17 @@ def test_the_whole_pipeline_trains_tests_publishes_deploys_verifies_and_promotes
     before = snapshot(stack.s3, stack.settings.model_bucket)
     state = train_test_publish_deploy(overrides=overrides, return_state=True)
     assert state.type is StateType.COMPLETED, state.message
-    summary: PipelineSummary = state.result()
+    summary = _summary_of(state.result())
     version = summary.version
     s = stack.settings
 
+    record = read_record(stack.s3, s.model_bucket, version)
+    assert record is not None
     assert bucket_keys(stack.s3, s.model_bucket) - set(before) == {
         f"models/{version}/model.skops",
         f"models/{version}/metadata.json",
         f"releases/{version}.json",
+        f"releases/fingerprints/{record.fingerprint['digest']}.json",
     }
     assert bucket_keys(stack.s3, s.metrics_bucket) == {
         f"trainer/metrics/metrics-{version}.json",
@@ -200,30 +211,47 @@ def test_a_failed_stage_leaves_production_serving_and_recorded(
     assert_invariant(
         stack.s3, stack.settings, standin, version=workloads.previous_version, image=workloads.previous, before=objects
     )
-    new = [k for k in snapshot(stack.s3, stack.settings.model_bucket) if k.startswith("releases/") and k not in objects]
-    (key,) = new
+    (key,) = [k for k in snapshot(stack.s3, stack.settings.model_bucket) if _is_record(k) and k not in objects]
     record = read_record(stack.s3, stack.settings.model_bucket, key.removeprefix("releases/").removesuffix(".json"))
     assert record is not None and record.outcome.startswith(f"failed at {stage}") and not record.production
+
+
+def _is_record(key: str) -> bool:
+    return key.startswith("releases/") and key.count("/") == 1
 
 
 def test_the_readme_sequence_on_demand_training_never_changes_production_then_release_and_roll_back(
     stack: Stack, standin: KubeStandIn, overrides: dict[str, Any], workloads: Workloads
 ) -> None:
-    """nightly -> on-demand random forest -> nightly, then release the candidate, then roll back by hand."""
-    first: PipelineSummary = train_test_publish_deploy(overrides=overrides)
+    """nightly -> on-demand random forest -> nightly (no change) -> forced nightly, then release the candidate,
+    then roll back by hand."""
+    first = _summary_of(train_test_publish_deploy(overrides=overrides))
     assert first.image is not None
     assert_invariant(stack.s3, stack.settings, standin, version=first.version, image=first.image)
 
     forest = train(estimator="random_forest", overrides=overrides, return_state=True)
     assert_invariant(stack.s3, stack.settings, standin, version=first.version, image=first.image)
 
-    second: PipelineSummary = train_test_publish_deploy(overrides=overrides)
+    objects = snapshot(stack.s3, stack.settings.model_bucket)
+    unchanged = train_test_publish_deploy(overrides=overrides, return_state=True)
+    assert unchanged.is_completed(), unchanged.message
+    quiet = _summary_of(unchanged.result())
+    assert quiet.image is None and not quiet.stages and set(quiet.skipped) == {"train", "test", "publish", "deploy"}
+    assert quiet.rollout == f"no change: {first.version} stays in production"
+    run_id = unchanged.state_details.flow_run_id
+    assert run_id is not None
+    (note,) = [a for a in artifacts(run_id) if a.key == "no-change"]
+    assert first.version in str(note.data) and "force=true" in str(note.data)
+    assert snapshot(stack.s3, stack.settings.model_bucket) == objects  # nothing written, nothing moved
+    assert_invariant(stack.s3, stack.settings, standin, version=first.version, image=first.image, before=objects)
+
+    second = _summary_of(train_test_publish_deploy(force=True, overrides=overrides))
     assert second.image is not None
     assert_invariant(stack.s3, stack.settings, standin, version=second.version, image=second.image)
 
     if forest.is_completed():  # a candidate: the release path takes it without retraining
         candidate = forest.result().version
-        released: PipelineSummary = train_test_publish_deploy(model_version=candidate, overrides=overrides)
+        released = _summary_of(train_test_publish_deploy(model_version=candidate, overrides=overrides))
         assert released.version == candidate and released.image is not None
         assert "not retrained" in released.stages["train"]
         assert_invariant(stack.s3, stack.settings, standin, version=candidate, image=released.image)
@@ -233,3 +261,61 @@ def test_the_readme_sequence_on_demand_training_never_changes_production_then_re
     assert_invariant(stack.s3, stack.settings, standin, version=first.version, image=first.image)
     api = connect_kubeconfig(overrides["kubeconfig"])
     assert model_version_served(api, NS) == first.version
+
+
+def _fail_at_publish(overrides: dict[str, Any]) -> State[Any]:
+    """A run whose smoke test cannot pass: trained, tested, then failed at publish before any push."""
+    state = train_test_publish_deploy(overrides={**overrides, "smoke_test_timeout_seconds": 0.01}, return_state=True)
+    assert state.is_failed() and state.message and state.message.startswith("failed at publish: ")
+    return state
+
+
+def _assert_resumed(stack: Stack, standin: KubeStandIn, summary: PipelineSummary, failed_version: str) -> None:
+    """The resumed run released the failed run's candidate without training or testing it again."""
+    assert summary.version == failed_version and summary.image is not None
+    assert "not retrained" in summary.stages["train"] and "not re-run" in summary.stages["test"]
+    assert set(summary.seconds) == {"train", "publish", "deploy"}  # train: only the candidate's download
+    metrics = bucket_keys(stack.s3, stack.settings.metrics_bucket)
+    assert len([k for k in metrics if k.startswith("trainer/metrics/metrics-")]) == 1  # trained once
+    assert len([k for k in metrics if k.startswith("trainer/test-coverage/")]) == 1  # tested once
+    assert_invariant(stack.s3, stack.settings, standin, version=failed_version, image=summary.image)
+    record = read_record(stack.s3, stack.settings.model_bucket, failed_version)
+    assert record is not None and record.production and record.outcome.startswith("released")
+
+
+def test_the_next_run_with_the_same_inputs_resumes_a_run_that_failed_after_the_gate(
+    stack: Stack, standin: KubeStandIn, overrides: dict[str, Any], workloads: Workloads
+) -> None:
+    failed = _fail_at_publish(overrides)
+    failed_version = read_flow_run_version(failed)
+    assert_invariant(stack.s3, stack.settings, standin, version=workloads.previous_version, image=workloads.previous)
+
+    resumed = train_test_publish_deploy(overrides=overrides, return_state=True)
+    assert resumed.is_completed(), resumed.message
+    _assert_resumed(stack, standin, _summary_of(resumed.result()), failed_version)
+
+
+def test_prefects_retry_of_a_failed_run_resumes_it_too(
+    stack: Stack, standin: KubeStandIn, overrides: dict[str, Any]
+) -> None:
+    """What the UI's Retry does: the failed flow run goes to AwaitingRetry and runs again with its parameters."""
+    failed = _fail_at_publish(overrides)
+    failed_version = read_flow_run_version(failed)
+    run_id = failed.state_details.flow_run_id
+    assert run_id is not None
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, AwaitingRetry(message="Retry from the UI"), force=True)
+        run = client.read_flow_run(run_id)
+    parameters = {**run.parameters, "overrides": overrides}  # the failing smoke-test limit was the flake
+    retried = cast(
+        State[Any], run_flow(train_test_publish_deploy, flow_run=run, parameters=parameters, return_type="state")
+    )
+    assert retried.is_completed(), retried.message
+    assert flow_run(run_id).run_count == 2
+    _assert_resumed(stack, standin, _summary_of(retried.result()), failed_version)
+
+
+def read_flow_run_version(state: State[Any]) -> str:
+    """The pipeline version a run stamped on itself (its name is `train-test-publish-deploy-<version>`)."""
+    assert state.state_details.flow_run_id is not None
+    return flow_run(state.state_details.flow_run_id).name.removeprefix("train-test-publish-deploy-")

@@ -280,3 +280,42 @@ def test_git_revision_outside_a_repository_is_none(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("GIT_REVISION", raising=False)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     assert git_revision(tmp_path) is None
+
+
+_TRAIN_AND_DUMP = """
+import hashlib, sys
+import numpy as np
+from oncology_model.bundle import canonical_skops
+from oncology_model.training import TrainingConfig, build_pipeline
+import skops.io as sio
+X = np.random.default_rng(0).integers(1, 11, size=(80, 9)).astype(float)
+pipeline = build_pipeline(TrainingConfig(estimator=sys.argv[1])).fit(X, (X[:, 0] > 5).astype(int))
+raw = sio.dumps(pipeline)
+print(hashlib.sha256(raw).hexdigest(), hashlib.sha256(canonical_skops(raw)).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("estimator", ["logistic_regression", "random_forest", "gradient_boosting"])
+def test_the_same_training_gives_the_same_model_file_bytes(estimator: str) -> None:
+    """skops names arrays by id() and stamps the time of writing; two processes training the same model must
+    still write identical model files."""
+    import subprocess
+    import sys
+
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _TRAIN_AND_DUMP, estimator], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert runs[0][0] != runs[1][0]  # skops alone: different bytes
+    assert runs[0][1] == runs[1][1]
+
+
+def test_a_canonical_model_file_loads_to_the_same_predictions(model_bundle_dir: Path) -> None:
+    from oncology_model.bundle import TRUSTED_TYPES, canonical_skops
+
+    pipeline = sio.loads((model_bundle_dir / MODEL_FILE).read_bytes(), trusted=list(TRUSTED_TYPES))
+    again = sio.loads(canonical_skops(sio.dumps(pipeline)), trusted=list(TRUSTED_TYPES))
+    X = np.random.default_rng(1).integers(1, 11, size=(200, 9)).astype(float)
+    assert np.array_equal(again.predict_proba(X), pipeline.predict_proba(X))

@@ -1,0 +1,112 @@
+"""What a night's model depends on, as one digest; and what a run must do given the release records.
+
+Same fingerprint, same model: training is deterministic (fixed seeds, canonical model files), so a night whose
+inputs equal production's has nothing to release, and a night whose inputs equal a failed run's can pick up
+that run's candidate (and image) instead of redoing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, computed_field
+
+from oncology_pipeline.releases import ReleaseRecord
+
+#: The code a model and its image are made from: the model package (training and serving), the image recipe
+#: and the dependency lock.
+CODE_PATHS = ("oncology_model", "Dockerfile", "uv.lock")
+
+
+class Fingerprint(BaseModel):
+    """The inputs of one model: data, configuration, code and base image."""
+
+    data_uri: str
+    data_etag: str
+    data_sha256: str
+    config_sha256: str
+    code_sha256: str
+    lock_sha256: str | None
+    base_image: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def digest(self) -> str:
+        """sha256 over every other field: equal digests, equal inputs."""
+        fields = self.model_dump(exclude={"digest"})
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def config_sha256(config: dict[str, Any]) -> str:
+    """sha256 of the configuration as canonical JSON (key order does not matter)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def code_sha256(project_dir: Path, paths: tuple[str, ...] = CODE_PATHS) -> str:
+    """sha256 over the relative path and bytes of every source file under `paths` (caches excluded)."""
+    digest = hashlib.sha256()
+    for name in paths:
+        root = project_dir / name
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(path.relative_to(project_dir).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+Action = Literal["no-change", "resume", "full"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What this run does: nothing (production already has these inputs), resume an earlier run, or everything.
+
+    `version` is production's (no-change) or the resumed run's; `tested` and `image` say which of the resumed
+    run's stages completed."""
+
+    action: Action
+    reason: str
+    version: str | None = None
+    tested: bool = False
+    image: str | None = None
+
+
+def plan_run(
+    fingerprint: Fingerprint, production: ReleaseRecord | None, earlier: ReleaseRecord | None, force: bool
+) -> Plan:
+    """Decide from production's release record and the latest earlier record with the same fingerprint."""
+    digest = fingerprint.digest
+    if force:
+        return Plan("full", "force=True: every stage runs")
+    if production is not None and production.fingerprint.get("digest") == digest:
+        return Plan(
+            "no-change",
+            f"production {production.model_version} was built from the same data, configuration, code and "
+            f"base image (fingerprint {digest[:12]})",
+            production.model_version,
+        )
+    if earlier is None or earlier.production or earlier.fingerprint.get("digest") != digest:
+        return Plan("full", "no earlier run with these inputs")
+    if not earlier.gate.get("passed"):
+        return Plan("full", f"{earlier.model_version} had these inputs but did not pass the gate: training again")
+    image = earlier.image.get("reference") if earlier.image.get("digest") else None
+    done = ["train", *(["test"] if earlier.tests else []), *(["publish"] if image else [])]
+    return Plan(
+        "resume",
+        f"{earlier.model_version} had the same inputs and stopped after {', '.join(done)} "
+        f"({earlier.outcome}): resuming it",
+        earlier.model_version,
+        tested=bool(earlier.tests),
+        image=image,
+    )

@@ -1,0 +1,78 @@
+"""Before training: the night's inputs as one fingerprint, and what the run must do about them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from oncology_pipeline import fingerprint, releases, s3store
+from oncology_pipeline.fingerprint import Fingerprint, Plan
+from oncology_pipeline.settings import PipelineSettings
+from tasks.clients import aws_client
+from tasks.policy import NETWORK_RETRIES
+from tasks.publish import docker_client
+
+
+def _base_image(settings: PipelineSettings) -> str:
+    """The base image reference, with its image id when the engine has it (a re-pulled tag changes the id)."""
+    try:
+        with docker_client(settings) as client:
+            return f"{settings.base_image}@{client.images.get(settings.base_image).id}"
+    except docker.errors.DockerException:
+        return settings.base_image
+
+
+@task(name="fingerprint_inputs", tags=["data"], cache_policy=NO_CACHE)
+def fingerprint_inputs(settings: PipelineSettings, data: s3store.CachedDownload) -> Fingerprint:
+    """The data (ETag, sha256), the model settings, the code and lock, and the base image, hashed."""
+    project = Path.cwd()
+    found = Fingerprint(
+        data_uri=data.source.uri,
+        data_etag=data.source.etag,
+        data_sha256=fingerprint.file_sha256(data.path),
+        config_sha256=fingerprint.config_sha256(settings.model_inputs()),
+        code_sha256=fingerprint.code_sha256(project),
+        lock_sha256=releases.lock_sha256(project),
+        base_image=_base_image(settings),
+    )
+    get_run_logger().info("inputs fingerprint %s", found.digest[:12])
+    return found
+
+
+@task(name="plan_run", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def plan_run(settings: PipelineSettings, inputs: Fingerprint, force: bool) -> Plan:
+    """No change, resume an earlier run with these inputs, or run everything (see fingerprint.plan_run)."""
+    s3 = aws_client(settings, "s3")
+    pointer = s3store.read_pointer(s3, settings.model_bucket, settings.model_prefix)
+    production = releases.read_record(s3, settings.model_bucket, pointer.model_version) if pointer else None
+    earlier = releases.latest_with_fingerprint(s3, settings.model_bucket, inputs.digest)
+    plan = fingerprint.plan_run(inputs, production, earlier, force)
+    get_run_logger().info("%s: %s", plan.action, plan.reason)
+    return plan
+
+
+@task(name="remember_fingerprint", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def remember_fingerprint(settings: PipelineSettings, inputs: Fingerprint, version: str) -> None:
+    """Point the fingerprint's index entry at `version`, so a later run with these inputs finds it."""
+    releases.remember_fingerprint(aws_client(settings, "s3"), settings.model_bucket, inputs.digest, version)
+
+
+@task(name="report_no_change", tags=["release"], cache_policy=NO_CACHE)
+def report_no_change(plan: Plan, inputs: Fingerprint) -> str:
+    """The `no-change` artifact: which version keeps serving and why nothing ran."""
+    text = (
+        f"# No change: {plan.version} stays in production\n\n{plan.reason}.\n\n"
+        "Nothing was retrained, tested, built, pushed or deployed. Run with `force=true` to release anyway:\n\n"
+        "```bash\nprefect deployment run 'train-test-publish-deploy/nightly' --param force=true\n```\n\n"
+        "| input | value |\n|---|---|\n"
+        f"| data | `{inputs.data_uri}` ETag `{inputs.data_etag}`, sha256 `{inputs.data_sha256[:12]}` |\n"
+        f"| settings | sha256 `{inputs.config_sha256[:12]}` |\n"
+        f"| code (oncology_model, Dockerfile, uv.lock) | sha256 `{inputs.code_sha256[:12]}` |\n"
+        f"| base image | `{inputs.base_image}` |\n"
+    )
+    create_markdown_artifact(markdown=text, key="no-change", description=f"No change: {plan.version} keeps serving")
+    return f"no change: {plan.version} stays in production"

@@ -1,0 +1,139 @@
+"""The inputs fingerprint and the plan it gives: no change, resume, or everything."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from oncology_model.errors import QualityGateFailed
+from oncology_pipeline.errors import SuiteFailed
+from oncology_pipeline.fingerprint import Fingerprint, code_sha256, config_sha256, plan_run
+from oncology_pipeline.releases import ReleaseRecord
+from oncology_pipeline.settings import PipelineSettings
+from oncology_pipeline.testsuites import run_suite
+from tasks.expected_failures import ExpectedFailures
+
+INPUTS = Fingerprint(
+    data_uri="s3://data/wisconsin.data",
+    data_etag='"abc"',
+    data_sha256="1" * 64,
+    config_sha256="2" * 64,
+    code_sha256="3" * 64,
+    lock_sha256="4" * 64,
+    base_image="oncology-base:bookworm@sha256:" + "5" * 64,
+)
+IMAGE = "127.0.0.1:5000/oncology-webservice@sha256:" + "6" * 64
+
+
+def _record(version: str, digest: str = INPUTS.digest, **fields: object) -> ReleaseRecord:
+    return ReleaseRecord.model_validate({"model_version": version, "fingerprint": {"digest": digest}, **fields})
+
+
+def test_the_digest_changes_with_every_input_and_only_with_them() -> None:
+    assert Fingerprint.model_validate(INPUTS.model_dump(exclude={"digest"})).digest == INPUTS.digest
+    for field in ("data_etag", "data_sha256", "config_sha256", "code_sha256", "lock_sha256", "base_image"):
+        assert INPUTS.model_copy(update={field: "x"}).digest != INPUTS.digest, field
+
+
+def test_settings_that_shape_the_model_change_the_config_hash_and_others_do_not() -> None:
+    base = PipelineSettings()
+    same = config_sha256(base.model_inputs())
+    assert config_sha256(base.with_overrides({"registry_address": "elsewhere:5000"}).model_inputs()) == same
+    for change in ({"seed": 7}, {"estimator": "random_forest"}, {"gate": {"min_recall": 0.99}}):
+        assert config_sha256(base.with_overrides(change).model_inputs()) != same, change
+
+
+def test_the_code_hash_follows_file_contents_and_names_but_not_caches(tmp_path: Path) -> None:
+    (tmp_path / "oncology_model").mkdir()
+    (tmp_path / "oncology_model" / "a.py").write_text("x = 1\n")
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    first = code_sha256(tmp_path)
+    (tmp_path / "oncology_model" / "__pycache__").mkdir()
+    (tmp_path / "oncology_model" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    assert code_sha256(tmp_path) == first
+    (tmp_path / "oncology_model" / "a.py").write_text("x = 2\n")
+    assert code_sha256(tmp_path) != first
+
+
+@pytest.mark.parametrize(
+    ("production", "earlier", "force", "action", "tested", "image"),
+    [
+        (None, None, False, "full", False, None),
+        (_record("p", production=True), None, False, "no-change", False, None),
+        (_record("p", production=True), None, True, "full", False, None),
+        (_record("p", digest="other"), None, False, "full", False, None),
+        (_record("p", digest="other"), _record("e", gate={"passed": False}), False, "full", False, None),
+        (_record("p", digest="other"), _record("e", gate={"passed": True}), False, "resume", False, None),
+        (
+            _record("p", digest="other"),
+            _record("e", gate={"passed": True}, tests={"n": 1}),
+            False,
+            "resume",
+            True,
+            None,
+        ),
+        (
+            _record("p", digest="other"),
+            _record("e", gate={"passed": True}, tests={"n": 1}, image={"digest": "d", "reference": IMAGE}),
+            False,
+            "resume",
+            True,
+            IMAGE,
+        ),
+        (_record("p", digest="other"), _record("e", digest="stale", gate={"passed": True}), False, "full", False, None),
+        (_record("p", digest="other"), _record("e", gate={"passed": True}), True, "full", False, None),
+    ],
+    ids=[
+        "first-night",
+        "same-as-production",
+        "forced",
+        "changed",
+        "earlier-rejected",
+        "resume-at-test",
+        "resume-at-publish",
+        "resume-at-deploy",
+        "index-names-other-inputs",
+        "forced-instead-of-resume",
+    ],
+)
+def test_the_plan(
+    production: ReleaseRecord | None,
+    earlier: ReleaseRecord | None,
+    force: bool,
+    action: str,
+    tested: bool,
+    image: str | None,
+) -> None:
+    plan = plan_run(INPUTS, production, earlier, force)
+    assert (plan.action, plan.tested, plan.image) == (action, tested, image)
+    if action == "no-change":
+        assert plan.version == "p" and INPUTS.digest[:12] in plan.reason
+    if action == "resume":
+        assert plan.version == "e" and "e had the same inputs" in plan.reason
+
+
+def test_expected_failures_log_one_line_and_other_errors_keep_their_traceback() -> None:
+    def record(error: Exception) -> logging.LogRecord:
+        try:
+            raise error
+        except Exception:
+            import sys
+
+            return logging.LogRecord(
+                "prefect.task_runs", logging.ERROR, __file__, 1, "boom %r", (error,), sys.exc_info()
+            )
+
+    quiet = record(QualityGateFailed(["roc_auc 0.9 < 0.99"]))
+    assert ExpectedFailures().filter(quiet) and quiet.exc_info is None
+    assert quiet.getMessage() == "failed: quality gate failed: roc_auc 0.9 < 0.99"
+    loud = record(KeyError("surprise"))
+    assert ExpectedFailures().filter(loud) and loud.exc_info is not None and "KeyError" in loud.getMessage()
+    assert "Traceback" in logging.Formatter().format(loud)
+
+
+def test_a_hanging_suite_is_killed_at_its_time_limit(tmp_path: Path) -> None:
+    (tmp_path / "test_hang.py").write_text("import time\n\ndef test_hang():\n    time.sleep(60)\n")
+    with pytest.raises(SuiteFailed, match=r"hang: pytest did not finish within 2 s \(test_timeout_seconds\)"):
+        run_suite("hang", [str(tmp_path / "test_hang.py")], tmp_path / "out", cwd=tmp_path, timeout=2)
