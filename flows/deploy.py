@@ -24,7 +24,7 @@ from tasks.training import model_bundle_to_use
 DEPLOY_LIMIT = "deploy"
 
 
-@flow(name="deploy", log_prints=False)
+@flow(name="deploy", log_prints=False, timeout_seconds=load_settings().stage_timeout_seconds)
 def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) -> str:
     """Roll out `image` and make model `version` production once the running service is verified.
 

@@ -160,6 +160,9 @@ def _stage(summary: PipelineSummary, settings: PipelineSettings, stage: str, run
         limited: Flow[..., Any] = run.with_options(timeout_seconds=settings.stage_timeout_seconds)
         state = cast(State[Any], limited(**parameters, return_state=True))
         result = state.result(raise_on_failure=False)
+        if state.name == "TimedOut":
+            limit = settings.stage_timeout_seconds
+            raise StageFailed(stage, TimeoutError(f"did not finish within {limit:g} s (stage_timeout_seconds)"))
         if not state.is_completed():
             cause = result if isinstance(result, BaseException) else RuntimeError(state.message or state.name)
             raise StageFailed(stage, cause)

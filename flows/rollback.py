@@ -13,7 +13,7 @@ from tasks.releases import read_release
 from tasks.runs import stamp_run
 
 
-@flow(name="rollback", log_prints=False)
+@flow(name="rollback", log_prints=False, timeout_seconds=load_settings().stage_timeout_seconds)
 def rollback(version: str, overrides: dict[str, Any] | None = None) -> str:
     """Redeploy model `version` by the digest its release record holds, verify it, and make it production.
 

@@ -26,7 +26,7 @@ class TestOutcome:
     s3_uris: list[str]
 
 
-@flow(name="test", log_prints=False)
+@flow(name="test", log_prints=False, timeout_seconds=load_settings().stage_timeout_seconds)
 def run_test_suites(
     version: str | None = None,
     model_dir: Path | None = None,

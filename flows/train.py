@@ -42,7 +42,7 @@ class TrainOutcome:
     gate: list[str]
 
 
-@flow(name="train", log_prints=False)
+@flow(name="train", log_prints=False, timeout_seconds=load_settings().stage_timeout_seconds)
 def train(
     version: str | None = None,
     estimator: Estimator | None = None,

@@ -319,3 +319,14 @@ def read_flow_run_version(state: State[Any]) -> str:
     """The pipeline version a run stamped on itself (its name is `train-test-publish-deploy-<version>`)."""
     assert state.state_details.flow_run_id is not None
     return flow_run(state.state_details.flow_run_id).name.removeprefix("train-test-publish-deploy-")
+
+
+def test_a_stage_over_its_time_limit_fails_the_run_with_the_reason_and_changes_nothing(stack: Stack) -> None:
+    objects = snapshot(stack.s3, stack.settings.model_bucket)
+    state = train_test_publish_deploy(overrides={**stack.overrides, "stage_timeout_seconds": 0.5}, return_state=True)
+    assert state.is_failed()
+    assert state.message is not None and state.message.startswith("failed at train: ")
+    assert state.message.endswith("did not finish within 0.5 s (stage_timeout_seconds)")
+    assert not [
+        k for k in snapshot(stack.s3, stack.settings.model_bucket) if k not in objects and k.startswith("models/")
+    ]
