@@ -42,7 +42,7 @@ server: install  ## Prefect server + process worker + `prefect deploy --all`, fo
 	UV="$(UV)" bash scripts/server.sh
 
 benchmark: install  ## prediction latency, image build times (Docker), the last demo run's stage times -> docs/
-	$(RUN) python -m benchmarks.run --image $(addprefix --summary ,$(lastword $(sort $(wildcard .work/demo/runs/*/summary.json))))
+	$(RUN) python -m benchmarks.run --image --nights $(addprefix --summary ,$(lastword $(sort $(wildcard .work/demo/runs/*/summary.json))))
 
 clean:
 	rm -rf .work build dist .pytest_cache .mypy_cache .ruff_cache .coverage coverage.json

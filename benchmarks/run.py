@@ -3,7 +3,8 @@
 - prediction latency: the seed's path (one-row DataFrame + Pipeline.predict) vs Pipeline.predict_proba on a
   numpy row vs our Classifier (folded linear path), and the service round trip in-process;
 - image build: cold (no layer cache, empty wheelhouse cache) vs after a model-only change, and the image size;
-- pipeline: wall time of each stage of one `make demo`-style run (from its summary).
+- pipeline: wall time of each stage of one `make demo`-style run (from its summary);
+- nights: a full nightly run and the next night's run on unchanged inputs (no change), on the local stand-ins.
 """
 
 from __future__ import annotations
@@ -132,12 +133,48 @@ def pipeline(summary: Path) -> list[str]:
     ]
 
 
+def nights() -> list[str]:
+    """Flow-run time of a full nightly run, then of the next run on the same inputs (it ends as no change)."""
+    from prefect import get_client
+
+    from demo.stack import local_stack
+
+    work = Path(tempfile.mkdtemp(prefix="bench-nights-"))
+    os.environ.setdefault("PREFECT_HOME", str(work / "prefect"))
+    rows = []
+    with local_stack(work) as stack:
+        os.environ.update({**stack.env, "ONCOLOGY_WORK_DIR": str(work / "runs")})
+        from flows.pipeline import train_test_publish_deploy
+
+        for night in ("first night: full run", "second night: same inputs (no change)"):
+            state = train_test_publish_deploy(return_state=True)
+            if not state.is_completed() or state.state_details.flow_run_id is None:
+                raise SystemExit(f"{night}: the run ended {state.type.value}: {state.message}")
+            with get_client(sync_client=True) as client:
+                run = client.read_flow_run(state.state_details.flow_run_id)
+            rows.append((night, run.total_run_time.total_seconds()))
+    shutil.rmtree(work, ignore_errors=True)
+    (full, full_s), (same, same_s) = rows
+    return [
+        "## Unattended nights: a full run, then a night with nothing new",
+        "",
+        "Two `train-test-publish-deploy` runs on the local stand-ins (moto, registry, Kubernetes stand-in with "
+        "real pods); the second finds production built from the same inputs (fingerprint) and stops.",
+        "",
+        "| run | flow-run time s | vs full |",
+        "|---|---:|---:|",
+        f"| {full} | {full_s:.1f} | 100 % |",
+        f"| {same} | {same_s:.1f} | {same_s / full_s:.1%} |",
+    ]
+
+
 def main() -> int:
     """Run the benchmarks asked for and write docs/benchmarks.md."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, help="model bundle (default: train one on the real data)")
     parser.add_argument("--image", action="store_true", help="also time the image builds (needs Docker)")
     parser.add_argument("--summary", type=Path, help="a pipeline run's summary.json (e.g. from make demo)")
+    parser.add_argument("--nights", action="store_true", help="a full night vs a no-change night (needs Docker)")
     args = parser.parse_args()
     bundle = args.bundle
     if bundle is None:
@@ -157,6 +194,8 @@ def main() -> int:
         sections += ["", *image_build(bundle)]
     if args.summary:
         sections += ["", *pipeline(args.summary)]
+    if args.nights:
+        sections += ["", *nights()]
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text("\n".join(sections) + "\n")
     sys.stdout.write("\n".join(sections) + "\n")

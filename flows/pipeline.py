@@ -34,6 +34,7 @@ from oncology_pipeline.settings import PipelineSettings, load_settings
 from oncology_pipeline.summary import STAGES, PipelineSummary
 from tasks.data import download_training_data
 from tasks.fingerprint import fingerprint_inputs, plan_run, remember_fingerprint, report_no_change
+from tasks.housekeeping import tidy_local
 from tasks.releases import read_release, record_uri, stage_times, update_release
 from tasks.runs import stamp_run
 from tasks.summary import record_summary
@@ -145,6 +146,7 @@ def train_test_publish_deploy(
             stages = {stage: summary.times(stage) for stage in summary.seconds}
             update_release(settings, version, {"stages": stages, "flow_runs": {"pipeline": _run_url()}})
         record_summary(summary, settings.run_dir(version))
+        tidy_local(settings, version)
 
 
 def _stage(summary: PipelineSummary, settings: PipelineSettings, stage: str, run: Any, **parameters: Any) -> Any:

@@ -13,7 +13,7 @@ from tasks.runs import stamp_run
 from tasks.training import model_bundle_to_use
 
 
-@flow(name="publish", log_prints=False)
+@flow(name="publish", log_prints=False, timeout_seconds=load_settings().stage_timeout_seconds)
 def publish(
     version: str | None = None,
     bundle_dir: Path | None = None,

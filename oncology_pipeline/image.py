@@ -17,17 +17,19 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 import requests
+import urllib3
 from packaging.requirements import Requirement
 
 from oncology_model.files import staged_directory
 from oncology_pipeline.errors import BuildFailed, ConfigurationError, SmokeTestFailed, TransientError
+from oncology_pipeline.versioning import VERSION_PATTERN
 
 #: Label holding the model version (the OCI labels hold the image version and the git revision).
 MODEL_VERSION_LABEL = "org.oncology-mlops.model.version"
@@ -267,6 +269,68 @@ def prepare_build_context(project_dir: Path, bundle_dir: Path, out_dir: Path, ca
     return out_dir
 
 
+def _image_id(client: docker.DockerClient, reference: str) -> str | None:
+    """The id of the local image `reference` names, or None."""
+    try:
+        return str(client.images.get(reference).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+@contextlib.contextmanager
+def _responses(client: docker.DockerClient) -> Iterator[list[requests.Response]]:
+    """The HTTP responses `client` receives in the block (a requests response hook), closed when it ends.
+
+    Closing a build's streaming response is how a client stops a classic build: the daemon cancels it,
+    killing and removing the container of the running step.
+    """
+    received: list[requests.Response] = []
+
+    def keep(response: requests.Response, **_: Any) -> None:
+        received.append(response)
+
+    client.api.hooks["response"].append(keep)
+    try:
+        yield received
+    finally:
+        client.api.hooks["response"].remove(keep)
+        for response in received:
+            response.close()
+
+
+def _until(
+    client: docker.DockerClient, lines: Iterable[dict[str, Any]], responses: list[requests.Response], deadline: float
+) -> Iterator[dict[str, Any]]:
+    """The build's lines while time remains; each read may block only until `deadline`, then TimeoutError.
+
+    A build step can be silent for minutes (`RUN` without output), so a deadline checked between lines is not
+    enough: the socket's read timeout is set to the time left before each read, as the docker SDK itself
+    adjusts it for attach streams (`APIClient._get_raw_response_socket`, `_disable_socket_timeout`).
+    """
+    sockets: list[Any] = []
+    for response in responses:
+        raw = client.api._get_raw_response_socket(response)
+        sockets += [s for s in (raw, getattr(raw, "_sock", None)) if hasattr(s, "settimeout")]
+    iterator = iter(lines)
+    while (remaining := deadline - time.monotonic()) > 0:
+        for sock in sockets:
+            sock.settimeout(remaining)
+        line = next(iterator, None)
+        if line is None:
+            return
+        yield line
+    raise TimeoutError
+
+
+def _untag_if_changed(client: docker.DockerClient, tag: str, previous: str | None) -> None:
+    """Undo a tag a stopped build may have set at its very end: drop it, and give it back to its former image."""
+    if _image_id(client, tag) in (None, previous):
+        return
+    client.images.remove(tag)
+    if previous is not None:
+        client.api.tag(previous, *docker.utils.parse_repository_tag(tag))
+
+
 def build_image(
     client: docker.DockerClient,
     context_dir: Path,
@@ -275,40 +339,56 @@ def build_image(
     log: Callable[[str], None],
     *,
     nocache: bool = False,
+    timeout: float | None = None,
 ) -> ImageInfo:
     """Build `context_dir` as `tag`, streaming every build line into `log` (`nocache`: reuse no layer).
 
-    Raises BuildFailed with the last lines of output when the build fails. Build-arg values are
-    never logged (they may hold index credentials).
+    Raises BuildFailed with the last lines of output when the build fails, or when it takes longer than
+    `timeout` seconds (None: no limit): then the daemon is made to stop the build and `tag` names what it
+    named before (nothing, or the earlier image). Build-arg values are never logged (they may hold index
+    credentials).
     """
     tail: deque[str] = deque(maxlen=_LOG_TAIL)
     image_id: str | None = None
+    previous = _image_id(client, tag) if timeout is not None else None
+    deadline = time.monotonic() + timeout if timeout is not None else None
     try:
-        stream: Iterable[dict[str, Any]] = client.api.build(
-            path=str(context_dir),
-            tag=tag,
-            buildargs=dict(build_args),
-            rm=True,
-            forcerm=True,
-            nocache=nocache,
-            pull=False,
-            decode=True,
-        )
-        for line in stream:
-            if "error" in line or "errorDetail" in line:
-                detail = line.get("errorDetail") or {}
-                message = str(line.get("error") or detail.get("message") or line)
-                raise BuildFailed(f"Building {tag} failed: {message}\nLast build output:\n" + "\n".join(tail))
-            text = line.get("stream") or line.get("status")
-            if isinstance(text, str):
-                for part in text.rstrip("\n").splitlines():
-                    if part.strip():
-                        tail.append(part)
-                        log(part)
-            aux = line.get("aux")
-            if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
-                image_id = aux["ID"]
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        with _responses(client) as responses:
+            stream: Iterable[dict[str, Any]] = client.api.build(
+                path=str(context_dir),
+                tag=tag,
+                buildargs=dict(build_args),
+                rm=True,
+                forcerm=True,
+                nocache=nocache,
+                pull=False,
+                decode=True,
+                timeout=timeout,  # requests' connect and read timeout until the first line; then _until
+            )
+            if deadline is not None:
+                stream = _until(client, stream, responses, deadline)
+            for line in stream:
+                if "error" in line or "errorDetail" in line:
+                    detail = line.get("errorDetail") or {}
+                    message = str(line.get("error") or detail.get("message") or line)
+                    raise BuildFailed(f"Building {tag} failed: {message}\nLast build output:\n" + "\n".join(tail))
+                text = line.get("stream") or line.get("status")
+                if isinstance(text, str):
+                    for part in text.rstrip("\n").splitlines():
+                        if part.strip():
+                            tail.append(part)
+                            log(part)
+                aux = line.get("aux")
+                if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
+                    image_id = aux["ID"]
+    except (TimeoutError, urllib3.exceptions.TimeoutError, requests.exceptions.Timeout) as exc:
+        _untag_if_changed(client, tag, previous)  # the response is closed: the daemon has stopped the build
+        raise BuildFailed(
+            f"Building {tag} took longer than the limit of {timeout:g} s (build_timeout_seconds): stopped, "
+            "nothing tagged. Find the slow step in the output below, or raise the limit.\nLast build output:\n"
+            + "\n".join(tail)
+        ) from exc
+    except requests.exceptions.ConnectionError as exc:
         raise TransientError(f"Lost the docker daemon while building {tag}: {exc}") from exc
     except docker.errors.APIError as exc:
         raise BuildFailed(f"Docker refused to build {tag}: {exc.explanation or exc}") from exc
@@ -376,23 +456,27 @@ def smoke_test_image(
     """Run `image` (read-only root fs, loopback port), ask it for one prediction, compare with `expected`.
 
     `expected` holds the bundle's own answer (`prediction`, optionally `probability_malignant`); the
-    served `model_version` must be the bundle's. The container is always removed. Raises
-    SmokeTestFailed, with the container's logs, on a wrong answer, a crash or a timeout.
+    served `model_version` must be the bundle's. The container is removed on every path, a failed start and
+    an interruption included. Raises SmokeTestFailed, with the container's logs, on a wrong answer, a crash or
+    a timeout.
     """
     model_version = str(json.loads((bundle_dir / "metadata.json").read_text())["model_version"])
     try:
-        container = client.containers.run(
+        container = client.containers.create(
             image,
-            detach=True,
             ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", None)},
             read_only=True,
             tmpfs={"/tmp": "rw,size=16m"},
             labels={SMOKE_TEST_LABEL: "true"},
         )
     except docker.errors.APIError as exc:
-        raise SmokeTestFailed(f"cannot start a container of {image}: {exc.explanation or exc}") from exc
+        raise SmokeTestFailed(f"cannot create a container of {image}: {exc.explanation or exc}") from exc
     started = time.monotonic()
-    try:
+    try:  # from here on, whatever happens (a failed start, a timeout, an interruption), the container goes
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            raise SmokeTestFailed(f"cannot start a container of {image}: {exc.explanation or exc}") from exc
         base = f"http://127.0.0.1:{_host_port(container)}"
         while True:
             try:
@@ -429,3 +513,64 @@ def smoke_test_image(
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
+
+
+# --- local leftovers (housekeeping) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalTag:
+    """A local tag of an image this pipeline built: `<repository>:<version>` or `<registry>/<repository>:<version>`."""
+
+    reference: str
+    version: str
+    image_id: str
+
+
+def pipeline_tags(client: docker.DockerClient, repository: str) -> list[LocalTag]:
+    """The local tags each publish leaves behind (the build's tag and the registry's): images carrying the model
+    version label, tagged with a pipeline version in `repository` on any registry. Nothing else is listed."""
+    found = []
+    for image in client.images.list(filters={"label": MODEL_VERSION_LABEL}):
+        for reference in image.tags:
+            name, tag = docker.utils.parse_repository_tag(reference)
+            if (name == repository or name.endswith(f"/{repository}")) and tag and VERSION_PATTERN.fullmatch(tag):
+                found.append(LocalTag(reference=reference, version=tag, image_id=str(image.id)))
+    return found
+
+
+def remove_tags(client: docker.DockerClient, tags: Iterable[LocalTag]) -> list[str]:
+    """Untag each (an image goes with its last tag, with its untagged parents); returns the references removed.
+
+    Never forced: the tags of an image any container uses (running or stopped) are left, and so is a tag
+    docker refuses to remove.
+    """
+    in_use = {str(c["ImageID"]) for c in client.api.containers(all=True)}
+    removed = []
+    for tag in tags:
+        if tag.image_id in in_use:
+            continue
+        try:
+            client.images.remove(tag.reference)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: a container started on it meanwhile
+                raise
+            continue
+        removed.append(tag.reference)
+    return removed
+
+
+def remove_smoke_containers(client: docker.DockerClient, repository: str, older_than: float) -> list[str]:
+    """Remove the smoke-test containers of `repository`'s images created more than `older_than` seconds ago (left
+    by a killed run: the smoke test removes its own); younger ones may belong to a smoke test still running.
+    Returns their ids."""
+    removed = []
+    for found in client.api.containers(all=True, filters={"label": SMOKE_TEST_LABEL}):
+        name, _ = docker.utils.parse_repository_tag(str(found["Image"]))
+        if name == repository and time.time() - float(found["Created"]) > older_than:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(found["Id"], force=True)
+                removed.append(str(found["Id"]))
+    return removed

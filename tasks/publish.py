@@ -31,7 +31,8 @@ def docker_client(settings: PipelineSettings) -> contextlib.closing[docker.Docke
 
 @task(name="build_image", tags=["publish"], cache_policy=NO_CACHE)
 def build_image(settings: PipelineSettings, bundle_dir: Path, version: str) -> image.ImageInfo:
-    """Build the multi-stage Dockerfile offline (a wheelhouse from the lock) with the bundle as the last layer."""
+    """Build the multi-stage Dockerfile offline (a wheelhouse from the lock) with the bundle as the last layer,
+    stopped with BuildFailed after `build_timeout_seconds`."""
     log = get_run_logger()
     start = time.perf_counter()
     context = image.prepare_build_context(
@@ -45,7 +46,14 @@ def build_image(settings: PipelineSettings, bundle_dir: Path, version: str) -> i
         "REVISION": git_revision() or "unknown",
     }
     with docker_client(settings) as client:
-        info = image.build_image(client, context, f"{settings.ecr_repository}:{version}", build_args, log.info)
+        info = image.build_image(
+            client,
+            context,
+            f"{settings.ecr_repository}:{version}",
+            build_args,
+            log.info,
+            timeout=settings.build_timeout_seconds,
+        )
     log.info("built %s (%s, %.1f MB) in %.1f s", info.tag, info.id[:19], info.size / 1e6, time.perf_counter() - start)
     return info
 

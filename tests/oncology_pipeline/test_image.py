@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT
@@ -19,6 +22,7 @@ from oncology_pipeline.image import (
     build_image,
     dependency_wheelhouse,
     prepare_build_context,
+    remove_smoke_containers,
     smoke_test_image,
 )
 from tests.conftest import BuiltImage
@@ -239,4 +243,98 @@ def test_a_container_that_never_gets_ready_times_out_with_its_logs(
         assert "never-ready-5c1e" in str(failure.value)
         assert _smoke_containers(docker_client, info.id) == []
     finally:
+        docker_client.images.remove(info.id, force=True)
+
+
+# --- time limit, leftovers ----------------------------------------------------------------------------------
+
+
+def _containers_running(docker_client: Any, marker: str) -> list[str]:
+    return [c["Id"] for c in docker_client.api.containers(all=True) if marker in c["Command"]]
+
+
+def test_a_build_over_the_time_limit_is_stopped_and_tags_nothing(docker_client: Any, tmp_path: Path) -> None:
+    docker_env.require_image(docker_client, docker_env.BASE_IMAGE)
+    marker = f"slow-step-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "Dockerfile").write_text(f"FROM {docker_env.BASE_IMAGE}\nRUN echo {marker} && sleep 30\n")
+    tag = f"oncology-model-test:timeout-{marker}"
+    log: list[str] = []
+    start = time.monotonic()
+    with pytest.raises(BuildFailed, match=r"took longer than the limit of 3 s \(build_timeout_seconds\)") as failure:
+        build_image(docker_client, tmp_path, tag, {}, log.append, timeout=3)
+    assert 3 <= time.monotonic() - start < 10
+    assert marker in str(failure.value) and marker in log  # the output shows the slow step
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(tag)
+    deadline = time.monotonic() + 15  # the daemon cancels the build: the step's container is killed and removed
+    while _containers_running(docker_client, marker):
+        assert time.monotonic() < deadline, "the daemon kept running the stopped build"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("tagged_before", [False, True], ids=["new-tag", "tag-existed"])
+def test_a_tag_set_just_as_the_time_ran_out_is_undone(docker_client: Any, tmp_path: Path, tagged_before: bool) -> None:
+    docker_env.require_image(docker_client, docker_env.BASE_IMAGE)
+    marker = uuid.uuid4().hex[:8]
+    (tmp_path / "Dockerfile").write_text(f"FROM {docker_env.BASE_IMAGE}\nLABEL test.marker={marker}\n")
+    tag = f"oncology-model-test:late-{marker}"
+    base_id = docker_client.images.get(docker_env.BASE_IMAGE).id
+    if tagged_before:
+        docker_client.api.tag(base_id, "oncology-model-test", f"late-{marker}")
+
+    def slow_reader(line: str) -> None:  # the daemon finishes (and tags) while the output is still being read
+        if line.startswith("Step 2/2"):
+            time.sleep(3)
+
+    try:
+        with pytest.raises(BuildFailed, match=r"limit of 1 s"):
+            build_image(docker_client, tmp_path, tag, {}, slow_reader, timeout=1)
+        built = docker_client.images.list(filters={"label": f"test.marker={marker}"})
+        assert built == [], "the finished image goes with its tag"
+        if tagged_before:
+            assert docker_client.images.get(tag).id == base_id
+        else:
+            with pytest.raises(docker.errors.ImageNotFound):
+                docker_client.images.get(tag)
+    finally:
+        if tagged_before:
+            docker_client.images.remove(tag)
+
+
+def test_a_container_that_cannot_start_is_removed(
+    docker_client: Any, model_bundle_dir: Path, tmp_path: Path, benign_answer: dict[str, Any]
+) -> None:
+    docker_env.require_image(docker_client, docker_env.BASE_IMAGE)
+    (tmp_path / "Dockerfile").write_text(f'FROM {docker_env.BASE_IMAGE}\nCMD ["/no-such-program-9d1f"]\n')
+    tag = f"oncology-model-test:no-start-{uuid.uuid4().hex[:8]}"
+    info = build_image(docker_client, tmp_path, tag, {}, lambda _: None)
+    try:
+        with pytest.raises(SmokeTestFailed, match=r"cannot start a container of .*no-such-program-9d1f"):
+            smoke_test_image(docker_client, info.tag, model_bundle_dir, EXAMPLE_BENIGN, benign_answer, timeout=5)
+        assert _smoke_containers(docker_client, info.id) == []
+    finally:
+        docker_client.images.remove(info.id, force=True)
+
+
+def test_only_old_smoke_test_containers_of_this_repository_are_swept(docker_client: Any, tmp_path: Path) -> None:
+    docker_env.require_image(docker_client, docker_env.BASE_IMAGE)
+    repository = f"oncology-model-test-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "Dockerfile").write_text(f"FROM {docker_env.BASE_IMAGE}\nLABEL test.repository={repository}\n")
+    info = build_image(docker_client, tmp_path, f"{repository}:20261125T000000Z-5e1f0001", {}, lambda _: None)
+    labels = {SMOKE_TEST_LABEL: "true"}
+    ours = docker_client.containers.create(info.tag, ["true"], labels=labels)
+    other = docker_client.containers.create(docker_env.BASE_IMAGE, ["true"], labels=labels)  # another repository's
+    unlabelled = docker_client.containers.create(info.tag, ["true"])
+    try:
+        time.sleep(1.5)
+        assert remove_smoke_containers(docker_client, repository, older_than=600) == []
+        assert remove_smoke_containers(docker_client, repository, older_than=1) == [ours.id]
+        with pytest.raises(docker.errors.NotFound):
+            ours.reload()
+        other.reload()
+        unlabelled.reload()
+    finally:
+        for container in (ours, other, unlabelled):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
         docker_client.images.remove(info.id, force=True)

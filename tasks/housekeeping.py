@@ -1,0 +1,153 @@
+"""Housekeeping: one run's local leftovers (images, smoke-test containers, run folders) and the weekly cleanup
+of S3 model versions. The decisions are oncology_pipeline.housekeeping's; here is what reads and deletes."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import docker
+import requests
+from botocore.exceptions import BotoCoreError, ClientError
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import ValidationError
+
+from oncology_pipeline import housekeeping, image, releases, s3store
+from oncology_pipeline.errors import ConfigurationError, PipelineError
+from oncology_pipeline.housekeeping import Decision, Tidied
+from oncology_pipeline.settings import PipelineSettings
+from tasks.clients import aws_client
+from tasks.policy import NETWORK_RETRIES
+from tasks.publish import docker_client
+
+#: A smoke test never runs longer than its time limit plus this (its request timeouts and removal).
+SMOKE_TEST_MARGIN_SECONDS = 60
+_DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
+
+
+@task(name="tidy_local", tags=["housekeeping"], cache_policy=NO_CACHE)
+def tidy_local(settings: PipelineSettings, version: str) -> Tidied:
+    """Keep the local images and run folders of production, of this run and of the newest others; remove
+    smoke-test containers a killed run left. Never fails the run: what it cannot do is a warning."""
+    log = get_run_logger()
+    try:
+        pointer = s3store.read_pointer(aws_client(settings, "s3"), settings.model_bucket, settings.model_prefix)
+    except (PipelineError, BotoCoreError, ClientError) as exc:
+        log.warning("housekeeping skipped: cannot tell the production version (%s)", exc)
+        return Tidied()
+    protected = {version: "this run"} | ({pointer.model_version: "production"} if pointer else {})
+
+    runs = settings.work_dir / "runs"
+    names = [p.name for p in runs.iterdir() if p.is_dir()] if runs.is_dir() else []
+    run_dirs = []
+    for name in housekeeping.stale(names, settings.keep_run_dirs, protected):
+        try:
+            shutil.rmtree(runs / name)
+        except OSError as exc:
+            log.warning("run folder %s not removed: %s", runs / name, exc)
+            continue
+        run_dirs.append(name)
+        log.info("removed run folder %s", runs / name)
+
+    try:
+        with docker_client(settings) as client:
+            tags = image.pipeline_tags(client, settings.ecr_repository)
+            old = set(housekeeping.stale({t.version for t in tags}, settings.keep_local_versions, protected))
+            images = image.remove_tags(client, [t for t in tags if t.version in old])
+            containers = image.remove_smoke_containers(
+                client, settings.ecr_repository, settings.smoke_test_timeout_seconds + SMOKE_TEST_MARGIN_SECONDS
+            )
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        log.warning("local images not pruned: the Docker engine did not answer (%s)", exc)
+        return Tidied(run_dirs=run_dirs)
+    for reference in images:
+        log.info("removed image tag %s", reference)
+    for container in containers:
+        log.info("removed leftover smoke-test container %s", container[:12])
+    return Tidied(images=images, containers=containers, run_dirs=run_dirs)
+
+
+def _stored_versions(s3: Any, bucket: str, prefix: str) -> set[str]:
+    """The folders under `s3://bucket/prefix/` that hold objects (model versions).
+
+    Taken from the keys, not from a delimited listing: on a versioned bucket moto still lists a folder whose
+    objects were all deleted.
+    """
+    with s3store.s3_errors(f"s3://{bucket}/{prefix}/"):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+        keys = [obj["Key"].removeprefix(f"{prefix}/") for page in pages for obj in page.get("Contents", [])]
+    return {key.split("/", 1)[0] for key in keys if "/" in key}
+
+
+def _delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+    """Delete every object under `s3://bucket/prefix`; returns how many there were."""
+    uri = f"s3://{bucket}/{prefix}"
+    with s3store.s3_errors(uri):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = [{"Key": key} for key in keys[start : start + _DELETE_BATCH]]
+            answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            if answer.get("Errors"):
+                failed = answer["Errors"][0]
+                raise ConfigurationError(
+                    f"{uri}: deleting {failed.get('Key')} failed: {failed.get('Code')}: {failed.get('Message')}"
+                )
+    return len(keys)
+
+
+@task(name="plan_cleanup", tags=["housekeeping"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def plan_cleanup(settings: PipelineSettings) -> list[Decision]:
+    """Every stored model version, newest first, with what the cleanup does to it and why: production, its
+    previous version, every version ever promoted and the newest `keep_candidates` others stay."""
+    s3 = aws_client(settings, "s3")
+    versions = _stored_versions(s3, settings.model_bucket, settings.model_prefix)
+    pointer = s3store.read_pointer(s3, settings.model_bucket, settings.model_prefix)
+    promoted, unreadable = [], []
+    for version in versions:
+        try:
+            record = releases.read_record(s3, settings.model_bucket, version)
+        except ValidationError:
+            unreadable.append(version)
+            continue
+        if record is not None and (record.promoted_at or record.production):
+            promoted.append(version)
+    protected = housekeeping.rollback_protection(
+        pointer.model_version if pointer else None, pointer.previous_version if pointer else None, promoted, unreadable
+    )
+    return housekeeping.decide(versions, settings.keep_candidates, protected)
+
+
+@task(name="delete_model_versions", tags=["housekeeping"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+def delete_model_versions(settings: PipelineSettings, versions: list[str]) -> list[str]:
+    """Delete the model files of `versions` (their release records stay); the production pointer is read again
+    right before each one, and a version that became production or its previous version meanwhile is kept.
+    Returns the versions deleted."""
+    s3 = aws_client(settings, "s3")
+    log = get_run_logger()
+    deleted = []
+    for version in versions:
+        pointer = s3store.read_pointer(s3, settings.model_bucket, settings.model_prefix)
+        if pointer is not None and version in (pointer.model_version, pointer.previous_version):
+            log.warning("kept %s: it became production (or production's previous version) meanwhile", version)
+            continue
+        count = _delete_prefix(s3, settings.model_bucket, f"{settings.model_prefix}/{version}/")
+        log.info("deleted s3://%s/%s/%s/ (%d objects)", settings.model_bucket, settings.model_prefix, version, count)
+        deleted.append(version)
+    return deleted
+
+
+@task(name="report_cleanup", tags=["housekeeping"], cache_policy=NO_CACHE)
+def report_cleanup(settings: PipelineSettings, decisions: list[Decision], deleted: list[str], dry_run: bool) -> None:
+    """The `model-cleanup` table artifact and one log line per version: kept, deleted or (dry run) would be."""
+    rows = housekeeping.cleanup_rows(decisions, deleted, dry_run)
+    where = f"s3://{settings.model_bucket}/{settings.model_prefix}"
+    title = "Model cleanup, dry run: nothing deleted" if dry_run else "Model cleanup"
+    create_table_artifact(table=rows, key="model-cleanup", description=f"{title} ({where}/<version>/)")
+    log = get_run_logger()
+    for row in rows:
+        log.info("%s/%s/: %s (%s)", where, row["version"], row["model files"], row["reason"])
+    if not rows:
+        log.info("%s/ holds no model versions", where)
