@@ -7,9 +7,13 @@ export PREFECT_LOGGING_LEVEL ?= INFO
 
 .PHONY: uv install demo test lint typecheck pytest provision services-down server server-down benchmark screenshots clean
 
-uv:  ## uv itself, when neither `uv` nor `python3 -m uv` is there
+uv:  ## uv itself, when neither `uv` nor `python3 -m uv` is there; and `uv` on PATH for the README's commands
 	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --user --quiet uv \
 	  || python3 -m pip install --user --quiet --break-system-packages uv
+	@command -v uv >/dev/null 2>&1 || { [ -w /usr/local/bin ] \
+	  && ln -sf "$$(python3 -c 'import uv; print(uv.find_uv_bin())')" /usr/local/bin/uv \
+	  && echo "uv: linked into /usr/local/bin"; } \
+	  || echo "uv: not on PATH; add $$(python3 -m site --user-base)/bin to PATH for the README's \`uv run\` lines"
 
 install: uv  ## the locked dependencies, into .venv
 	$(UV) sync --frozen --all-extras

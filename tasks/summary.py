@@ -18,5 +18,6 @@ def record_summary(summary: PipelineSummary, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "summary.json"
     path.write_text(summary.model_dump_json(indent=2))
-    get_run_logger().info("summary: %s", {**summary.stages, **{k: f"skipped: {v}" for k, v in summary.skipped.items()}})
+    outcomes = {**summary.stages, **{stage: f"skipped: {why}" for stage, why in summary.skipped.items()}}
+    get_run_logger().info("summary: %s", "; ".join(f"{stage} {outcome}" for stage, outcome in outcomes.items()))
     return path
