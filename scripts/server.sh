@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# `make server`: the local stand-ins, a Prefect server with its UI, a process worker, and every deployment of
-# prefect.yaml applied, so that nightly-style runs can be started and watched in the UI.
-# Stop everything with `make server-down`.
+# `make server`: the local stand-ins, a Prefect server with its UI, a process worker, every deployment of
+# prefect.yaml applied, and the alert automations (`python -m alerts`) sending to a local webhook receiver, so
+# that nightly-style runs can be started and watched in the UI. Stop everything with `make server-down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 read -ra UV_CMD <<<"${UV:-uv}"  # make passes the uv it found (`uv` or `python3 -m uv`)
+# An absolute path, so that the commands printed below also work in a shell whose PATH lacks ~/.local/bin.
+UV_CMD[0]=$(command -v "${UV_CMD[0]}") || { echo "${UV:-uv}: not found; run \`make install\`" >&2; exit 1; }
 RUN=("${UV_CMD[@]}" run --frozen --all-extras)
+HINT="${UV_CMD[*]} run --project $PWD --frozen --all-extras"  # the same, from any directory
 state=.work/server
 mkdir -p "$state"
 export ONCOLOGY_PROJECT_DIR="$PWD"
@@ -13,9 +16,13 @@ export PREFECT_HOME="$PWD/.work/prefect"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_API_URL=http://127.0.0.1:4200/api
 
+alive() {  # name: its pid file names a live process
+  [ -f "$state/$1.pid" ] && kill -0 "$(cat "$state/$1.pid")" 2>/dev/null
+}
+
 start() {  # name, command...: start in the background unless its pid file names a live process
   local name=$1; shift
-  if [ -f "$state/$name.pid" ] && kill -0 "$(cat "$state/$name.pid")" 2>/dev/null; then
+  if alive "$name"; then
     echo "$name: already running (pid $(cat "$state/$name.pid"))"; return
   fi
   nohup "$@" >"$state/$name.log" 2>&1 &
@@ -29,7 +36,7 @@ wait_for() {  # what, seconds, command...
   echo "$what did not come up in ${seconds} s; see $state/*.log" >&2; exit 1
 }
 
-rm -f "$state/stack.env"
+alive stand-ins || rm -f "$state/stack.env"  # running stand-ins keep theirs (they write it once)
 start stand-ins "${RUN[@]}" python -m demo.serve "$state/stack.env"
 wait_for "the local stand-ins" 60 test -s "$state/stack.env"
 start prefect-server "${RUN[@]}" prefect server start --host 127.0.0.1 --port 4200
@@ -44,14 +51,21 @@ wait_for "the Prefect server" 60 curl -sf "$PREFECT_API_URL/health"
 source "$state/stack.env"
 start worker "${RUN[@]}" prefect worker start --pool local
 "${RUN[@]}" prefect --no-prompt deploy --all
+# The alerts: a failed/crashed/timed-out pipeline run, a nightly not Completed in time -> ONCOLOGY_ALERT_WEBHOOK_URL
+# (the receiver of stack.env). Idempotent: automations are replaced by name.
+alerts=$("${RUN[@]}" python -m alerts) || { echo "python -m alerts failed (see above)" >&2; exit 1; }
 
 echo
 echo "Stand-ins (log: $state/stand-ins.log):"
 grep -v '^127\.0\.0\.1 - - ' "$state/stand-ins.log" | sed 's/^/  /'  # without moto's access log
 cat <<TEXT
 
+$alerts
+
 Prefect UI:   http://127.0.0.1:4200   (nightly schedule: 02:00 Europe/Berlin)
-Run now:      PREFECT_API_URL=$PREFECT_API_URL ${UV_CMD[*]} run prefect deployment run 'train-test-publish-deploy/nightly'
-              PREFECT_API_URL=$PREFECT_API_URL ${UV_CMD[*]} run prefect deployment run 'train/on-demand'
+Run now:      PREFECT_API_URL=$PREFECT_API_URL $HINT prefect deployment run 'train-test-publish-deploy/nightly'
+              PREFECT_API_URL=$PREFECT_API_URL $HINT prefect deployment run 'train/on-demand'
+Alerts:       PREFECT_API_URL=$PREFECT_API_URL $HINT prefect automation ls
+              tail -f $PWD/$state/notifications.jsonl
 Stop:         make server-down
 TEXT

@@ -9,14 +9,19 @@ from prefect.runtime import flow_run
 
 from oncology_pipeline.versioning import check_version, new_version
 
+#: The name prefix of a stage's flow run when the pipeline flow runs it (alerts go to the pipeline's run only).
+NESTED_PREFIX = "pipeline-"
+
 
 def stamp_run(stage: str, version: str | None) -> str:
-    """The given version (checked) or a new one from this flow run's id; renames the run `<stage>-<version>`."""
+    """The given version (checked) or a new one from this flow run's id; renames the run `<stage>-<version>`,
+    or `pipeline-<stage>-<version>` when it runs inside another flow run (a stage of the pipeline)."""
     run_id = flow_run.id
     version = check_version(version) if version else new_version(run_id)
     if run_id:
+        prefix = NESTED_PREFIX if flow_run.parent_flow_run_id else ""
         with get_client(sync_client=True) as client:
-            client.update_flow_run(run_id, name=f"{stage}-{version}")
+            client.update_flow_run(run_id, name=f"{prefix}{stage}-{version}")
     return version
 
 

@@ -1,0 +1,126 @@
+"""The pipeline's alerts as Prefect automations (definitions only; `alerts.apply` puts them on a server).
+
+Both send one notification through a notification block. Their texts are Jinja templates that the Prefect
+server renders when it acts: `flow`, `flow_run`, `deployment` are read from its API, `event` is the event that
+triggered (or, for the proactive alert, opened the window), `ui_url` links into the Prefect UI.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
+
+from tasks.runs import NESTED_PREFIX
+
+#: Every flow of this project (the names in `@flow(name=...)`).
+PIPELINE_FLOWS = ("train-test-publish-deploy", "train", "test", "publish", "deploy", "rollback", "cleanup")
+#: A run that ends in one of these states failed (TimedOut is a Failed state with its own name).
+FAILURE_STATES = ("Failed", "Crashed", "TimedOut")
+NIGHTLY_FLOW, NIGHTLY_DEPLOYMENT = "train-test-publish-deploy", "nightly"
+#: The first sign that a nightly run is due: picked up by a worker, marked Late by the server (no worker took it
+#: in time), or held back by the deployment's concurrency limit; Running covers runs started without Pending.
+NIGHTLY_DUE = ("Pending", "Late", "AwaitingConcurrencySlot", "Running")
+
+FAILED_RUN = "oncology: pipeline run failed"
+NIGHTLY_OVERDUE = "oncology: nightly not completed in time"
+NAMES = (FAILED_RUN, NIGHTLY_OVERDUE)
+TAGS = ["oncology", "alerts"]
+
+FAILED_SUBJECT = "[oncology] {{ flow.name }} {{ flow_run.state.name }}: {{ flow_run.name }}"
+FAILED_BODY = """\
+Flow: {{ flow.name }}
+Flow run: {{ flow_run.name }}
+State: {{ flow_run.state.name }}
+Reason: {{ flow_run.state.message }}
+Deployment: {{ deployment.name or "none (started without a deployment)" }}
+URL: {{ flow_run|ui_url }}"""
+
+OVERDUE_SUBJECT = "[oncology] nightly not completed within __HOURS__ h: {{ flow_run.name }}"
+OVERDUE_BODY = """\
+The nightly run has not reached Completed within __HOURS__ h of becoming due.
+Flow: {{ flow.name }}
+Deployment: {{ deployment.name }}
+Flow run: {{ flow_run.name }}
+Scheduled for: {{ flow_run.expected_start_time }}
+Due since: {{ event.occurred }} ({{ event.event }})
+State now: {{ flow_run.state_name }}
+URL: {{ flow_run|ui_url }}"""
+
+
+def _events(states: tuple[str, ...]) -> set[str]:
+    return {f"prefect.flow-run.{state}" for state in states}
+
+
+def failed_run_alert(block_id: UUID) -> AutomationCore:
+    """One notification for every run of a pipeline flow that enters Failed, Crashed or TimedOut.
+
+    A stage that fails inside the pipeline alerts once, through the pipeline's run (its state message says
+    `failed at <stage>: <reason>`): the stage's own run, named `pipeline-<stage>-<version>`, is left out.
+    Retries in between are not failures: AwaitingRetry is none.
+    """
+    trigger = EventTrigger(
+        posture=Posture.Reactive,
+        expect=_events(FAILURE_STATES),
+        match={"prefect.resource.id": "prefect.flow-run.*", "prefect.resource.name": f"!{NESTED_PREFIX}*"},
+        match_related={"prefect.resource.role": "flow", "prefect.resource.name": list(PIPELINE_FLOWS)},
+        for_each={"prefect.resource.id"},
+        threshold=1,
+        within=timedelta(0),
+    )
+    action = SendNotification(block_document_id=block_id, subject=FAILED_SUBJECT, body=FAILED_BODY)
+    return AutomationCore(
+        name=FAILED_RUN,
+        description=f"A run of {', '.join(PIPELINE_FLOWS)} ended {', '.join(FAILURE_STATES)}: flow, run, reason, URL.",
+        tags=TAGS,
+        trigger=trigger,
+        actions=[action],
+    )
+
+
+def nightly_overdue_alert(block_id: UUID, hours: float) -> AutomationCore:
+    """One notification for every run of the nightly deployment that has not Completed `hours` after it was due.
+
+    What it detects, exactly: per flow run of deployment `nightly` of flow `train-test-publish-deploy`, a window
+    opens at the run's first Pending, Late, AwaitingConcurrencySlot or Running event (a worker picks a run up at
+    its scheduled time; the server marks an untaken run Late about 15 s after it; later events do not move the
+    window). When the window closes `hours` later without a Completed event for that run, the alert fires once.
+    So it covers a run still running or stuck, never picked up (no worker), waiting for the concurrency slot, and
+    one that ended Failed/Crashed/Cancelled (failures alert at once as well, see `failed_run_alert`).
+    It cannot see a run that was never created (a deleted or paused schedule, a deployment that was removed).
+    """
+    within = timedelta(hours=hours)
+    if within < timedelta(seconds=10):
+        raise ValueError(f"nightly_deadline_hours: {hours} h is under the 10 s that Prefect's proactive triggers need")
+    trigger = EventTrigger(
+        posture=Posture.Proactive,
+        after=_events(NIGHTLY_DUE),
+        expect=_events(("Completed",)),
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related=[
+            {"prefect.resource.role": "flow", "prefect.resource.name": NIGHTLY_FLOW},
+            {"prefect.resource.role": "deployment", "prefect.resource.name": NIGHTLY_DEPLOYMENT},
+        ],
+        for_each={"prefect.resource.id"},
+        threshold=1,
+        within=within,
+    )
+    shown = f"{hours:g}"
+    action = SendNotification(
+        block_document_id=block_id,
+        subject=OVERDUE_SUBJECT.replace("__HOURS__", shown),
+        body=OVERDUE_BODY.replace("__HOURS__", shown),
+    )
+    return AutomationCore(
+        name=NIGHTLY_OVERDUE,
+        description=f"{NIGHTLY_FLOW}/{NIGHTLY_DEPLOYMENT} has not Completed within {shown} h of becoming due.",
+        tags=TAGS,
+        trigger=trigger,
+        actions=[action],
+    )
+
+
+def alert_automations(block_id: UUID, nightly_deadline_hours: float) -> list[AutomationCore]:
+    """Every alert of the pipeline, delivered through the notification block `block_id`."""
+    return [failed_run_alert(block_id), nightly_overdue_alert(block_id, nightly_deadline_hours)]

@@ -1,0 +1,1 @@
+"""Alert automations against a real Prefect server (its trigger and action services running)."""
