@@ -18,7 +18,7 @@ uv:  ## uv itself, when neither `uv` nor `python3 -m uv` is there; and `uv` on P
 install: uv  ## the locked dependencies, into .venv
 	$(UV) sync --frozen --all-extras
 
-demo: install  ## the whole pipeline on embedded defaults (local S3, registry and cluster stand-ins)
+demo: install provision  ## the whole pipeline on embedded defaults (local S3, registry and cluster stand-ins)
 	$(RUN) python -m demo
 
 test: install provision lint typecheck pytest  ## lint, type check and every test suite (CI runs this)
@@ -42,7 +42,7 @@ server-down:  ## stop what `make server` started
 services-down:
 	bash scripts/services-down.sh
 
-server: install  ## Prefect server + process worker + `prefect deploy --all`, for nightly-style runs in the UI
+server: install provision  ## Prefect server + process worker + `prefect deploy --all`, for nightly-style runs in the UI
 	UV="$(UV)" bash scripts/server.sh
 
 benchmark: install  ## prediction latency, image build times (Docker), the last demo run's stage times -> docs/

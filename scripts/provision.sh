@@ -34,7 +34,9 @@ install_packages() {
         echo "packages: present"
         return
     fi
-    [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]} and not root: run as root or install docker.io docker-registry apache2-utils debootstrap curl"
+    [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]} and not root: run \`sudo make provision\` (Debian 12), then this command again"
+    command -v apt-get >/dev/null 2>&1 \
+        || die "missing ${missing[*]} and no apt-get (not Debian): install Docker, the Docker registry (distribution), htpasswd and debootstrap, then run this command again"
     log "installing packages (missing: ${missing[*]})"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
