@@ -8,6 +8,7 @@ from oncology_model.data import ValidationReport
 from oncology_model.evaluation import Evaluation, GateDecision
 from oncology_model.training import ThresholdChoice
 from oncology_pipeline.image import ImageInfo, SmokeResult
+from oncology_pipeline.s3store import S3Object
 
 
 def validation_markdown(report: ValidationReport, source: str) -> str:
@@ -88,9 +89,11 @@ def coverage_rows(coverage: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def links_markdown(title: str, links: list[tuple[str, str]]) -> str:
-    """A list of written objects: (s3 uri, browsable url)."""
-    return "\n".join([f"# {title}", ""] + [f"- [{uri}]({url})" for uri, url in links])
+def objects_rows(objects: list[S3Object]) -> list[dict[str, str | int]]:
+    """The rows of a written-objects table: `s3://` URI, size, ETag, version id."""
+    return [
+        {"object": o.uri, "bytes": o.size, "etag": o.etag.strip('"'), "version": o.version_id or "-"} for o in objects
+    ]
 
 
 def history_row(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from oncology_pipeline import s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.reports import gate_markdown, history_row, metrics_rows
 from oncology_pipeline.settings import PipelineSettings
-from tasks.artifacts import link_objects
+from tasks.artifacts import record_objects
 from tasks.clients import aws_client
 from tasks.policy import NETWORK_RETRIES
 from tasks.runs import ensure_concurrency_limit
@@ -181,7 +181,7 @@ def upload_model_bundle(settings: PipelineSettings, bundle_dir: Path, version: s
         time.perf_counter() - start,
         ", ".join(f"{o.uri} ({o.size} bytes)" for o in written),
     )
-    link_objects(settings, "model-bundle-objects", f"Model bundle {version}", written)
+    record_objects("model-bundle-objects", f"Model bundle {version}: S3 objects", written)
     return written
 
 
@@ -191,7 +191,7 @@ def upload_reports(settings: PipelineSettings, reports: dict[str, Any], title: s
     s3 = aws_client(settings, "s3")
     written = [s3store.put_json(s3, settings.metrics_bucket, key, payload) for key, payload in reports.items()]
     get_run_logger().info("uploaded %s", ", ".join(f"{o.uri} ({o.size} bytes)" for o in written))
-    link_objects(settings, f"{title.lower().replace(' ', '-')}-objects", title, written)
+    record_objects(f"{title.lower().replace(' ', '-')}-objects", f"{title}: S3 objects", written)
     return written
 
 

@@ -97,7 +97,9 @@ def test_train_stores_a_candidate_with_metrics_and_release_record_and_leaves_pro
     candidate = next(a for a in artifacts(run_id) if a.key == "candidate")
     assert f"--param model_version={version}" in str(candidate.data)
     bundle_uri = f"s3://{settings.model_bucket}/models/{version}/model.skops"
-    assert any(a.data.startswith(f"[{bundle_uri}](") for a in artifacts(run_id) if a.key is None)  # its link artifact
+    (objects,) = [a for a in artifacts(run_id) if a.key == "model-bundle-objects"]
+    assert bundle_uri in str(objects.data) and "](" not in str(objects.data)  # s3:// text, no link that answers 403
+    assert all(a.key for a in artifacts(run_id))  # no keyless duplicates
 
 
 def test_second_run_uses_the_etag_cache_compares_with_the_champion_and_grows_the_history(stack: Stack) -> None:

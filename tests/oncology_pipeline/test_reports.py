@@ -15,10 +15,11 @@ from oncology_pipeline.reports import (
     coverage_rows,
     gate_markdown,
     history_row,
-    links_markdown,
     metrics_rows,
+    objects_rows,
     validation_markdown,
 )
+from oncology_pipeline.s3store import S3Object
 from tests.support.data import csv_bytes, synthetic_rows
 
 VERSION = "20261125T020000Z-3fa85f64"
@@ -164,11 +165,12 @@ def test_coverage_rows_of_an_empty_report() -> None:
     assert coverage_rows({}) == []
 
 
-def test_links_markdown() -> None:
-    links = [("s3://b/models/v1/model.skops", "https://console.example/b/models/v1/model.skops")]
-    assert links_markdown("Model bundle v1", links) == (
-        "# Model bundle v1\n\n- [s3://b/models/v1/model.skops](https://console.example/b/models/v1/model.skops)"
-    )
+def test_objects_are_s3_uris_with_size_and_etag_never_links() -> None:
+    written = [S3Object("b", "models/v1/model.skops", 1234, '"abc"', "v9"), S3Object("b", "x/__init__.py", 5, '"d"')]
+    assert objects_rows(written) == [
+        {"object": "s3://b/models/v1/model.skops", "bytes": 1234, "etag": "abc", "version": "v9"},
+        {"object": "s3://b/x/__init__.py", "bytes": 5, "etag": "d", "version": "-"},
+    ]
 
 
 def _metadata(evaluation: Evaluation, gate: GateDecision | None) -> dict[str, Any]:
