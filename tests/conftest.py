@@ -133,3 +133,22 @@ def workloads(
     return push_workloads(
         docker_client, registry_address, built_image.info.id, model_metadata.model_version, previous_bundle, work
     )
+
+
+#: What a test needs, by the fixtures it uses: `docker` (the engine, the registry, the serving image),
+#: `cluster` (the Kubernetes stand-in), `slow` (a Prefect server, whole flows). `pytest -m "not docker and not
+#: cluster and not slow"` is the quick suite; `make test` runs them all and fails when a component is missing.
+MARKS_BY_FIXTURE = {
+    "docker": {"docker_client", "registry_address", "built_image", "build_context", "workloads"},
+    "cluster": {"standin", "serving", "cluster"},
+    "slow": {"prefect_server", "alert_server", "stack"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the fixtures it uses (see MARKS_BY_FIXTURE)."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for mark, fixtures in MARKS_BY_FIXTURE.items():
+            if used & fixtures:
+                item.add_marker(getattr(pytest.mark, mark))
