@@ -192,3 +192,17 @@ def test_the_work_pool_renders_a_valid_hardened_job(work_pool_template: Manifest
     }
     assert {"name": "PREFECT_HOME", "value": "/tmp/prefect"} in container["env"]
     hardened(pod_spec, container)
+
+
+def test_the_kaniko_publish_job_pushes_the_webservice_image_within_the_build_limit() -> None:
+    from oncology_pipeline.settings import PipelineSettings
+
+    job = one("publish-kaniko-job.yaml", "Job")
+    settings = PipelineSettings()
+    assert job["spec"]["activeDeadlineSeconds"] == settings.build_timeout_seconds
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    args = dict(arg.removeprefix("--").split("=", 1) for arg in container["args"])
+    assert args["destination"].split("/", 1)[1].startswith(f"{settings.ecr_repository}:")
+    assert args["digest-file"] == "/dev/termination-log"
+    account = one("publish-kaniko-job.yaml", "ServiceAccount")
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
