@@ -27,9 +27,9 @@ from flows.deploy import deploy
 from flows.publish import publish
 from flows.test import run_test_suites
 from flows.train import train
+from oncology_pipeline import layout
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.fingerprint import Plan
-from oncology_pipeline.s3store import POINTER_FILE
 from oncology_pipeline.settings import PipelineSettings, load_settings
 from oncology_pipeline.summary import STAGES, PipelineSummary
 from tasks.data import download_training_data
@@ -132,7 +132,7 @@ def train_test_publish_deploy(
             summary, settings, "deploy", deploy, image=summary.image, version=version, overrides=overrides
         )
         summary.stages["deploy"] = summary.rollout or "rolled out"
-        pointer = f"s3://{settings.model_bucket}/{settings.model_prefix}/{POINTER_FILE}"
+        pointer = f"s3://{settings.model_bucket}/{layout.pointer_key(settings.model_prefix)}"
         summary.s3_uris = [*summary.s3_uris, pointer, record_uri(settings, version)]
         return summary
     except StageFailed as failure:

@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow, tags
 
+from oncology_pipeline import layout
 from oncology_pipeline.settings import load_settings
 from tasks.runs import stamp_run
 from tasks.testing import MODEL, UNIT, check_test_results, run_test_suites_with_coverage
@@ -44,8 +45,8 @@ def run_test_suites(
         written = upload_reports(
             settings,
             {
-                f"trainer/unittest-coverage/unittest-coverage-{version}.json": coverage[UNIT],
-                f"trainer/test-coverage/test-coverage-{version}.json": coverage[MODEL],
+                layout.unit_coverage_key(version): coverage[UNIT],
+                layout.model_coverage_key(version): coverage[MODEL],
             },
             "Coverage reports",
         )

@@ -16,10 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from oncology_pipeline import s3store
+from oncology_pipeline import layout, s3store
 
-RELEASES_PREFIX = "releases"
-FINGERPRINTS_PREFIX = "releases/fingerprints"
 ANNOTATION_VERSION = "oncology-mlops/model-version"
 ANNOTATION_RELEASE = "oncology-mlops/release"
 
@@ -75,36 +73,26 @@ class ReleaseRecord(BaseModel):
         return "\n".join(lines)
 
 
-def record_key(version: str) -> str:
-    """`releases/<version>.json`."""
-    return f"{RELEASES_PREFIX}/{version}.json"
-
-
-def fingerprint_key(digest: str) -> str:
-    """`releases/fingerprints/<digest>.json`: the latest version trained from these inputs."""
-    return f"{FINGERPRINTS_PREFIX}/{digest}.json"
-
-
 def latest_with_fingerprint(s3: Any, bucket: str, digest: str) -> ReleaseRecord | None:
     """The record of the latest version trained from the inputs `digest`, or None."""
-    data = s3store.get_bytes(s3, bucket, fingerprint_key(digest))
+    data = s3store.get_bytes(s3, bucket, layout.fingerprint_key(digest))
     return None if data is None else read_record(s3, bucket, json.loads(data)["model_version"])
 
 
 def remember_fingerprint(s3: Any, bucket: str, digest: str, version: str) -> s3store.S3Object:
     """Say that `version` is the latest version trained from the inputs `digest`."""
-    return s3store.put_json(s3, bucket, fingerprint_key(digest), {"model_version": version})
+    return s3store.put_json(s3, bucket, layout.fingerprint_key(digest), {"model_version": version})
 
 
 def read_record(s3: Any, bucket: str, version: str) -> ReleaseRecord | None:
     """A version's release record, or None when there is none."""
-    data = s3store.get_bytes(s3, bucket, record_key(version))
+    data = s3store.get_bytes(s3, bucket, layout.release_key(version))
     return None if data is None else ReleaseRecord.model_validate_json(data)
 
 
 def write_record(s3: Any, bucket: str, record: ReleaseRecord) -> s3store.S3Object:
     """Write the whole record (one PUT: never half-written)."""
-    return s3store.put_json(s3, bucket, record_key(record.model_version), record.model_dump(mode="json"))
+    return s3store.put_json(s3, bucket, layout.release_key(record.model_version), record.model_dump(mode="json"))
 
 
 def merge(record: ReleaseRecord, changes: dict[str, Any]) -> ReleaseRecord:

@@ -20,9 +20,9 @@ from botocore.exceptions import ClientError, NoCredentialsError
 from pydantic import BaseModel
 
 from oncology_model.files import staged_directory
+from oncology_pipeline import layout
 from oncology_pipeline.errors import ConfigurationError, PromotionConflict, TransientError, is_transient
 
-POINTER_FILE = "production.json"
 ABSENT = "*absent"  # `put_bytes(if_match=ABSENT)`: create only
 _ADVICE = {
     "NoSuchBucket": "the bucket does not exist: create it or fix the bucket setting",
@@ -228,7 +228,7 @@ def read_pointer(s3: Any, bucket: str, prefix: str) -> ProductionPointer | None:
 
 def read_pointer_etag(s3: Any, bucket: str, prefix: str) -> tuple[ProductionPointer | None, str]:
     """The production pointer and its ETag (`ABSENT` before the first model), for a conditional write."""
-    key = f"{prefix}/{POINTER_FILE}"
+    key = layout.pointer_key(prefix)
     try:
         answer = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
@@ -257,7 +257,7 @@ def write_pointer(
     `PromotionConflict` naming the version that won; nothing is overwritten. A retry of a write that landed
     (the same version and image) is a success.
     """
-    key = f"{prefix}/{POINTER_FILE}"
+    key = layout.pointer_key(prefix)
     previous, etag = read_pointer_etag(s3, bucket, prefix)
     if etag != expected_etag:
         if previous is not None and (previous.model_version, previous.image) == (version, image):

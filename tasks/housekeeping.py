@@ -14,7 +14,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
-from oncology_pipeline import housekeeping, image, releases, s3store
+from oncology_pipeline import housekeeping, image, layout, releases, s3store
 from oncology_pipeline.errors import ConfigurationError, PipelineError
 from oncology_pipeline.housekeeping import Decision, Tidied
 from oncology_pipeline.settings import PipelineSettings
@@ -133,7 +133,7 @@ def delete_model_versions(settings: PipelineSettings, versions: list[str]) -> li
         if pointer is not None and version in (pointer.model_version, pointer.previous_version):
             log.warning("kept %s: it became production (or production's previous version) meanwhile", version)
             continue
-        count = _delete_prefix(s3, settings.model_bucket, f"{settings.model_prefix}/{version}/")
+        count = _delete_prefix(s3, settings.model_bucket, f"{layout.version_prefix(settings.model_prefix, version)}/")
         log.info("deleted s3://%s/%s/%s/ (%d objects)", settings.model_bucket, settings.model_prefix, version, count)
         deleted.append(version)
     return deleted

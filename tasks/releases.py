@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from oncology_pipeline import releases, s3store
+from oncology_pipeline import layout, releases, s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.releases import ReleaseRecord
 from oncology_pipeline.settings import PipelineSettings
@@ -19,7 +19,7 @@ from tasks.policy import NETWORK_RETRIES
 
 def record_uri(settings: PipelineSettings, version: str) -> str:
     """`s3://<model-bucket>/releases/<version>.json`."""
-    return f"s3://{settings.model_bucket}/{releases.record_key(version)}"
+    return f"s3://{settings.model_bucket}/{layout.release_key(version)}"
 
 
 def stage_times(stage: str, outcome: str | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from oncology_model.classifier import Classifier
 from oncology_model.data import Dataset
 from oncology_model.evaluation import Evaluation, GateDecision, GateThresholds, QualityGate, compare, evaluate
 from oncology_model.training import TrainedModel, TrainingConfig, train
-from oncology_pipeline import s3store
+from oncology_pipeline import layout, s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.reports import gate_markdown, history_row, metrics_rows
 from oncology_pipeline.settings import PipelineSettings
@@ -91,7 +91,7 @@ def fetch_model_bundle(settings: PipelineSettings, version: str | None = None) -
             "no production model at s3://%s/%s/%s yet",
             settings.model_bucket,
             settings.model_prefix,
-            s3store.POINTER_FILE,
+            layout.POINTER_FILE,
         )
     else:
         log.info(
@@ -173,7 +173,7 @@ def upload_model_bundle(settings: PipelineSettings, bundle_dir: Path, version: s
     """Upload the bundle under models/<version>/ as a candidate (production moves only after a verified deploy)."""
     s3 = aws_client(settings, "s3")
     start = time.perf_counter()
-    prefix = f"{settings.model_prefix}/{version}"
+    prefix = layout.version_prefix(settings.model_prefix, version)
     written = s3store.upload_directory(s3, settings.model_bucket, prefix, bundle_dir)
     get_run_logger().info(
         "uploaded %s in %.2f s: %s",
@@ -199,7 +199,7 @@ def upload_reports(settings: PipelineSettings, reports: dict[str, Any], title: s
 def record_metrics_history(settings: PipelineSettings, metadata: ModelMetadata) -> list[s3store.S3Object]:
     """Append this version's row to trainer/metrics/history.csv and keep its QuickSight manifest beside it."""
     s3 = aws_client(settings, "s3")
-    history_key = "trainer/metrics/history.csv"
+    history_key = layout.HISTORY
     row = history_row(metadata.model_dump(mode="json"))
     ensure_concurrency_limit(MODEL_REGISTRY_LIMIT)
     with concurrency(MODEL_REGISTRY_LIMIT, occupy=1, strict=True):  # read-modify-write of the history
@@ -207,7 +207,7 @@ def record_metrics_history(settings: PipelineSettings, metadata: ModelMetadata) 
     manifest = s3store.put_json(
         s3,
         settings.metrics_bucket,
-        "trainer/metrics/quicksight-manifest.json",
+        layout.QUICKSIGHT_MANIFEST,
         s3store.quicksight_manifest(settings.metrics_bucket, history_key),
     )
     get_run_logger().info(

@@ -18,7 +18,7 @@ from prefect import flow
 from prefect.client.schemas.objects import StateType
 
 from flows.cleanup import cleanup
-from oncology_pipeline import releases, s3store
+from oncology_pipeline import layout, releases, s3store
 from oncology_pipeline.housekeeping import Tidied
 from oncology_pipeline.image import MODEL_VERSION_LABEL, SMOKE_TEST_LABEL, pipeline_tags
 from oncology_pipeline.settings import PipelineSettings
@@ -69,7 +69,7 @@ def history(stack: Stack, tmp_path: Path) -> dict[str, str]:
         )
         if version != V3:
             releases.write_record(s3, settings.model_bucket, releases.ReleaseRecord(model_version=version))
-    s3store.put_bytes(s3, settings.model_bucket, releases.record_key(V0), b"{not json", "application/json")
+    s3store.put_bytes(s3, settings.model_bucket, layout.release_key(V0), b"{not json", "application/json")
     s3store.put_bytes(s3, settings.model_bucket, f"{settings.model_prefix}/notes/README", b"kept", "text/plain")
     return {**stack.overrides, "keep_candidates": 2}
 
@@ -141,7 +141,7 @@ def test_a_real_run_deletes_exactly_the_unneeded_model_files_and_keeps_their_rec
     after = snapshot(stack.s3, stack.settings.model_bucket)
     assert set(before) - set(after) == gone
     assert after == {key: etag for key, etag in before.items() if key not in gone}  # nothing else touched
-    assert releases.record_key(V2) in after  # the history stays
+    assert layout.release_key(V2) in after  # the history stays
     _assert_rollback_possible(stack)
 
     again = cleanup(dry_run=False, overrides=history, return_state=True)

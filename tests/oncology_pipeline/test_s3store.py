@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
-from oncology_pipeline import aws, s3store
+from oncology_pipeline import aws, layout, s3store
 from oncology_pipeline.errors import ConfigurationError, PromotionConflict, is_transient
 from oncology_pipeline.settings import PipelineSettings
 from oncology_pipeline.versioning import new_version
@@ -344,7 +344,7 @@ def test_write_pointer_chains_the_previous_version(s3: S3Client, settings: Pipel
     assert pointer.keys == [o.key for o in second_objects]
     assert pointer.updated_at.tzinfo is not None
     assert pointer.updated_at >= before.replace(microsecond=0)
-    stored = s3.head_object(Bucket=bucket, Key=f"models/{s3store.POINTER_FILE}")
+    stored = s3.head_object(Bucket=bucket, Key=f"models/{layout.POINTER_FILE}")
     assert stored["ContentType"] == "application/json"
 
 
@@ -699,7 +699,7 @@ def test_a_lost_race_inside_s3_is_refused_by_the_conditional_put(
     """Both writers read the same ETag and both pass the early check; S3's If-Match refuses the second PUT."""
     bucket, version = settings.model_bucket, new_version()
     objects = _publish(s3, bucket, tmp_path, version)
-    key = f"models/{s3store.POINTER_FILE}"
+    key = f"models/{layout.POINTER_FILE}"
     stale = s3store.read_pointer_etag(s3, bucket, "models")[1]
     s3store.put_bytes(s3, bucket, key, b"{}", "application/json", if_match=stale)  # someone else's write
     with pytest.raises(ClientError, match="PreconditionFailed"):

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from oncology_pipeline import releases, s3store
+from oncology_pipeline import layout, releases, s3store
 from oncology_pipeline.cluster import WEBSERVICE_CONTAINER
 from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION
 from oncology_pipeline.settings import PipelineSettings
@@ -40,9 +40,9 @@ def assert_invariant(
     annotations = deployment["metadata"].get("annotations") or {}
     assert annotations.get(ANNOTATION_VERSION) == version
     records = {
-        key.removeprefix(f"{releases.RELEASES_PREFIX}/").removesuffix(".json")
+        key.removeprefix(f"{layout.RELEASES}/").removesuffix(".json")
         for key in snapshot(s3, settings.model_bucket)
-        if key.startswith(f"{releases.RELEASES_PREFIX}/")
+        if key.startswith(f"{layout.RELEASES}/") and key.count("/") == 1  # not the fingerprint index
     }
     in_production = set()
     for name in records:
@@ -56,7 +56,7 @@ def assert_invariant(
         assert (
             annotations.get(ANNOTATION_RELEASE)
             == pointer.release
-            == f"s3://{settings.model_bucket}/{releases.record_key(version)}"
+            == f"s3://{settings.model_bucket}/{layout.release_key(version)}"
         )
     if before is not None:
         now = snapshot(s3, settings.model_bucket)
@@ -85,7 +85,7 @@ def seed_production(s3: Any, settings: PipelineSettings, bundle: Path, image: st
         objects,
         expected_etag=etag,
         image=image,
-        release=f"s3://{settings.model_bucket}/{releases.record_key(version)}",
+        release=f"s3://{settings.model_bucket}/{layout.release_key(version)}",
     )
     return version
 
@@ -94,5 +94,5 @@ def production_annotations(settings: PipelineSettings, version: str) -> dict[str
     """The annotations a verified deploy of `version` leaves on the Deployments."""
     return {
         ANNOTATION_VERSION: version,
-        ANNOTATION_RELEASE: f"s3://{settings.model_bucket}/{releases.record_key(version)}",
+        ANNOTATION_RELEASE: f"s3://{settings.model_bucket}/{layout.release_key(version)}",
     }

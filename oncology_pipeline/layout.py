@@ -1,0 +1,56 @@
+"""Where everything lives in S3: every key the pipeline reads or writes, in one place.
+
+s3://<model-bucket>/<model-prefix>/<version>/model.skops, metadata.json   every approved version (candidates)
+s3://<model-bucket>/<model-prefix>/production.json                       the verified serving version
+s3://<model-bucket>/releases/<version>.json                              one release record per version
+s3://<model-bucket>/releases/fingerprints/<sha256>.json                  the latest version of those inputs
+s3://<metrics-bucket>/trainer/metrics/metrics-<version>.json             metrics, CIs, gate decision
+s3://<metrics-bucket>/trainer/metrics/history.csv                        one row per version (QuickSight)
+s3://<metrics-bucket>/trainer/metrics/quicksight-manifest.json
+s3://<metrics-bucket>/trainer/unittest-coverage/unittest-coverage-<version>.json
+s3://<metrics-bucket>/trainer/test-coverage/test-coverage-<version>.json
+"""
+
+from __future__ import annotations
+
+POINTER_FILE = "production.json"
+RELEASES = "releases"
+FINGERPRINTS = f"{RELEASES}/fingerprints"
+METRICS = "trainer/metrics"
+HISTORY = f"{METRICS}/history.csv"
+QUICKSIGHT_MANIFEST = f"{METRICS}/quicksight-manifest.json"
+
+
+def version_prefix(model_prefix: str, version: str) -> str:
+    """`<model-prefix>/<version>`: a model version's bundle files."""
+    return f"{model_prefix}/{version}"
+
+
+def pointer_key(model_prefix: str) -> str:
+    """`<model-prefix>/production.json`."""
+    return f"{model_prefix}/{POINTER_FILE}"
+
+
+def release_key(version: str) -> str:
+    """`releases/<version>.json`."""
+    return f"{RELEASES}/{version}.json"
+
+
+def fingerprint_key(digest: str) -> str:
+    """`releases/fingerprints/<digest>.json`."""
+    return f"{FINGERPRINTS}/{digest}.json"
+
+
+def metrics_key(version: str) -> str:
+    """`trainer/metrics/metrics-<version>.json`."""
+    return f"{METRICS}/metrics-{version}.json"
+
+
+def unit_coverage_key(version: str) -> str:
+    """`trainer/unittest-coverage/unittest-coverage-<version>.json`."""
+    return f"trainer/unittest-coverage/unittest-coverage-{version}.json"
+
+
+def model_coverage_key(version: str) -> str:
+    """`trainer/test-coverage/test-coverage-<version>.json`."""
+    return f"trainer/test-coverage/test-coverage-{version}.json"
