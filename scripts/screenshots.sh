@@ -13,7 +13,7 @@ run_id=${1:-$(query flow_runs '{"flows": {"name": {"any_": ["train-test-publish-
   "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "sort": "END_TIME_DESC", "limit": 1}' | first id)}
 name=$(curl -sf "$api/flow_runs/$run_id" | python3 -c 'import json, sys; print(json.load(sys.stdin)["name"])')
 version=${name#train-test-publish-deploy-}
-train_id=$(query flow_runs "{\"flow_runs\": {\"name\": {\"any_\": [\"train-$version\"]}}, \"limit\": 1}" | first id)
+train_id=$(query flow_runs "{\"flow_runs\": {\"name\": {\"any_\": [\"pipeline-train-$version\"]}}, \"limit\": 1}" | first id)
 summary_id=$(query artifacts "{\"artifacts\": {\"flow_run_id\": {\"any_\": [\"$run_id\"]}, \"key\": {\"any_\": [\"pipeline-summary\"]}}}" | first id)
 profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
