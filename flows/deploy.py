@@ -16,7 +16,7 @@ from prefect.concurrency.sync import concurrency
 from oncology_pipeline.errors import RolloutFailed
 from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION
 from oncology_pipeline.settings import load_settings
-from tasks.deploy import connect_cluster, rollback, set_image, verify_release, wait_for_rollout
+from tasks.deploy import connect_cluster, report_deploy, rollback, set_image, verify_release, wait_for_rollout
 from tasks.releases import promote_model, read_production, record_uri, stage_times, update_release
 from tasks.runs import ensure_concurrency_limit, stamp_run
 from tasks.training import model_bundle_to_use
@@ -66,23 +66,22 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
             if failed is not None:
                 restored = rollback(api, settings, changes)
                 reason = failed.result(raise_on_failure=False)
+                undone = {"outcome": "rolled back", "image": image, "reason": str(reason), "restored": restored}
                 update_release(
                     settings,
                     version,
                     {
                         "cluster": cluster,
                         "outcome": f"failed at deploy: {reason}",
-                        "rollout": {
-                            "outcome": "rolled back",
-                            "image": image,
-                            "reason": str(reason),
-                            "restored": restored,
-                        },
+                        "rollout": undone,
                         "stages": stage_times("deploy", "rolled back"),
                     },
                 )
+                verified = "passed" if len(steps) > 2 else "not reached" if len(steps) < 2 else f"FAILED: {reason}"
+                report_deploy(version, image, cluster, undone, verified)
                 raise RolloutFailed(f"{reason} Rolled back: {restored}.")
     summary = str(steps[1].result())
+    report_deploy(version, image, cluster, {"outcome": "rolled out", "detail": str(rollout.result())}, summary)
     update_release(
         settings,
         version,

@@ -127,3 +127,28 @@ def image_markdown(pinned: str, info: ImageInfo, smoke: SmokeResult) -> str:
     ]
     lines += [f"| {key} | {value} |" for key, value in sorted(info.labels.items())]
     return "\n".join(lines)
+
+
+def deploy_markdown(version: str, image: str, cluster: dict[str, Any], rollout: dict[str, Any], verified: str) -> str:
+    """The deploy stage for a person: each Deployment's old and new image, the rollout, the verification and,
+    when it failed, what was put back."""
+    outcome = rollout.get("outcome", "-")
+    headline = f"production is now {version}" if outcome == "rolled out" else f"{version} rolled back"
+    lines = [f"# Deploy {version}: {headline}", "", f"Image: `{image}`", ""]
+    lines += ["| Deployment | namespace | before | after |", "|---|---|---|---|"]
+    for change in cluster.get("deployments", []):
+        before, after = (_digest(change.get(k)) for k in ("previous_image", "new_image"))
+        lines.append(f"| {change['name']} | {cluster.get('namespace', '-')} | `{before}` | `{after}` |")
+    lines += ["", f"Rollout: {rollout.get('detail') or rollout.get('reason') or outcome}"]
+    lines += ["", f"Verification: {verified}"]
+    if outcome != "rolled out":
+        lines += ["", f"Rolled back: {rollout.get('restored') or '-'}"]
+    return "\n".join(lines)
+
+
+def _digest(image: str | None) -> str:
+    """`…@sha256:<first 12 hex>` of a pinned image (the repository is on the Image line), else the reference."""
+    if not image:
+        return "-"
+    repository, _, digest = image.partition("@")
+    return f"{repository.rsplit('/', 1)[-1]}@{digest[:19]}" if digest else image

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from oncology_model.classifier import Classifier
 from oncology_pipeline import cluster, eks, verification
 from oncology_pipeline.errors import PipelineError, RolloutFailed
+from oncology_pipeline.reports import deploy_markdown
 from oncology_pipeline.settings import PipelineSettings
 from tasks.clients import aws_client, aws_session
 from tasks.policy import NETWORK_RETRIES
@@ -93,6 +96,18 @@ def rollback(api: ApiClient, settings: PipelineSettings, changes: list[cluster.I
     summary = ", ".join(f"{c.deployment} runs {c.new_image} again" for c in restored) or "nothing to restore"
     log.warning("rolled back: %s", summary)
     return summary
+
+
+@task(name="report_deploy", tags=["deploy"], cache_policy=NO_CACHE)
+def report_deploy(
+    version: str, image: str, cluster_changes: dict[str, Any], rollout: dict[str, Any], verified: str
+) -> None:
+    """The `deploy` artifact: Deployments with their old and new image, rollout, verification, rollback."""
+    create_markdown_artifact(
+        markdown=deploy_markdown(version, image, cluster_changes, rollout, verified),
+        key="deploy",
+        description=f"Deploy {version}: {rollout.get('outcome', '-')}",
+    )
 
 
 @task(name="verify_release", tags=["deploy"], cache_policy=NO_CACHE)

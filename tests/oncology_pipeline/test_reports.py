@@ -13,6 +13,7 @@ from oncology_model.evaluation import Estimate, Evaluation, GateDecision
 from oncology_model.training import TrainingConfig
 from oncology_pipeline.reports import (
     coverage_rows,
+    deploy_markdown,
     gate_markdown,
     history_row,
     metrics_rows,
@@ -222,3 +223,16 @@ def test_history_row_of_a_first_model_and_of_a_bundle_without_gate(evaluation: E
     ungated = history_row(_metadata(evaluation, None))
     assert ungated["gate_passed"] is None
     assert ungated["champion_version"] == ""
+
+
+def test_the_deploy_artifact_names_each_deployment_old_and_new_image_and_the_outcome() -> None:
+    old, new = "r.example/oncology@sha256:" + "a" * 64, "r.example/oncology@sha256:" + "b" * 64
+    cluster = {"namespace": "oncology", "deployments": [{"name": "web", "previous_image": old, "new_image": new}]}
+    done = deploy_markdown("v2", new, cluster, {"outcome": "rolled out", "detail": "web (revision 3)"}, "2 pods ok")
+    assert done.startswith("# Deploy v2: production is now v2")
+    assert "| web | oncology | `oncology@sha256:aaaaaaaaaaaa` | `oncology@sha256:bbbbbbbbbbbb` |" in done
+    assert "Rollout: web (revision 3)" in done and "Verification: 2 pods ok" in done and "Rolled back" not in done
+    undone = {"outcome": "rolled back", "reason": "ImagePullBackOff", "restored": "web runs the old image again"}
+    failed = deploy_markdown("v2", new, cluster, undone, "not reached")
+    assert failed.startswith("# Deploy v2: v2 rolled back") and "Rollout: ImagePullBackOff" in failed
+    assert "Rolled back: web runs the old image again" in failed
