@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from oncology_pipeline import layout, s3store
+from oncology_pipeline.summary import table_cell
 
 ANNOTATION_VERSION = "oncology-mlops/model-version"
 ANNOTATION_RELEASE = "oncology-mlops/release"
@@ -63,8 +64,7 @@ class ReleaseRecord(BaseModel):
             if seconds is None and times.started_at and times.ended_at:
                 seconds = (times.ended_at - times.started_at).total_seconds()
             started = f"{times.started_at:%H:%M:%S}" if times.started_at else "-"
-            outcome = times.outcome if len(times.outcome) <= 80 else times.outcome[:79] + "…"
-            lines.append(f"| {stage} | {outcome} | {started} | {seconds or 0:.1f} |")
+            lines.append(f"| {stage} | {table_cell(times.outcome)} | {started} | {seconds or 0:.1f} |")
         if self.image.get("reference"):
             lines += ["", f"Image: `{self.image['reference']}`"]
         if self.verification:

@@ -65,11 +65,16 @@ def gate_markdown(
     return "\n".join(lines)
 
 
+def escape_markdown(text: str) -> str:
+    """Text that the UI's markdown shows as it is (`__init__.py` stays `__init__.py`, not a bold `init.py`)."""
+    return "".join(f"\\{c}" if c in "\\`*_[]<>|" else c for c in text)
+
+
 def coverage_rows(coverage: dict[str, Any]) -> list[dict[str, Any]]:
     """Coverage per module from a coverage.py JSON report."""
     rows = [
         {
-            "module": path,
+            "module": escape_markdown(path),
             "statements": data["summary"]["num_statements"],
             "missing": data["summary"]["missing_lines"],
             "covered_percent": round(data["summary"]["percent_covered"], 1),
@@ -92,7 +97,8 @@ def coverage_rows(coverage: dict[str, Any]) -> list[dict[str, Any]]:
 def objects_rows(objects: list[S3Object]) -> list[dict[str, str | int]]:
     """The rows of a written-objects table: `s3://` URI, size, ETag, version id."""
     return [
-        {"object": o.uri, "bytes": o.size, "etag": o.etag.strip('"'), "version": o.version_id or "-"} for o in objects
+        {"object": escape_markdown(o.uri), "bytes": o.size, "etag": o.etag.strip('"'), "version": o.version_id or "-"}
+        for o in objects
     ]
 
 

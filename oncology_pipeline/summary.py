@@ -8,6 +8,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 STAGES = ("train", "test", "publish", "deploy")
+CELL_WIDTH = 90  # characters of a table cell: the table fits a 1,600 px page; details follow below it
+
+
+def table_cell(text: str, width: int = CELL_WIDTH) -> str:
+    """One markdown table cell: the first line, `|` escaped, cut at `width` characters."""
+    line = text.strip().splitlines()[0] if text.strip() else "-"
+    line = line if len(line) <= width else line[: width - 1] + "…"
+    return line.replace("|", "\\|")
 
 
 class PipelineSummary(BaseModel):
@@ -41,7 +49,7 @@ class PipelineSummary(BaseModel):
         lines = [f"# Pipeline {self.version}", "", "| stage | outcome | seconds |", "|---|---|---:|"]
         for stage in STAGES:
             outcome = self.stages.get(stage) or f"skipped: {self.skipped.get(stage, 'not reached')}"
-            lines.append(f"| {stage} | {outcome} | {self.seconds.get(stage, 0):.1f} |")
+            lines.append(f"| {stage} | {table_cell(outcome)} | {self.seconds.get(stage, 0):.1f} |")
         if self.metrics:
             lines += ["", "Hold-out metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())]
         if self.gate:

@@ -156,8 +156,8 @@ COVERAGE: dict[str, Any] = {
 
 def test_coverage_rows_per_module_sorted_then_the_total() -> None:
     assert coverage_rows(COVERAGE) == [
-        {"module": "oncology_model/data.py", "statements": 120, "missing": 7, "covered_percent": 94.2},
-        {"module": "oncology_model/training.py", "statements": 80, "missing": 4, "covered_percent": 95.0},
+        {"module": "oncology\\_model/data.py", "statements": 120, "missing": 7, "covered_percent": 94.2},
+        {"module": "oncology\\_model/training.py", "statements": 80, "missing": 4, "covered_percent": 95.0},
         {"module": "TOTAL", "statements": 200, "missing": 11, "covered_percent": 94.5},
     ]
 
@@ -170,7 +170,7 @@ def test_objects_are_s3_uris_with_size_and_etag_never_links() -> None:
     written = [S3Object("b", "models/v1/model.skops", 1234, '"abc"', "v9"), S3Object("b", "x/__init__.py", 5, '"d"')]
     assert objects_rows(written) == [
         {"object": "s3://b/models/v1/model.skops", "bytes": 1234, "etag": "abc", "version": "v9"},
-        {"object": "s3://b/x/__init__.py", "bytes": 5, "etag": "d", "version": "-"},
+        {"object": "s3://b/x/\\_\\_init\\_\\_.py", "bytes": 5, "etag": "d", "version": "-"},
     ]
 
 
@@ -236,3 +236,15 @@ def test_the_deploy_artifact_names_each_deployment_old_and_new_image_and_the_out
     failed = deploy_markdown("v2", new, cluster, undone, "not reached")
     assert failed.startswith("# Deploy v2: v2 rolled back") and "Rollout: ImagePullBackOff" in failed
     assert "Rolled back: web runs the old image again" in failed
+
+
+def test_the_summary_table_keeps_one_short_line_per_stage() -> None:
+    from oncology_pipeline.summary import CELL_WIDTH, PipelineSummary
+
+    long = "FAILED: x" * 40
+    summary = PipelineSummary(version="v1", stages={"train": "ok", "publish": "not ready | logs:\nTraceback"})
+    summary.stages["test"] = long
+    rows = [line for line in summary.markdown().splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| train", "| test", "| publish", "| deploy"]
+    assert "not ready \\| logs:" in rows[2] and "Traceback" not in summary.markdown()
+    assert len(rows[1]) < CELL_WIDTH + 30 and rows[1].count("…") == 1
