@@ -5,7 +5,7 @@ RUN := $(UV) run --frozen --all-extras
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_LOGGING_LEVEL ?= INFO
 
-.PHONY: uv install demo test lint typecheck pytest provision services-down server server-down benchmark screenshots clean
+.PHONY: uv install demo test lint typecheck pytest audit provision services-down server server-down benchmark screenshots clean
 
 uv:  ## uv itself, when neither `uv` nor `python3 -m uv` is there; and `uv` on PATH for the README's commands
 	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --user --quiet uv \
@@ -33,6 +33,9 @@ typecheck: install
 pytest: install
 	$(RUN) pytest
 
+audit: install  ## known vulnerabilities in every locked package (pip-audit, its database online); accepted: audit/allowlist.toml
+	$(RUN) python -m audit
+
 provision:  ## Docker engine, base image, local registry (root; idempotent)
 	bash scripts/provision.sh
 
@@ -49,4 +52,4 @@ benchmark: install  ## prediction latency, image build times (Docker), the last 
 	$(RUN) python -m benchmarks.run --image --nights $(addprefix --summary ,$(lastword $(sort $(wildcard .work/demo/runs/*/summary.json))))
 
 clean:
-	rm -rf .work build dist .pytest_cache .mypy_cache .ruff_cache .coverage coverage.json
+	rm -rf .work build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage coverage.json

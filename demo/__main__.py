@@ -17,15 +17,22 @@ def main() -> int:
     """Start the stand-ins, run the pipeline flow once, print what went where."""
     os.environ.setdefault("PREFECT_HOME", str(Path(".work/prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The runs land in `make server`'s database; its alert automations are for the nightly, not for the demo.
+    os.environ.setdefault("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", "false")
+    from demo.console import quiet_console
+
+    log_file = (WORK_DIR / "demo.log").resolve()
+    quiet_console(log_file)
     from demo.stack import describe_service, local_stack
 
     out = sys.stdout.write
+    out(f"Logs (Prefect, moto, Docker build): {log_file}\n")
     start = time.perf_counter()
     with local_stack(WORK_DIR.resolve()) as stack:
         os.environ.update(stack.env)
         from flows.pipeline import train_test_publish_deploy
         from oncology_pipeline.settings import load_settings
-        from oncology_pipeline.summary import PipelineSummary
+        from oncology_pipeline.summary import STAGES, PipelineSummary, table_cell
         from oncology_pipeline.versioning import new_version
 
         out("Local stand-ins:\n" + "".join(f"  - {line}\n" for line in stack.stand_ins))
@@ -47,9 +54,9 @@ def main() -> int:
             summary.skipped |= {"publish": stack.publish_skipped, "deploy": "no image: publish was skipped"}
 
         out(f"\nPipeline version {version}: {state.type.value} in {time.perf_counter() - start:.0f} s\n")
-        for stage in ("train", "test", "publish", "deploy"):
+        for stage in STAGES:
             outcome = summary.stages.get(stage) or f"SKIPPED: {summary.skipped.get(stage, 'not reached')}"
-            out(f"  {stage:<8} {outcome}  ({summary.seconds.get(stage, 0):.1f} s)\n")
+            out(f"  {stage:<8} {table_cell(outcome)}  ({summary.seconds.get(stage, 0):.1f} s)\n")
         if summary.gate:
             out("Quality gate:\n" + "".join(f"  - {reason}\n" for reason in summary.gate))
         out("S3 objects written:\n" + "".join(f"  {uri}\n" for uri in summary.s3_uris))

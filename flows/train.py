@@ -61,7 +61,7 @@ def train(
     config = settings.training_config()
     with tags("data"):
         data = download_training_data(settings)
-        dataset = validate_data(data.path, data.source.uri, settings.max_invalid_share)
+        dataset = validate_data(data.path, data.source.uri, settings.max_invalid_share, settings.max_missing_share)
     with tags("train"):
         model = train_model(dataset, config)
         evaluation = evaluate_model(model, config, settings.bootstrap_resamples)

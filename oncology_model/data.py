@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,17 @@ MISSING_MARKERS = frozenset({"?", ""})
 IMPUTABLE = frozenset({"bare_nuclei"})
 _ID_ALIASES = frozenset({"sample_id", "sample_code_number", "id"})
 _MAX_LISTED = 10
+_SHOWN = 24  # characters of a bad value quoted in a message
+#: An integer as the file may spell it: ASCII digits only, an optional minus, at most 18 significant digits
+#: (so it fits an int64); `_DIGITS` is any run of ASCII digits, for the message about a too-long one.
+_INTEGER = re.compile(r"(-?)0*([0-9]{1,18})")
+_DIGITS = re.compile(r"-?[0-9]+")
+_OTHER_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
 
 
 class DroppedRow(BaseModel):
@@ -42,7 +54,10 @@ class ValidationReport(BaseModel):
     dropped: list[DroppedRow]
     dropped_by_reason: dict[str, int]
     duplicate_sample_ids: dict[str, list[int]] = Field(description="sample id -> row numbers")
-    duplicate_rows: int = Field(description="rows identical to an earlier row (kept, but counted)")
+    conflicting_sample_ids: dict[str, list[int]] = Field(
+        default_factory=dict, description="duplicate sample ids whose rows disagree on the class -> row numbers"
+    )
+    duplicate_rows: int = Field(description="kept rows identical to an earlier kept row (kept, but counted)")
     class_balance: dict[str, int]
     missing: dict[str, int] = Field(description="missing values kept for imputation, per feature")
     header: bool
@@ -53,7 +68,8 @@ class ValidationReport(BaseModel):
         return (
             f"{self.rows_kept}/{self.rows_read} rows kept ({len(self.dropped)} dropped), {balance}, "
             f"{sum(self.missing.values())} missing values imputed, "
-            f"{len(self.duplicate_sample_ids)} duplicate sample ids, sha256 {self.sha256[:12]}"
+            f"{len(self.duplicate_sample_ids)} duplicate sample ids "
+            f"({len(self.conflicting_sample_ids)} with conflicting classes), sha256 {self.sha256[:12]}"
         )
 
 
@@ -67,16 +83,64 @@ class Dataset:
     report: ValidationReport
 
 
+def _shown(text: str) -> str:
+    """A value as messages quote it: escaped (no control characters, no line breaks) and cut short."""
+    if len(text) <= _SHOWN:
+        return repr(text)
+    return f"{text[:_SHOWN]!r}... ({len(text)} characters)"
+
+
+def _integer(text: str) -> int | None:
+    """The integer `text` spells in ASCII digits (at most 18 significant ones), else None."""
+    match = _INTEGER.fullmatch(text)
+    return int(match[1] + match[2]) if match else None
+
+
+def _decode(raw: bytes) -> str:
+    """The file as text (UTF-8, with or without a byte-order mark); DataValidationError naming the row."""
+    for bom, encoding in _OTHER_BOMS.items():
+        if raw.startswith(bom):
+            raise DataValidationError(
+                f"the file is not UTF-8 text: it starts with a {encoding} byte-order mark; save it as UTF-8"
+            )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        row = raw[: exc.start].count(b"\n") + 1
+        raise DataValidationError(
+            f"the file is not UTF-8 text (byte {exc.start}): save it as UTF-8", [f"row {row}: {exc.reason}"]
+        ) from None
+
+
+def _records(text: str) -> list[tuple[int, list[str]]]:
+    """The non-blank CSV records with the line each starts on; DataValidationError when the CSV is broken."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for cells in reader:
+            if any(cells):
+                records.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataValidationError(
+            "the file is not valid CSV (an overlong field or an unclosed quote?)", [f"row {start}: {exc}"]
+        ) from None
+    return records
+
+
 def _is_header(cells: list[str]) -> bool:
-    return bool(cells) and not cells[0].strip().lstrip("-").isdigit() and cells[0].strip() not in MISSING_MARKERS
+    first = cells[0].strip()
+    return not _DIGITS.fullmatch(first) and first not in MISSING_MARKERS
 
 
 def _check_header(cells: list[str]) -> None:
     names = [c.strip().lower() for c in cells]
     if len(names) != len(COLUMNS) or names[0] not in _ID_ALIASES or tuple(names[1:]) != COLUMNS[1:]:
+        shown = ", ".join(_shown(c) for c in cells[: len(COLUMNS) + 1]) + (", ..." if len(cells) > len(COLUMNS) else "")
         raise DataValidationError(
             "header row does not match the expected columns",
-            [f"row 1: expected {', '.join(COLUMNS)}; got {', '.join(cells)}"],
+            [f"row 1: expected {', '.join(COLUMNS)}; got {shown}"],
         )
 
 
@@ -87,19 +151,24 @@ def _parse_score(text: str, name: str) -> float:
         if name in IMPUTABLE:
             return float("nan")
         raise ValueError("missing value (only bare_nuclei may be missing)")
-    if not value.lstrip("-").isdigit():
-        raise ValueError(f"must be an integer, got {value!r}")
-    score = int(value)
-    if not SCORE_MIN <= score <= SCORE_MAX:
-        raise ValueError(f"must be between {SCORE_MIN} and {SCORE_MAX}, got {score}")
+    score = _integer(value)
+    if score is None and not _DIGITS.fullmatch(value):
+        raise ValueError(f"must be an integer, got {_shown(value)}")
+    if score is None or not SCORE_MIN <= score <= SCORE_MAX:
+        raise ValueError(
+            f"must be between {SCORE_MIN} and {SCORE_MAX}, got {_shown(value) if score is None else score}"
+        )
     return float(score)
 
 
 def _parse_row(cells: list[str]) -> tuple[int, list[float], int]:
     """Sample id, scores and label (1 = malignant); raises ValueError('field: rule')."""
-    sample_id = cells[0].strip()
-    if not sample_id.isdigit() or int(sample_id) == 0:
-        raise ValueError(f"{ID_COLUMN}: must be a positive integer, got {sample_id!r}")
+    id_text = cells[0].strip()
+    sample_id = _integer(id_text)
+    if sample_id is None and _DIGITS.fullmatch(id_text):
+        raise ValueError(f"{ID_COLUMN}: must have at most 18 digits, got {_shown(id_text)}")
+    if sample_id is None or sample_id <= 0:
+        raise ValueError(f"{ID_COLUMN}: must be a positive integer, got {_shown(id_text)}")
     scores = []
     for name, text in zip(FEATURES, cells[1:-1], strict=True):
         try:
@@ -107,21 +176,29 @@ def _parse_row(cells: list[str]) -> tuple[int, list[float], int]:
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
     label_text = cells[-1].strip()
+    label = _integer(label_text)
     try:
-        prediction = Prediction.from_class(int(label_text) if label_text.isdigit() else label_text)
-    except ValueError as exc:
-        raise ValueError(f"{CLASS_COLUMN}: {exc}") from None
-    return int(sample_id), scores, int(prediction is Prediction.MALIGNANT)
+        prediction = Prediction.from_class(label)
+    except ValueError:
+        shown = _shown(label_text) if label is None else label
+        raise ValueError(f"{CLASS_COLUMN}: class must be 2 (benign) or 4 (malignant), got {shown}") from None
+    return sample_id, scores, int(prediction is Prediction.MALIGNANT)
 
 
-def parse_csv(raw: bytes, max_invalid_share: float = 0.05) -> Dataset:
-    """Validate the raw CSV bytes; drop and report a few bad rows, raise DataValidationError on hard failures."""
+def _check_shares(max_invalid_share: float, max_missing_share: float) -> None:
+    if not 0 <= max_invalid_share <= 1:
+        raise ValueError(f"max_invalid_share must be between 0 and 1, got {max_invalid_share}")
+    if not 0 <= max_missing_share < 1:
+        raise ValueError(f"max_missing_share must be at least 0 and below 1, got {max_missing_share}")
+
+
+def parse_csv(raw: bytes, max_invalid_share: float = 0.05, max_missing_share: float = 0.05) -> Dataset:
+    """Validate the raw CSV bytes; drop and report a few bad rows, raise DataValidationError on hard failures:
+    more than `max_invalid_share` of the rows invalid, or a feature missing (to be imputed) in more than
+    `max_missing_share` of the kept rows."""
+    _check_shares(max_invalid_share, max_missing_share)
     sha256 = hashlib.sha256(raw).hexdigest()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataValidationError(f"the file is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
-    rows = [(n, cells) for n, cells in enumerate(csv.reader(io.StringIO(text)), start=1) if any(cells)]
+    rows = _records(_decode(raw))
     header = bool(rows) and _is_header(rows[0][1])
     if header:
         _check_header(rows[0][1])
@@ -137,29 +214,32 @@ def parse_csv(raw: bytes, max_invalid_share: float = 0.05) -> Dataset:
             bad_width[:_MAX_LISTED],
         )
 
+    kept: list[int] = []  # row numbers
     ids: list[int] = []
     features: list[list[float]] = []
     labels: list[int] = []
     dropped: list[DroppedRow] = []
-    id_rows: dict[int, list[int]] = {}
     seen_rows: Counter[tuple[str, ...]] = Counter()
     for n, cells in rows:
-        seen_rows[tuple(c.strip() for c in cells)] += 1
         try:
             sample_id, scores, label = _parse_row(cells)
         except ValueError as exc:
             field, _, reason = str(exc).partition(": ")
             dropped.append(DroppedRow(row=n, field=field, reason=reason))
             continue
-        id_rows.setdefault(sample_id, []).append(n)
+        seen_rows[tuple(c.strip() for c in cells)] += 1
+        kept.append(n)
         ids.append(sample_id)
         features.append(scores)
         labels.append(label)
 
+    by_reason = Counter(f"{d.field}: {d.reason.split(',')[0]}" for d in dropped)
     problems = [f"row {d.row}: {d.field}: {d.reason}" for d in dropped[:_MAX_LISTED]]
     if len(dropped) > max_invalid_share * len(rows):
+        reason, count = by_reason.most_common(1)[0]
         raise DataValidationError(
-            f"{len(dropped)} of {len(rows)} rows are invalid, more than the allowed share of {max_invalid_share:.0%}",
+            f"{len(dropped)} of {len(rows)} rows are invalid, more than the allowed share of {max_invalid_share:.0%} "
+            f"(max_invalid_share); most often {reason} ({count} rows)",
             problems,
         )
     if not labels:
@@ -170,13 +250,27 @@ def parse_csv(raw: bytes, max_invalid_share: float = 0.05) -> Dataset:
         raise DataValidationError(f"all {len(labels)} valid rows are {only}: training needs both classes")
 
     X = np.asarray(features, dtype=np.float64)
+    for i, name in enumerate(FEATURES):
+        missing_at = np.isnan(X[:, i]).nonzero()[0]
+        if missing_at.size > max_missing_share * len(labels):
+            raise DataValidationError(
+                f"{name} is missing in {missing_at.size} of {len(labels)} valid rows, more than the allowed share of "
+                f"{max_missing_share:.0%} (max_missing_share): a model would learn little from imputed values",
+                [f"row {kept[j]}: {name}: missing value" for j in missing_at[:_MAX_LISTED]],
+            )
+    id_rows: dict[int, list[int]] = {}
+    id_labels: dict[int, set[int]] = {}
+    for n, sample_id, label in zip(kept, ids, labels, strict=True):
+        id_rows.setdefault(sample_id, []).append(n)
+        id_labels.setdefault(sample_id, set()).add(label)
     report = ValidationReport(
         sha256=sha256,
         rows_read=len(rows),
         rows_kept=len(labels),
         dropped=dropped,
-        dropped_by_reason=dict(Counter(f"{d.field}: {d.reason.split(',')[0]}" for d in dropped)),
+        dropped_by_reason=dict(by_reason),
         duplicate_sample_ids={str(k): v for k, v in id_rows.items() if len(v) > 1},
+        conflicting_sample_ids={str(k): id_rows[k] for k, v in id_labels.items() if len(v) > 1},
         duplicate_rows=sum(c - 1 for c in seen_rows.values()),
         class_balance={"benign": counts[0], "malignant": counts[1]},
         missing={name: int(np.isnan(X[:, i]).sum()) for i, name in enumerate(FEATURES)},
@@ -185,10 +279,10 @@ def parse_csv(raw: bytes, max_invalid_share: float = 0.05) -> Dataset:
     return Dataset(X=X, y=np.asarray(labels, dtype=np.int64), sample_ids=np.asarray(ids, dtype=np.int64), report=report)
 
 
-def load_csv(path: Path, max_invalid_share: float = 0.05) -> Dataset:
+def load_csv(path: Path, max_invalid_share: float = 0.05, max_missing_share: float = 0.05) -> Dataset:
     """Read and validate a CSV file."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataValidationError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_csv(raw, max_invalid_share)
+    return parse_csv(raw, max_invalid_share, max_missing_share)

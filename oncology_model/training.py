@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from oncology_model.data import Dataset
+from oncology_model.errors import DataValidationError
 
 Estimator = Literal["logistic_regression", "random_forest", "gradient_boosting"]
 _ESTIMATORS: dict[str, type[ClassifierMixin]] = {
@@ -123,9 +124,29 @@ def choose_threshold(
     )
 
 
+def minimum_rows_per_class(config: TrainingConfig) -> int:
+    """Rows of each class that always give the stratified hold-out one of each class and the training split
+    `cv_folds` of each (sklearn's split gives class c between floor and ceil of its share of either part)."""
+    return max(math.ceil((config.cv_folds + 1) / (1 - config.test_size)), math.ceil(1 / config.test_size))
+
+
+def _check_enough_rows(dataset: Dataset, config: TrainingConfig) -> None:
+    """Raise DataValidationError when a class has too few rows for the hold-out and the cross-validation."""
+    needed = minimum_rows_per_class(config)
+    counts = {"benign": int(np.sum(dataset.y == 0)), "malignant": int(np.sum(dataset.y == 1))}
+    if min(counts.values()) < needed:
+        have = ", ".join(f"{name} {n}" for name, n in counts.items())
+        raise DataValidationError(
+            f"too few rows to train: {have}; a {config.test_size:.0%} hold-out and {config.cv_folds}-fold "
+            f"cross-validation need at least {needed} valid rows of each class"
+        )
+
+
 def train(dataset: Dataset, config: TrainingConfig) -> TrainedModel:
     """Cross-validate on the training part, choose the decision threshold on its out-of-fold probabilities
-    (never on the hold-out that gates the model), then fit on all of it. Same data and config, same model."""
+    (never on the hold-out that gates the model), then fit on all of it. Same data and config, same model.
+    Raises DataValidationError when a class has too few rows for that."""
+    _check_enough_rows(dataset, config)
     split = split_dataset(dataset, config)
     folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
     cv = cross_validate(build_pipeline(config), split.X_train, split.y_train, cv=folds, scoring=CV_SCORING)

@@ -36,6 +36,9 @@ class PipelineSettings(BaseSettings):
     metrics_bucket: str = "machine-learning-metrics"
     work_dir: Path = Field(default=Path(".work"), description="local cache and per-run files")
     max_invalid_share: float = Field(default=0.05, ge=0, le=1)
+    max_missing_share: float = Field(
+        default=0.05, ge=0, lt=1, description="more of the kept rows missing a feature (imputed) fails the data"
+    )
 
     # Training and the quality gate
     estimator: Estimator = "logistic_regression"
@@ -110,6 +113,7 @@ class PipelineSettings(BaseSettings):
             "gate": self.gate.model_dump(mode="json"),
             "bootstrap_resamples": self.bootstrap_resamples,
             "max_invalid_share": self.max_invalid_share,
+            "max_missing_share": self.max_missing_share,
         }
 
     def run_dir(self, version: str) -> Path:

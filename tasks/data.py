@@ -39,9 +39,9 @@ def download_training_data(settings: PipelineSettings) -> s3store.CachedDownload
 
 
 @task(name="validate_data", tags=["data"], cache_policy=NO_CACHE)
-def validate_data(path: Path, source: str, max_invalid_share: float) -> Dataset:
+def validate_data(path: Path, source: str, max_invalid_share: float, max_missing_share: float) -> Dataset:
     """Validate the CSV; publishes the validation report; raises DataValidationError on hard failures."""
-    dataset = load_csv(path, max_invalid_share)
+    dataset = load_csv(path, max_invalid_share, max_missing_share)
     report = dataset.report
     get_run_logger().info("validated %s: %s", source, report.summary())
     create_markdown_artifact(

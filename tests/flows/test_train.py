@@ -10,6 +10,7 @@ import pytest
 from prefect.client.schemas.objects import StateType
 
 from flows.train import TrainOutcome, train
+from oncology_model.errors import DataValidationError
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.releases import read_record
 from oncology_pipeline.s3store import read_pointer
@@ -205,3 +206,19 @@ def test_a_failure_mid_upload_leaves_the_previous_production_model_intact(stack:
     assert pointer is not None and pointer.model_version == champion.version
     for key in pointer.keys:
         assert stack.s3.head_object(Bucket=stack.settings.model_bucket, Key=key)["ContentLength"] > 0
+
+
+def test_a_feature_missing_in_more_than_max_missing_share_fails_validation_naming_it(stack: Stack) -> None:
+    """The setting reaches validation: the real data (16 of 699 bare_nuclei missing, 2.3 %) is refused at 1 %."""
+    state = train(overrides={**stack.overrides, "max_missing_share": 0.01}, return_state=True)
+    assert state.type is StateType.FAILED
+    with pytest.raises(DataValidationError) as failure:
+        state.result()
+    assert str(failure.value).startswith(
+        "bare_nuclei is missing in 16 of 699 valid rows, more than the allowed share of 1% (max_missing_share)"
+    )
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    assert task_runs(run_id)["validate_data"].state_type is StateType.FAILED
+    assert "train_model" not in task_runs(run_id)
+    assert not [k for k in bucket_keys(stack.s3, stack.settings.model_bucket) if k.startswith("models/")]

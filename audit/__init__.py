@@ -1,0 +1,1 @@
+"""Supply-chain audit of the locked dependencies (`python -m audit`)."""
