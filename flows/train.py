@@ -13,6 +13,7 @@ from prefect import flow, tags
 
 from oncology_model.errors import QualityGateFailed
 from oncology_model.training import Estimator
+from oncology_pipeline import layout
 from oncology_pipeline.releases import lock_sha256
 from oncology_pipeline.settings import load_settings
 from tasks.data import download_training_data, validate_data
@@ -72,7 +73,7 @@ def train(
         written = upload_model_bundle(settings, bundle_dir, version) if decision.passed else []
     with tags("reports"):
         written += upload_reports(
-            settings, {f"trainer/metrics/metrics-{version}.json": metadata.model_dump(mode="json")}, "Metrics report"
+            settings, {layout.metrics_key(version): metadata.model_dump(mode="json")}, "Metrics report"
         )
         written += record_metrics_history(settings, metadata)
     update_release(
