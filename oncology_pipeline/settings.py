@@ -10,6 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oncology_model.evaluation import GateThresholds
 from oncology_model.training import Estimator, TrainingConfig
+from oncology_pipeline.errors import ConfigurationError
+
+#: Settings that hold secrets: from the environment or `.env` only, never from a flow's `overrides`.
+SECRET_SETTINGS = frozenset({"alert_webhook_url"})
 
 
 class PipelineSettings(BaseSettings):
@@ -124,6 +128,12 @@ class PipelineSettings(BaseSettings):
         """A validated copy with per-run overrides (flow parameters) applied."""
         if not overrides:
             return self
+        secrets = sorted(name for name in overrides if name in SECRET_SETTINGS)
+        if secrets:
+            raise ConfigurationError(
+                f"{secrets[0]}: a secret cannot be a per-run override (flow-run parameters are stored in plain "
+                f"text): set ONCOLOGY_{secrets[0].upper()} where the worker runs"
+            )
         return type(self).model_validate({**self.model_dump(), **overrides})
 
 

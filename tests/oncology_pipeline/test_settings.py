@@ -219,3 +219,14 @@ def test_timeouts_must_be_positive(field: str) -> None:
     with pytest.raises(ValidationError) as raised:
         PipelineSettings().with_overrides({field: 0})
     assert [error["loc"] for error in raised.value.errors()] == [(field,)]
+
+
+def test_a_secret_cannot_be_a_per_run_override() -> None:
+    from oncology_pipeline.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"alert_webhook_url: a secret cannot be a per-run override"):
+        PipelineSettings().with_overrides({"alert_webhook_url": "https://hooks.example/secret"})
+    assert (
+        PipelineSettings.model_validate({"alert_webhook_url": "https://h.example/x"}).with_overrides({"seed": 1}).seed
+        == 1
+    )
