@@ -45,16 +45,34 @@ def build_image(settings: PipelineSettings, bundle_dir: Path, version: str) -> i
         "MODEL_VERSION": read_metadata(bundle_dir).model_version,
         "REVISION": git_revision() or "unknown",
     }
-    with docker_client(settings) as client:
+    build_log = settings.run_dir(version) / "image-build.log"
+    lines: list[str] = []
+    with build_log.open("w") as file, docker_client(settings) as client:
+
+        def record(line: str) -> None:  # the whole build output to the file; the task log gets a summary
+            file.write(line + "\n")
+            lines.append(line)
+
         info = image.build_image(
             client,
             context,
             f"{settings.ecr_repository}:{version}",
             build_args,
-            log.info,
+            record,
             timeout=settings.build_timeout_seconds,
         )
-    log.info("built %s (%s, %.1f MB) in %.1f s", info.tag, info.id[:19], info.size / 1e6, time.perf_counter() - start)
+    steps = sum(line.startswith("Step ") for line in lines)
+    cached = sum("Using cache" in line for line in lines)
+    log.info(
+        "built %s (%s, %.1f MB) in %.1f s: %d steps, %d from the layer cache; build log %s",
+        info.tag,
+        info.id[:19],
+        info.size / 1e6,
+        time.perf_counter() - start,
+        steps,
+        cached,
+        build_log,
+    )
     return info
 
 

@@ -42,7 +42,7 @@ def train_model(dataset: Dataset, config: TrainingConfig) -> TrainedModel:
     """Cross-validate and fit the pipeline."""
     start = time.perf_counter()
     model = train(dataset, config)
-    cv = {name: round(sum(s) / len(s), 4) for name, s in model.cv_scores.items()}
+    cv = ", ".join(f"{name} {sum(s) / len(s):.4f}" for name, s in model.cv_scores.items())
     get_run_logger().info(
         "trained %s on %d rows (hold-out %d) in %.2f s; mean CV scores %s",
         config.estimator,
