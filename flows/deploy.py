@@ -18,13 +18,18 @@ from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION
 from oncology_pipeline.settings import load_settings
 from tasks.deploy import connect_cluster, report_deploy, rollback, set_image, verify_release, wait_for_rollout
 from tasks.releases import promote_model, read_production, record_uri, stage_times, update_release
-from tasks.runs import ensure_concurrency_limit, stamp_run
+from tasks.runs import ensure_concurrency_limit, run_name, stamp_run
 from tasks.training import model_bundle_to_use
 
 DEPLOY_LIMIT = "deploy"
 
 
-@flow(name="deploy", log_prints=False, timeout_seconds=load_settings().stage_timeout_seconds)
+@flow(
+    name="deploy",
+    flow_run_name=run_name("deploy", "version"),
+    log_prints=False,
+    timeout_seconds=load_settings().stage_timeout_seconds,
+)
 def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) -> str:
     """Roll out `image` and make model `version` production once the running service is verified.
 

@@ -36,7 +36,7 @@ from tasks.data import download_training_data
 from tasks.fingerprint import fingerprint_inputs, plan_run, remember_fingerprint, report_no_change
 from tasks.housekeeping import tidy_local
 from tasks.releases import read_release, record_uri, stage_times, update_release
-from tasks.runs import stamp_run
+from tasks.runs import run_name, stamp_run
 from tasks.summary import record_summary
 from tasks.training import model_bundle_to_use
 
@@ -51,7 +51,12 @@ class StageFailed(Exception):
         self.stage, self.cause = stage, cause
 
 
-@flow(name=FLOW_NAME, log_prints=False, timeout_seconds=load_settings().pipeline_timeout_seconds)
+@flow(
+    name=FLOW_NAME,
+    flow_run_name=run_name(FLOW_NAME, "model_version", "version"),
+    log_prints=False,
+    timeout_seconds=load_settings().pipeline_timeout_seconds,
+)
 def train_test_publish_deploy(
     version: str | None = None,
     model_version: str | None = None,

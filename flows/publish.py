@@ -9,11 +9,16 @@ from prefect import flow, tags
 
 from oncology_pipeline.settings import load_settings
 from tasks.publish import build_image, ecr_login, ensure_repository, push_image, report_image, smoke_test_image
-from tasks.runs import stamp_run
+from tasks.runs import run_name, stamp_run
 from tasks.training import model_bundle_to_use
 
 
-@flow(name="publish", log_prints=False, timeout_seconds=load_settings().stage_timeout_seconds)
+@flow(
+    name="publish",
+    flow_run_name=run_name("publish", "version"),
+    log_prints=False,
+    timeout_seconds=load_settings().stage_timeout_seconds,
+)
 def publish(
     version: str | None = None,
     bundle_dir: Path | None = None,

@@ -10,10 +10,15 @@ from flows.deploy import deploy
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.settings import load_settings
 from tasks.releases import read_release
-from tasks.runs import stamp_run
+from tasks.runs import run_name, stamp_run
 
 
-@flow(name="rollback", log_prints=False, timeout_seconds=load_settings().stage_timeout_seconds)
+@flow(
+    name="rollback",
+    flow_run_name=run_name("rollback", "version"),
+    log_prints=False,
+    timeout_seconds=load_settings().stage_timeout_seconds,
+)
 def rollback(version: str, overrides: dict[str, Any] | None = None) -> str:
     """Redeploy model `version` by the digest its release record holds, verify it, and make it production.
 

@@ -11,7 +11,7 @@ from prefect import flow, tags
 
 from oncology_pipeline import layout
 from oncology_pipeline.settings import load_settings
-from tasks.runs import stamp_run
+from tasks.runs import run_name, stamp_run
 from tasks.testing import MODEL, UNIT, check_test_results, run_test_suites_with_coverage
 from tasks.training import model_bundle_to_use, upload_reports
 
@@ -27,7 +27,12 @@ class TestOutcome:
     s3_uris: list[str]
 
 
-@flow(name="test", log_prints=False, timeout_seconds=load_settings().stage_timeout_seconds)
+@flow(
+    name="test",
+    flow_run_name=run_name("test", "version"),
+    log_prints=False,
+    timeout_seconds=load_settings().stage_timeout_seconds,
+)
 def run_test_suites(
     version: str | None = None,
     model_dir: Path | None = None,

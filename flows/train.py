@@ -18,7 +18,7 @@ from oncology_pipeline.releases import lock_sha256
 from oncology_pipeline.settings import load_settings
 from tasks.data import download_training_data, validate_data
 from tasks.releases import announce_candidate, update_release
-from tasks.runs import stamp_run
+from tasks.runs import run_name, stamp_run
 from tasks.training import (
     apply_quality_gate,
     evaluate_model,
@@ -43,7 +43,12 @@ class TrainOutcome:
     gate: list[str]
 
 
-@flow(name="train", log_prints=False, timeout_seconds=load_settings().stage_timeout_seconds)
+@flow(
+    name="train",
+    flow_run_name=run_name("train", "version"),
+    log_prints=False,
+    timeout_seconds=load_settings().stage_timeout_seconds,
+)
 def train(
     version: str | None = None,
     estimator: Estimator | None = None,
