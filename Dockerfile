@@ -1,6 +1,6 @@
 # The serving image: oncology_model + its runtime dependencies + one model bundle.
 #
-# The build context is made by oncology_pipeline.image.prepare_build_context:
+# The build context is made by oncology_pipeline.buildcontext.prepare_build_context:
 #   Dockerfile, .dockerignore
 #   wheels/   the locked runtime dependencies and the project's own wheel, plus requirements.txt
 #   model/    the model bundle (model.skops, metadata.json)

@@ -7,8 +7,9 @@ from typing import Any
 from oncology_model.data import ValidationReport
 from oncology_model.evaluation import Evaluation, GateDecision
 from oncology_model.training import ThresholdChoice
-from oncology_pipeline.image import ImageInfo, SmokeResult
+from oncology_pipeline.image import ImageInfo
 from oncology_pipeline.s3store import S3Object
+from oncology_pipeline.smoketest import SmokeResult
 
 
 def validation_markdown(report: ValidationReport, source: str) -> str:

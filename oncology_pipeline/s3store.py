@@ -1,4 +1,5 @@
-"""S3 objects for the pipeline: cached downloads, verified uploads, the production pointer, the metrics history."""
+"""S3 objects for the pipeline: errors that say what to fix, cached downloads, verified and conditional
+uploads, a CSV grown one row at a time (the metrics history) and its QuickSight manifest."""
 
 from __future__ import annotations
 
@@ -12,16 +13,12 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError, NoCredentialsError
-from pydantic import BaseModel
 
-from oncology_model.files import staged_directory
-from oncology_pipeline import layout
-from oncology_pipeline.errors import ConfigurationError, PromotionConflict, TransientError, is_transient
+from oncology_pipeline.errors import ConfigurationError, TransientError, is_transient
 
 ABSENT = "*absent"  # `put_bytes(if_match=ABSENT)`: create only
 _ADVICE = {
@@ -64,18 +61,7 @@ class CachedDownload:
     downloaded: bool
 
 
-class ProductionPointer(BaseModel):
-    """`models/production.json`: which version serves, and the files it is made of."""
-
-    model_version: str
-    keys: list[str]
-    updated_at: datetime
-    previous_version: str | None = None
-    image: str | None = None
-    release: str | None = None
-
-
-def _code(exc: ClientError) -> str:
+def error_code(exc: ClientError) -> str:
     """The AWS error code of a refused request ("NoSuchKey", "404", "PreconditionFailed", ...)."""
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -91,7 +77,7 @@ def s3_errors(uri: str) -> Iterator[None]:
             "or name a prefect-aws AwsCredentials block in ONCOLOGY_AWS_CREDENTIALS_BLOCK"
         ) from exc
     except ClientError as exc:
-        code = _code(exc)
+        code = error_code(exc)
         if is_transient(exc) or code == "PreconditionFailed":  # a conditional write's answer: the caller decides
             raise
         advice = _ADVICE.get(code, exc.response.get("Error", {}).get("Message", "") or "see the AWS error code")
@@ -102,7 +88,7 @@ def _bucket_exists(s3: Any, bucket: str) -> bool:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        if _code(exc) in {"404", "NoSuchBucket"}:
+        if error_code(exc) in {"404", "NoSuchBucket"}:
             return False
         raise
     return True
@@ -114,7 +100,7 @@ def head(s3: Any, bucket: str, key: str) -> S3Object:
         try:
             meta = s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) == "404" and not _bucket_exists(s3, bucket):
+            if error_code(exc) == "404" and not _bucket_exists(s3, bucket):
                 # a HEAD answer has no body: only HeadBucket tells a missing bucket from a missing key
                 raise ConfigurationError(f"s3://{bucket}/{key}: NoSuchBucket: {_ADVICE['NoSuchBucket']}") from exc
             raise
@@ -126,7 +112,7 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if _code(exc) in {"404", "NoSuchKey"}:
+        if error_code(exc) in {"404", "NoSuchKey"}:
             return False
         with s3_errors(f"s3://{bucket}/{key}"):
             raise
@@ -158,7 +144,7 @@ def download_cached(s3: Any, bucket: str, key: str, cache_dir: Path) -> CachedDo
             response = s3.get_object(Bucket=bucket, Key=key, IfMatch=f'"{source.etag}"')
             data = response["Body"].read()
     except ClientError as exc:
-        if _code(exc) == "PreconditionFailed":  # replaced between HEAD and GET
+        if error_code(exc) == "PreconditionFailed":  # replaced between HEAD and GET
             raise TransientError(f"{source.uri} changed while it was downloaded: try again") from exc
         raise
     _write_atomically(path, data)
@@ -171,7 +157,7 @@ def get_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
     try:
         return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except ClientError as exc:
-        if _code(exc) in {"404", "NoSuchKey"}:
+        if error_code(exc) in {"404", "NoSuchKey"}:
             return None
         with s3_errors(f"s3://{bucket}/{key}"):
             raise
@@ -219,117 +205,6 @@ def upload_directory(s3: Any, bucket: str, prefix: str, directory: Path) -> list
         if stored.size != obj.size:
             raise ConfigurationError(f"{obj.uri}: stored {stored.size} bytes, uploaded {obj.size}: upload again")
     return written
-
-
-def read_pointer(s3: Any, bucket: str, prefix: str) -> ProductionPointer | None:
-    """The production pointer, or None before the first model."""
-    return read_pointer_etag(s3, bucket, prefix)[0]
-
-
-def read_pointer_etag(s3: Any, bucket: str, prefix: str) -> tuple[ProductionPointer | None, str]:
-    """The production pointer and its ETag (`ABSENT` before the first model), for a conditional write."""
-    key = layout.pointer_key(prefix)
-    try:
-        answer = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if _code(exc) in {"404", "NoSuchKey"}:
-            return None, ABSENT
-        with s3_errors(f"s3://{bucket}/{key}"):
-            raise
-    pointer = ProductionPointer.model_validate_json(answer["Body"].read())
-    return pointer, str(answer["ETag"]).strip('"')
-
-
-def write_pointer(
-    s3: Any,
-    bucket: str,
-    prefix: str,
-    version: str,
-    objects: list[S3Object],
-    *,
-    expected_etag: str,
-    image: str | None = None,
-    release: str | None = None,
-) -> S3Object:
-    """Point production at `version` if the pointer still has `expected_etag` (compare-and-swap).
-
-    Written last, after every file of the version is in place. A writer that lost the race gets
-    `PromotionConflict` naming the version that won; nothing is overwritten. A retry of a write that landed
-    (the same version and image) is a success.
-    """
-    key = layout.pointer_key(prefix)
-    previous, etag = read_pointer_etag(s3, bucket, prefix)
-    if etag != expected_etag:
-        if previous is not None and (previous.model_version, previous.image) == (version, image):
-            return head(s3, bucket, key)  # our own earlier attempt (a retry after a lost reply): done already
-        raise _conflict(bucket, key, version, previous)
-    if previous is not None and previous.model_version == version:  # written again (a retry): keep the way back
-        previous_version = previous.previous_version
-    else:
-        previous_version = previous.model_version if previous else None
-    pointer = ProductionPointer(
-        model_version=version,
-        keys=[o.key for o in objects],
-        updated_at=datetime.now(UTC),
-        previous_version=previous_version,
-        image=image,
-        release=release,
-    )
-    data = pointer.model_dump_json(indent=2).encode()
-    try:
-        return put_bytes(s3, bucket, key, data, "application/json", if_match=etag)
-    except ClientError as exc:
-        if _code(exc) not in {"PreconditionFailed", "412"}:
-            raise
-        raise _conflict(bucket, key, version, read_pointer(s3, bucket, prefix)) from exc
-
-
-def _conflict(bucket: str, key: str, version: str, winner: ProductionPointer | None) -> PromotionConflict:
-    won = winner.model_version if winner else "(none: the pointer was deleted)"
-    return PromotionConflict(
-        f"s3://{bucket}/{key} changed while this run promoted {version}: production is now {won}. "
-        "Nothing was overwritten; release again if this version should serve."
-    )
-
-
-def version_keys(s3: Any, bucket: str, prefix: str, version: str) -> list[str]:
-    """The keys of one model version's files."""
-    with s3_errors(f"s3://{bucket}/{prefix}/{version}/"):
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/{version}/")
-        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-    if not keys:
-        raise ConfigurationError(f"s3://{bucket}/{prefix}/{version}/ holds no model: check the version")
-    return keys
-
-
-def fetch_bundle(
-    s3: Any, bucket: str, prefix: str, cache_root: Path, version: str | None = None
-) -> tuple[str, Path] | None:
-    """Download a model version (default: production) into `cache_root/<version>`; None before the first model."""
-    if version is None:
-        pointer = read_pointer(s3, bucket, prefix)
-        if pointer is None:
-            return None
-        version, keys = pointer.model_version, pointer.keys
-    else:
-        keys = version_keys(s3, bucket, prefix, version)
-    dest = cache_root / version
-    if not dest.exists():
-        download_version(s3, bucket, prefix, version, keys, dest)
-    return version, dest
-
-
-def download_version(s3: Any, bucket: str, prefix: str, version: str, keys: list[str], dest: Path) -> Path:
-    """Download the files of one model version into `dest` (atomically)."""
-    with staged_directory(dest) as staging:
-        for key in keys:
-            relative = key.removeprefix(f"{prefix}/{version}/")
-            data = get_bytes(s3, bucket, key)
-            if data is None:
-                raise ConfigurationError(f"s3://{bucket}/{key} is listed in the production pointer but missing")
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            (staging / relative).write_bytes(data)
-    return dest
 
 
 def append_csv_row(s3: Any, bucket: str, key: str, row: Mapping[str, object]) -> S3Object:

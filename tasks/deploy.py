@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from oncology_model.classifier import Classifier
-from oncology_pipeline import cluster, eks, verification
+from oncology_pipeline import cluster, eks, kubeapi, rolloutstatus, verification
 from oncology_pipeline.errors import PipelineError, RolloutFailed
 from oncology_pipeline.reports import deploy_markdown
 from oncology_pipeline.settings import PipelineSettings
@@ -31,10 +31,10 @@ def connect_cluster(settings: PipelineSettings) -> ApiClient:
         log.info("connected to EKS cluster %s at %s", settings.eks_cluster_name, api.configuration.host)
         return api
     if not (settings.kubeconfig or settings.kube_context) and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        api = cluster.connect_in_cluster()
+        api = kubeapi.connect_in_cluster()
         log.info("connected to %s with the pod's service account", api.configuration.host)
         return api
-    api = cluster.connect_kubeconfig(settings.kubeconfig, settings.kube_context)
+    api = kubeapi.connect_kubeconfig(settings.kubeconfig, settings.kube_context)
     log.info("connected to %s (kubeconfig context %s)", api.configuration.host, settings.kube_context or "current")
     return api
 
@@ -62,7 +62,7 @@ def wait_for_rollout(api: ApiClient, settings: PipelineSettings, changes: list[c
     log = get_run_logger()
     apps, names = AppsV1Api(api), [c.deployment for c in changes]
     try:
-        rolled_out = cluster.wait_for_rollout(
+        rolled_out = rolloutstatus.wait_for_rollout(
             apps,
             settings.kube_namespace,
             names,
@@ -72,11 +72,11 @@ def wait_for_rollout(api: ApiClient, settings: PipelineSettings, changes: list[c
         )
     except RolloutFailed as failure:
         try:
-            problems = cluster.pod_problems(CoreV1Api(api), apps, settings.kube_namespace, names)
+            problems = rolloutstatus.pod_problems(CoreV1Api(api), apps, settings.kube_namespace, names)
         except PipelineError as unreadable:
             problems = [f"(the pods could not be read: {unreadable})"]
         raise RolloutFailed(f"{failure} {' '.join(problems) or 'No pod reported a problem.'}") from failure
-    described = ", ".join(f"{name} (revision {cluster.revision(d)})" for name, d in rolled_out.items())
+    described = ", ".join(f"{name} (revision {rolloutstatus.revision(d)})" for name, d in rolled_out.items())
     return f"rolled out: {described} run {changes[0].new_image}"
 
 

@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from oncology_pipeline import fingerprint, releases, s3store
+from oncology_pipeline import fingerprint, modelstore, releases, s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.fingerprint import Fingerprint, Plan
 from oncology_pipeline.settings import PipelineSettings
@@ -48,13 +48,13 @@ def fingerprint_inputs(settings: PipelineSettings, data: s3store.CachedDownload)
 def plan_run(settings: PipelineSettings, inputs: Fingerprint, force: bool) -> Plan:
     """No change, resume an earlier run with these inputs, or run everything (see fingerprint.plan_run)."""
     s3 = aws_client(settings, "s3")
-    pointer = s3store.read_pointer(s3, settings.model_bucket, settings.model_prefix)
+    pointer = modelstore.read_pointer(s3, settings.model_bucket, settings.model_prefix)
     production = releases.read_record(s3, settings.model_bucket, pointer.model_version) if pointer else None
     earlier = releases.latest_with_fingerprint(s3, settings.model_bucket, inputs.digest)
     plan = fingerprint.plan_run(inputs, production, earlier, force)
     if plan.action == "resume" and plan.version:
         try:
-            s3store.version_keys(s3, settings.model_bucket, settings.model_prefix, plan.version)
+            modelstore.version_keys(s3, settings.model_bucket, settings.model_prefix, plan.version)
         except ConfigurationError:  # the weekly cleanup deleted it
             plan = Plan("full", f"{plan.version} had these inputs, but its model files were cleaned up")
     get_run_logger().info("%s: %s", plan.action, plan.reason)

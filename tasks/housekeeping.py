@@ -14,7 +14,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
-from oncology_pipeline import housekeeping, image, layout, releases, s3store
+from oncology_pipeline import housekeeping, layout, localimages, modelstore, releases, s3store
 from oncology_pipeline.errors import ConfigurationError, PipelineError
 from oncology_pipeline.housekeeping import Decision, Tidied
 from oncology_pipeline.settings import PipelineSettings
@@ -33,7 +33,7 @@ def tidy_local(settings: PipelineSettings, version: str) -> Tidied:
     smoke-test containers a killed run left. Never fails the run: what it cannot do is a warning."""
     log = get_run_logger()
     try:
-        pointer = s3store.read_pointer(aws_client(settings, "s3"), settings.model_bucket, settings.model_prefix)
+        pointer = modelstore.read_pointer(aws_client(settings, "s3"), settings.model_bucket, settings.model_prefix)
     except (PipelineError, BotoCoreError, ClientError) as exc:
         log.warning("housekeeping skipped: cannot tell the production version (%s)", exc)
         return Tidied()
@@ -53,10 +53,10 @@ def tidy_local(settings: PipelineSettings, version: str) -> Tidied:
 
     try:
         with docker_client(settings) as client:
-            tags = image.pipeline_tags(client, settings.ecr_repository)
+            tags = localimages.pipeline_tags(client, settings.ecr_repository)
             old = set(housekeeping.stale({t.version for t in tags}, settings.keep_local_versions, protected))
-            images = image.remove_tags(client, [t for t in tags if t.version in old])
-            containers = image.remove_smoke_containers(
+            images = localimages.remove_tags(client, [t for t in tags if t.version in old])
+            containers = localimages.remove_smoke_containers(
                 client, settings.ecr_repository, settings.smoke_test_timeout_seconds + SMOKE_TEST_MARGIN_SECONDS
             )
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -104,7 +104,7 @@ def plan_cleanup(settings: PipelineSettings) -> list[Decision]:
     previous version, every version ever promoted and the newest `keep_candidates` others stay."""
     s3 = aws_client(settings, "s3")
     versions = _stored_versions(s3, settings.model_bucket, settings.model_prefix)
-    pointer = s3store.read_pointer(s3, settings.model_bucket, settings.model_prefix)
+    pointer = modelstore.read_pointer(s3, settings.model_bucket, settings.model_prefix)
     promoted, unreadable = [], []
     for version in versions:
         try:
@@ -129,7 +129,7 @@ def delete_model_versions(settings: PipelineSettings, versions: list[str]) -> li
     log = get_run_logger()
     deleted = []
     for version in versions:
-        pointer = s3store.read_pointer(s3, settings.model_bucket, settings.model_prefix)
+        pointer = modelstore.read_pointer(s3, settings.model_bucket, settings.model_prefix)
         if pointer is not None and version in (pointer.model_version, pointer.previous_version):
             log.warning("kept %s: it became production (or production's previous version) meanwhile", version)
             continue

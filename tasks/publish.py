@@ -15,7 +15,7 @@ from oncology_model import __version__
 from oncology_model.bundle import git_revision, read_metadata
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import EXAMPLE_MALIGNANT, Tumor
-from oncology_pipeline import image, registry
+from oncology_pipeline import buildcontext, image, registry, smoketest
 from oncology_pipeline.cluster import pin_image
 from oncology_pipeline.reports import image_markdown
 from oncology_pipeline.settings import PipelineSettings
@@ -35,7 +35,7 @@ def build_image(settings: PipelineSettings, bundle_dir: Path, version: str) -> i
     stopped with BuildFailed after `build_timeout_seconds`."""
     log = get_run_logger()
     start = time.perf_counter()
-    context = image.prepare_build_context(
+    context = buildcontext.prepare_build_context(
         Path.cwd(), bundle_dir, settings.run_dir(version) / "image-context", settings.cache_dir / "wheelhouse"
     )
     log.info("build context ready in %.1f s: %s", time.perf_counter() - start, context)
@@ -77,13 +77,13 @@ def build_image(settings: PipelineSettings, bundle_dir: Path, version: str) -> i
 
 
 @task(name="smoke_test_image", tags=["publish"], cache_policy=NO_CACHE)
-def smoke_test_image(settings: PipelineSettings, info: image.ImageInfo, bundle_dir: Path) -> image.SmokeResult:
+def smoke_test_image(settings: PipelineSettings, info: image.ImageInfo, bundle_dir: Path) -> smoketest.SmokeResult:
     """Run the image, wait for /readyz, and check one real prediction against the bundle's own answer."""
     tumor = Tumor(**EXAMPLE_MALIGNANT)
     prediction, probability = Classifier.from_bundle(bundle_dir).predict(tumor)
     expected = {"prediction": prediction.value, "probability_malignant": probability}
     with docker_client(settings) as client:
-        result = image.smoke_test_image(
+        result = smoketest.smoke_test_image(
             client,
             info.tag,
             bundle_dir,
@@ -130,7 +130,7 @@ def push_image(
 
 
 @task(name="report_image", tags=["publish"], cache_policy=NO_CACHE)
-def report_image(pinned: str, info: image.ImageInfo, smoke: image.SmokeResult) -> None:
+def report_image(pinned: str, info: image.ImageInfo, smoke: smoketest.SmokeResult) -> None:
     """The published image for the UI: reference by digest, size, labels, smoke-test result."""
     create_markdown_artifact(
         markdown=image_markdown(pinned, info, smoke), key="published-image", description="The published image"

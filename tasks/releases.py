@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from oncology_pipeline import layout, releases, s3store
+from oncology_pipeline import layout, modelstore, releases, s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.releases import ReleaseRecord
 from oncology_pipeline.settings import PipelineSettings
@@ -53,7 +53,9 @@ def read_release(settings: PipelineSettings, version: str) -> ReleaseRecord:
 @task(name="read_production", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def read_production(settings: PipelineSettings) -> tuple[str | None, str]:
     """The production version (None before the first) and the pointer's ETag, for the compare-and-swap."""
-    pointer, etag = s3store.read_pointer_etag(aws_client(settings, "s3"), settings.model_bucket, settings.model_prefix)
+    pointer, etag = modelstore.read_pointer_etag(
+        aws_client(settings, "s3"), settings.model_bucket, settings.model_prefix
+    )
     return (pointer.model_version if pointer else None), etag
 
 
@@ -62,10 +64,10 @@ def promote_model(settings: PipelineSettings, version: str, image: str, expected
     """Point models/production.json at the verified `version` (compare-and-swap on `expected_etag`), and say so
     in its release record and in the record of the version it replaces."""
     s3 = aws_client(settings, "s3")
-    keys = s3store.version_keys(s3, settings.model_bucket, settings.model_prefix, version)
+    keys = modelstore.version_keys(s3, settings.model_bucket, settings.model_prefix, version)
     objects = [s3store.head(s3, settings.model_bucket, key) for key in keys]
-    previous = s3store.read_pointer(s3, settings.model_bucket, settings.model_prefix)
-    pointer = s3store.write_pointer(
+    previous = modelstore.read_pointer(s3, settings.model_bucket, settings.model_prefix)
+    pointer = modelstore.write_pointer(
         s3,
         settings.model_bucket,
         settings.model_prefix,

@@ -17,7 +17,7 @@ from oncology_model.classifier import Classifier
 from oncology_model.data import Dataset
 from oncology_model.evaluation import Evaluation, GateDecision, GateThresholds, QualityGate, compare, evaluate
 from oncology_model.training import TrainedModel, TrainingConfig, train
-from oncology_pipeline import layout, s3store
+from oncology_pipeline import layout, modelstore, s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.reports import gate_markdown, history_row, metrics_rows
 from oncology_pipeline.settings import PipelineSettings
@@ -82,7 +82,7 @@ def evaluate_model(model: TrainedModel, config: TrainingConfig, resamples: int) 
 def fetch_model_bundle(settings: PipelineSettings, version: str | None = None) -> tuple[str, Path] | None:
     """A model version's bundle from S3 (default: production, via models/production.json); None before the first."""
     s3 = aws_client(settings, "s3")
-    found = s3store.fetch_bundle(
+    found = modelstore.fetch_bundle(
         s3, settings.model_bucket, settings.model_prefix, settings.cache_dir / "models", version
     )
     log = get_run_logger()

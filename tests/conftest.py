@@ -15,7 +15,8 @@ import pytest
 
 from oncology_model.bundle import ModelMetadata
 from oncology_model.classifier import Classifier
-from oncology_pipeline.image import ImageInfo, build_image, prepare_build_context
+from oncology_pipeline.buildcontext import prepare_build_context
+from oncology_pipeline.image import ImageInfo, build_image
 from tests.support import docker_env
 from tests.support.data import real_data
 from tests.support.models import train_bundle

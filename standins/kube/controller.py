@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from standins.kube.exceptions import invalid
-from standins.kube.kubelet import Kubelet, Pod, now_text
+from standins.kube.kubelet import Kubelet
 from standins.kube.models import REVISION_ANNOTATION, Backend
+from standins.kube.pods import Pod, now_text
 
 JSON = dict[str, Any]
 _SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"

@@ -12,8 +12,8 @@ import uuid
 from typing import Any
 
 from standins.kube.exceptions import ApiError, already_exists, invalid, not_found
-from standins.kube.kubelet import Pod, now_text
 from standins.kube.patches import json_patch, merge_patch, strategic_merge
+from standins.kube.pods import Pod, now_text
 from standins.kube.selectors import matches, parse_label_selector
 
 JSON = dict[str, Any]

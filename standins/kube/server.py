@@ -26,12 +26,13 @@ from typing import Any
 import yaml
 
 from standins.kube.controller import Controller
+from standins.kube.dockerruntime import DockerRuntime
 from standins.kube.faults import FailureRule
 from standins.kube.kubelet import Kubelet
 from standins.kube.models import Backend, owner_of
 from standins.kube.proxy import PortForward, Reply, ReplyHandler, ServiceProxy
 from standins.kube.responses import Api
-from standins.kube.runtime import ContainerRuntime, DockerRuntime
+from standins.kube.runtime import ContainerRuntime
 
 JSON = dict[str, Any]
 

@@ -18,10 +18,12 @@ from prefect import flow
 from prefect.client.schemas.objects import StateType
 
 from flows.cleanup import cleanup
-from oncology_pipeline import layout, releases, s3store
+from oncology_pipeline import layout, modelstore, releases, s3store
 from oncology_pipeline.housekeeping import Tidied
-from oncology_pipeline.image import MODEL_VERSION_LABEL, SMOKE_TEST_LABEL, pipeline_tags
+from oncology_pipeline.image import MODEL_VERSION_LABEL
+from oncology_pipeline.localimages import pipeline_tags
 from oncology_pipeline.settings import PipelineSettings
+from oncology_pipeline.smoketest import SMOKE_TEST_LABEL
 from tasks.housekeeping import delete_model_versions, tidy_local
 from tests.flows.conftest import Stack
 from tests.support import docker_env
@@ -93,12 +95,12 @@ def _model_files(s3: Any, settings: PipelineSettings, version: str) -> set[str]:
 def _assert_rollback_possible(stack: Stack) -> None:
     """Production, its previous version and every version ever promoted: bundle, release record, image."""
     s3, settings = stack.s3, stack.settings
-    pointer = s3store.read_pointer(s3, settings.model_bucket, settings.model_prefix)
+    pointer = modelstore.read_pointer(s3, settings.model_bucket, settings.model_prefix)
     assert pointer is not None and (pointer.model_version, pointer.previous_version) == (V5, V4)
     for version in (V1, V4, V5):
-        keys = s3store.version_keys(s3, settings.model_bucket, settings.model_prefix, version)
+        keys = modelstore.version_keys(s3, settings.model_bucket, settings.model_prefix, version)
         assert {k.rsplit("/", 1)[-1] for k in keys} == {"model.skops", "metadata.json"}
-        fetched = s3store.fetch_bundle(
+        fetched = modelstore.fetch_bundle(
             s3, settings.model_bucket, settings.model_prefix, settings.work_dir / "check", version
         )
         assert fetched is not None and (fetched[1] / "model.skops").read_bytes() == f"model {version}".encode()

@@ -20,9 +20,10 @@ from prefect.client.schemas.objects import StateType
 import flows.deploy
 from flows.deploy import deploy
 from oncology_model.bundle import ModelMetadata
-from oncology_pipeline import releases, s3store
-from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, connect_kubeconfig
+from oncology_pipeline import modelstore, releases, s3store
+from oncology_pipeline.cluster import WEBSERVICE_CONTAINER
 from oncology_pipeline.errors import ClusterError, ConfigurationError, RolloutFailed
+from oncology_pipeline.kubeapi import connect_kubeconfig
 from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION
 from standins.kube import DockerRuntime, KubeStandIn, ScriptedRuntime
 from tests.flows.conftest import Stack
@@ -214,7 +215,7 @@ def test_a_hanging_rollout_times_out_and_is_rolled_back_with_its_annotations(scr
     assert _image(scripted.standin) == OLD
     annotations = scripted.standin.deployment(NS, "oncology-webservice")["metadata"].get("annotations") or {}
     assert ANNOTATION_VERSION not in annotations and ANNOTATION_RELEASE not in annotations
-    assert s3store.read_pointer(stack.s3, stack.settings.model_bucket, stack.settings.model_prefix) is None
+    assert modelstore.read_pointer(stack.s3, stack.settings.model_bucket, stack.settings.model_prefix) is None
 
 
 def test_an_interruption_during_the_rollout_puts_the_previous_image_back(
@@ -233,4 +234,4 @@ def test_an_interruption_during_the_rollout_puts_the_previous_image_back(
     assert len(patches) == 2  # the new image, then the previous one back
     annotations = scripted.standin.deployment(NS, "oncology-webservice")["metadata"].get("annotations") or {}
     assert ANNOTATION_VERSION not in annotations
-    assert s3store.read_pointer(stack.s3, stack.settings.model_bucket, stack.settings.model_prefix) is None
+    assert modelstore.read_pointer(stack.s3, stack.settings.model_bucket, stack.settings.model_prefix) is None

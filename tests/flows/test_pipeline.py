@@ -22,8 +22,9 @@ from flows.publish import publish
 from flows.rollback import rollback
 from flows.train import train
 from oncology_model.errors import QualityGateFailed
-from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, connect_kubeconfig, is_pinned
+from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, is_pinned
 from oncology_pipeline.errors import BuildFailed, SmokeTestFailed, SuiteFailed
+from oncology_pipeline.kubeapi import connect_kubeconfig
 from oncology_pipeline.releases import read_record
 from oncology_pipeline.summary import PipelineSummary
 from standins.kube import DockerRuntime, KubeStandIn

@@ -12,8 +12,8 @@ from prefect.client.schemas.objects import StateType
 from flows.train import TrainOutcome, train
 from oncology_model.errors import DataValidationError
 from oncology_pipeline.errors import ConfigurationError
+from oncology_pipeline.modelstore import read_pointer
 from oncology_pipeline.releases import read_record
-from oncology_pipeline.s3store import read_pointer
 from oncology_pipeline.versioning import VERSION_PATTERN
 from tests.flows.conftest import Stack, bucket_keys
 from tests.support.invariant import seed_production

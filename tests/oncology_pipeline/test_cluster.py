@@ -20,19 +20,16 @@ from oncology_pipeline import cluster
 from oncology_pipeline.cluster import (
     WEBSERVICE_CONTAINER,
     ImageChange,
-    api_error,
-    connect_in_cluster,
-    connect_kubeconfig,
     deploy_image,
     is_pinned,
     pin_image,
     rollback,
-    rollout_status,
     set_image,
-    wait_for_rollout,
     webservice_selector,
 )
 from oncology_pipeline.errors import ClusterError, ConfigurationError, RolloutFailed, TransientError, is_transient
+from oncology_pipeline.kubeapi import api_error, connect_in_cluster, connect_kubeconfig
+from oncology_pipeline.rolloutstatus import rollout_status, wait_for_rollout
 from standins.kube import KubeStandIn, ScriptedRuntime
 from tests.support.moto_server import free_port
 

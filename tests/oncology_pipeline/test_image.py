@@ -14,17 +14,12 @@ import docker
 import pytest
 
 from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT
-from oncology_pipeline import image as image_module
+from oncology_pipeline import buildcontext
+from oncology_pipeline.buildcontext import dependency_wheelhouse, prepare_build_context
 from oncology_pipeline.errors import BuildFailed, ConfigurationError, SmokeTestFailed
-from oncology_pipeline.image import (
-    MODEL_VERSION_LABEL,
-    SMOKE_TEST_LABEL,
-    build_image,
-    dependency_wheelhouse,
-    prepare_build_context,
-    remove_smoke_containers,
-    smoke_test_image,
-)
+from oncology_pipeline.image import MODEL_VERSION_LABEL, build_image
+from oncology_pipeline.localimages import remove_smoke_containers
+from oncology_pipeline.smoketest import SMOKE_TEST_LABEL, smoke_test_image
 from tests.conftest import BuiltImage
 from tests.oncology_pipeline.conftest import PROJECT_DIR
 from tests.support import docker_env
@@ -70,7 +65,7 @@ def test_a_new_model_reuses_the_cached_wheelhouse(
     def no_download(*_: object) -> None:
         raise AssertionError("a model-only change must not download wheels again")
 
-    monkeypatch.setattr(image_module, "_download_wheels", no_download)
+    monkeypatch.setattr(buildcontext, "_download_wheels", no_download)
     other_bundle = tmp_path / "bundle"
     shutil.copytree(model_bundle_dir, other_bundle)
     (other_bundle / "metadata.json").write_text((model_bundle_dir / "metadata.json").read_text() + "\n")
@@ -94,14 +89,14 @@ def test_a_directory_without_a_bundle_is_refused_and_nothing_is_written(tmp_path
 def test_a_failure_half_way_leaves_no_context(
     model_bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_run = image_module._run
+    real_run = buildcontext._run
 
     def failing_build(command: list[str], cwd: Path, what: str) -> str:
         if Path(command[0]).name == "uv" and command[1] == "build":
             raise BuildFailed("uv build broke")
         return real_run(command, cwd, what)
 
-    monkeypatch.setattr(image_module, "_run", failing_build)
+    monkeypatch.setattr(buildcontext, "_run", failing_build)
     with pytest.raises(BuildFailed, match="uv build broke"):
         prepare_build_context(PROJECT_DIR, model_bundle_dir, tmp_path / "context")
     assert list(tmp_path.iterdir()) == []

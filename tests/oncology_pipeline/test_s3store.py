@@ -1,4 +1,5 @@
-"""The S3 store over real HTTP: a moto server behind a fault-injecting proxy, clients built the pipeline's way."""
+"""The S3 store and the model store over real HTTP: a moto server behind a fault-injecting proxy, clients built
+the pipeline's way."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
-from oncology_pipeline import aws, layout, s3store
+from oncology_pipeline import aws, layout, modelstore, s3store
 from oncology_pipeline.errors import ConfigurationError, PromotionConflict, is_transient
 from oncology_pipeline.settings import PipelineSettings
 from oncology_pipeline.versioning import new_version
@@ -98,8 +99,8 @@ def _bundle(directory: Path, version: str) -> Path:
 def _publish(s3: S3Client, bucket: str, tmp_path: Path, version: str) -> list[s3store.S3Object]:
     """Upload a bundle under models/<version>/ and point production at it, as the pipeline does."""
     objects = s3store.upload_directory(s3, bucket, f"models/{version}", _bundle(tmp_path / "src" / version, version))
-    _, etag = s3store.read_pointer_etag(s3, bucket, "models")
-    s3store.write_pointer(s3, bucket, "models", version, objects, expected_etag=etag)
+    _, etag = modelstore.read_pointer_etag(s3, bucket, "models")
+    modelstore.write_pointer(s3, bucket, "models", version, objects, expected_etag=etag)
     return objects
 
 
@@ -321,14 +322,14 @@ def test_upload_directory_refuses_an_object_stored_with_another_size(
 
 
 def test_read_pointer_is_none_before_the_first_model(s3: S3Client, settings: PipelineSettings) -> None:
-    assert s3store.read_pointer(s3, settings.model_bucket, "models") is None
+    assert modelstore.read_pointer(s3, settings.model_bucket, "models") is None
 
 
 def test_write_pointer_chains_the_previous_version(s3: S3Client, settings: PipelineSettings, tmp_path: Path) -> None:
     bucket = settings.model_bucket
     first, second = new_version(), new_version()
     first_objects = _publish(s3, bucket, tmp_path, first)
-    pointer = s3store.read_pointer(s3, bucket, "models")
+    pointer = modelstore.read_pointer(s3, bucket, "models")
     assert pointer is not None
     assert pointer.model_version == first
     assert pointer.previous_version is None
@@ -337,7 +338,7 @@ def test_write_pointer_chains_the_previous_version(s3: S3Client, settings: Pipel
     before = datetime.now(UTC)
     second_objects = _publish(s3, bucket, tmp_path, second)
 
-    pointer = s3store.read_pointer(s3, bucket, "models")
+    pointer = modelstore.read_pointer(s3, bucket, "models")
     assert pointer is not None
     assert pointer.model_version == second
     assert pointer.previous_version == first
@@ -358,17 +359,17 @@ def test_writing_the_pointer_again_for_the_same_version_keeps_the_previous_versi
     _publish(s3, bucket, tmp_path, first)
     objects = _publish(s3, bucket, tmp_path, second)
 
-    _, etag = s3store.read_pointer_etag(s3, bucket, "models")
-    s3store.write_pointer(s3, bucket, "models", second, objects, expected_etag=etag)
+    _, etag = modelstore.read_pointer_etag(s3, bucket, "models")
+    modelstore.write_pointer(s3, bucket, "models", second, objects, expected_etag=etag)
 
-    pointer = s3store.read_pointer(s3, bucket, "models")
+    pointer = modelstore.read_pointer(s3, bucket, "models")
     assert pointer is not None
     assert pointer.model_version == second
     assert pointer.previous_version == first
 
 
 def test_fetch_bundle_is_none_before_the_first_model(s3: S3Client, settings: PipelineSettings, tmp_path: Path) -> None:
-    assert s3store.fetch_bundle(s3, settings.model_bucket, "models", tmp_path / "models") is None
+    assert modelstore.fetch_bundle(s3, settings.model_bucket, "models", tmp_path / "models") is None
     assert not (tmp_path / "models").exists()
 
 
@@ -380,7 +381,7 @@ def test_fetch_bundle_downloads_production_via_the_pointer_once(
     _publish(s3, bucket, tmp_path, old)
     _publish(s3, bucket, tmp_path, current)
 
-    found = s3store.fetch_bundle(s3, bucket, "models", cache)
+    found = modelstore.fetch_bundle(s3, bucket, "models", cache)
 
     assert found == (current, cache / current)
     assert _files(cache / current) == {"extra", "extra/notes.txt", "metadata.json", "model.skops"}
@@ -389,7 +390,7 @@ def test_fetch_bundle_downloads_production_via_the_pointer_once(
     assert _files(cache) == {current, *(f"{current}/{f}" for f in _files(cache / current))}, "no staging left"
     downloads = proxy.count("GET", f"/{bucket}/models/{current}/")
 
-    assert s3store.fetch_bundle(s3, bucket, "models", cache) == (current, cache / current)
+    assert modelstore.fetch_bundle(s3, bucket, "models", cache) == (current, cache / current)
     assert proxy.count("GET", f"/{bucket}/models/{current}/") == downloads == 3, "a cached version is not fetched"
 
 
@@ -401,7 +402,7 @@ def test_fetch_bundle_of_a_given_version_lists_its_files(
     _publish(s3, bucket, tmp_path, old)
     _publish(s3, bucket, tmp_path, current)
 
-    found = s3store.fetch_bundle(s3, bucket, "models", cache, version=old)
+    found = modelstore.fetch_bundle(s3, bucket, "models", cache, version=old)
 
     assert found == (old, cache / old)
     assert (cache / old / "model.skops").read_bytes() == f"model of {old}".encode()
@@ -418,7 +419,7 @@ def test_fetch_bundle_of_an_unknown_version_is_a_configuration_error(
     unknown = known[:-1] + ("0" if known[-1] != "0" else "1")
 
     with pytest.raises(ConfigurationError) as raised:
-        s3store.fetch_bundle(s3, bucket, "models", tmp_path / "models", version=unknown)
+        modelstore.fetch_bundle(s3, bucket, "models", tmp_path / "models", version=unknown)
 
     assert str(raised.value) == f"s3://{bucket}/models/{unknown}/ holds no model: check the version"
     assert not (tmp_path / "models" / unknown).exists()
@@ -434,12 +435,12 @@ def test_download_version_failing_midway_leaves_no_directory(
     proxy.fail(fault, method="GET", path=f"/{bucket}/{keys[1]}")
 
     with pytest.raises(Exception) as raised:
-        s3store.download_version(s3, bucket, "models", version, keys, cache / version)
+        modelstore.download_version(s3, bucket, "models", version, keys, cache / version)
 
     assert is_transient(raised.value)
     assert proxy.count("GET", f"/{bucket}/{keys[0]}") == 1, "the first file was downloaded"
     assert list(cache.iterdir()) == [], "neither the version directory nor a staging directory is left"
-    assert s3store.fetch_bundle(s3, bucket, "models", cache) == (version, cache / version)
+    assert modelstore.fetch_bundle(s3, bucket, "models", cache) == (version, cache / version)
 
 
 def test_download_version_refused_midway_leaves_no_directory(
@@ -460,7 +461,7 @@ def test_download_version_refused_midway_leaves_no_directory(
     revoked.meta.events.register("after-call.s3.GetObject", revoke_after_the_first_file)
 
     with pytest.raises(ConfigurationError) as raised:
-        s3store.download_version(revoked, bucket, "models", version, [o.key for o in objects], cache / version)
+        modelstore.download_version(revoked, bucket, "models", version, [o.key for o in objects], cache / version)
 
     assert str(raised.value).startswith(f"s3://{bucket}/{objects[1].key}: InvalidAccessKeyId: ")
     assert [status for method, _, status in proxy.log if method == "GET"][-2:] == [200, 403]
@@ -475,7 +476,7 @@ def test_download_version_of_a_pointer_listing_a_missing_file(
     s3.delete_object(Bucket=bucket, Key=objects[2].key)
 
     with pytest.raises(ConfigurationError) as raised:
-        s3store.fetch_bundle(s3, bucket, "models", cache)
+        modelstore.fetch_bundle(s3, bucket, "models", cache)
 
     assert str(raised.value) == f"s3://{bucket}/{objects[2].key} is listed in the production pointer but missing"
     assert list(cache.iterdir()) == []
@@ -490,7 +491,7 @@ def test_download_version_replaces_an_existing_directory(
     dest.mkdir(parents=True)
     (dest / "stale.txt").write_text("from an older download")
 
-    assert s3store.download_version(s3, bucket, "models", version, [o.key for o in objects], dest) == dest
+    assert modelstore.download_version(s3, bucket, "models", version, [o.key for o in objects], dest) == dest
 
     assert _files(dest) == {"extra", "extra/notes.txt", "metadata.json", "model.skops"}
     assert _files(tmp_path / "models") == {version, *(f"{version}/{f}" for f in _files(dest))}
@@ -659,7 +660,7 @@ def test_listing_a_version_in_a_missing_bucket_is_a_configuration_error(s3: S3Cl
     bucket = f"missing-{uuid.uuid4().hex[:12]}"
 
     with pytest.raises(ConfigurationError, match=rf"^s3://{bucket}/models/v1/: NoSuchBucket: the bucket does not"):
-        s3store.fetch_bundle(s3, bucket, "models", tmp_path, version="v1")
+        modelstore.fetch_bundle(s3, bucket, "models", tmp_path, version="v1")
 
 
 # --- compare-and-swap of the pointer --------------------------------------------------------------
@@ -671,14 +672,14 @@ def test_two_writers_of_the_pointer_never_lose_an_update(
     bucket = settings.model_bucket
     first, mine, theirs = new_version(), new_version(), new_version()
     _publish(s3, bucket, tmp_path, first)
-    read_by_both = s3store.read_pointer_etag(s3, bucket, "models")[1]
+    read_by_both = modelstore.read_pointer_etag(s3, bucket, "models")[1]
     objects = s3store.upload_directory(s3, bucket, f"models/{mine}", _bundle(tmp_path / "mine", mine))
-    s3store.write_pointer(s3, bucket, "models", theirs, objects, expected_etag=read_by_both)  # they win
+    modelstore.write_pointer(s3, bucket, "models", theirs, objects, expected_etag=read_by_both)  # they win
 
     with pytest.raises(PromotionConflict, match=f"production is now {theirs}. Nothing was overwritten"):
-        s3store.write_pointer(s3, bucket, "models", mine, objects, expected_etag=read_by_both)
+        modelstore.write_pointer(s3, bucket, "models", mine, objects, expected_etag=read_by_both)
 
-    pointer = s3store.read_pointer(s3, bucket, "models")
+    pointer = modelstore.read_pointer(s3, bucket, "models")
     assert pointer is not None and (pointer.model_version, pointer.previous_version) == (theirs, first)
 
 
@@ -687,10 +688,10 @@ def test_the_first_pointer_is_created_only_when_there_is_none(
 ) -> None:
     bucket, version = settings.model_bucket, new_version()
     objects = s3store.upload_directory(s3, bucket, f"models/{version}", _bundle(tmp_path / "v", version))
-    assert s3store.read_pointer_etag(s3, bucket, "models") == (None, s3store.ABSENT)
-    s3store.write_pointer(s3, bucket, "models", version, objects, expected_etag=s3store.ABSENT)
+    assert modelstore.read_pointer_etag(s3, bucket, "models") == (None, s3store.ABSENT)
+    modelstore.write_pointer(s3, bucket, "models", version, objects, expected_etag=s3store.ABSENT)
     with pytest.raises(PromotionConflict):
-        s3store.write_pointer(s3, bucket, "models", new_version(), objects, expected_etag=s3store.ABSENT)
+        modelstore.write_pointer(s3, bucket, "models", new_version(), objects, expected_etag=s3store.ABSENT)
 
 
 def test_a_lost_race_inside_s3_is_refused_by_the_conditional_put(
@@ -700,7 +701,7 @@ def test_a_lost_race_inside_s3_is_refused_by_the_conditional_put(
     bucket, version = settings.model_bucket, new_version()
     objects = _publish(s3, bucket, tmp_path, version)
     key = f"models/{layout.POINTER_FILE}"
-    stale = s3store.read_pointer_etag(s3, bucket, "models")[1]
+    stale = modelstore.read_pointer_etag(s3, bucket, "models")[1]
     s3store.put_bytes(s3, bucket, key, b"{}", "application/json", if_match=stale)  # someone else's write
     with pytest.raises(ClientError, match="PreconditionFailed"):
         s3store.put_bytes(s3, bucket, key, b"{}", "application/json", if_match=stale)
@@ -712,9 +713,9 @@ def test_a_retried_promotion_that_already_landed_succeeds(
 ) -> None:
     bucket, version, image = settings.model_bucket, new_version(), "registry.local/web@sha256:" + "1" * 64
     objects = s3store.upload_directory(s3, bucket, f"models/{version}", _bundle(tmp_path / "v", version))
-    read = s3store.read_pointer_etag(s3, bucket, "models")[1]
-    first = s3store.write_pointer(s3, bucket, "models", version, objects, expected_etag=read, image=image)
-    again = s3store.write_pointer(s3, bucket, "models", version, objects, expected_etag=read, image=image)
+    read = modelstore.read_pointer_etag(s3, bucket, "models")[1]
+    first = modelstore.write_pointer(s3, bucket, "models", version, objects, expected_etag=read, image=image)
+    again = modelstore.write_pointer(s3, bucket, "models", version, objects, expected_etag=read, image=image)
     assert again.etag == first.etag
     with pytest.raises(PromotionConflict):  # the same version with another image is somebody else's write
-        s3store.write_pointer(s3, bucket, "models", version, objects, expected_etag=read, image=image + "0")
+        modelstore.write_pointer(s3, bucket, "models", version, objects, expected_etag=read, image=image + "0")

@@ -20,7 +20,7 @@ import pytest
 from kubernetes.client import AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from oncology_pipeline.cluster import connect_kubeconfig
+from oncology_pipeline.kubeapi import connect_kubeconfig
 from standins.kube import KubeStandIn, ScriptedRuntime
 from standins.kube.patches import json_patch, merge_patch, strategic_merge
 from standins.kube.responses import SERVER_VERSION

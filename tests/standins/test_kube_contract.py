@@ -22,7 +22,8 @@ from kubernetes.client import (
     VersionApi,
 )
 
-from oncology_pipeline.cluster import JSON_PATCH, STRATEGIC_MERGE_PATCH, connect_kubeconfig
+from oncology_pipeline.cluster import JSON_PATCH, STRATEGIC_MERGE_PATCH
+from oncology_pipeline.kubeapi import connect_kubeconfig
 from standins.kube import KubeStandIn, ScriptedRuntime
 
 NS = "oncology"

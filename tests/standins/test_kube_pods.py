@@ -13,9 +13,9 @@ import docker
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api
 
-from oncology_pipeline.cluster import connect_kubeconfig
+from oncology_pipeline.kubeapi import connect_kubeconfig
 from standins.kube import DockerRuntime, KubeStandIn
-from standins.kube.runtime import OWNER_LABEL
+from standins.kube.dockerruntime import OWNER_LABEL
 from tests.support import docker_env
 from tests.support.workloads import (
     NODE_CREDENTIALS,

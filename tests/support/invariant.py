@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from oncology_pipeline import layout, releases, s3store
+from oncology_pipeline import layout, modelstore, releases, s3store
 from oncology_pipeline.cluster import WEBSERVICE_CONTAINER
 from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION
 from oncology_pipeline.settings import PipelineSettings
@@ -32,7 +32,7 @@ def assert_invariant(
     before: dict[str, str] | None = None,
 ) -> None:
     """Production is `version` served by `image` everywhere it is recorded; every key in `before` still exists."""
-    pointer = s3store.read_pointer(s3, settings.model_bucket, settings.model_prefix)
+    pointer = modelstore.read_pointer(s3, settings.model_bucket, settings.model_prefix)
     assert (pointer.model_version if pointer else None) == version, f"pointer: {pointer}"
     deployment = standin.deployment(settings.kube_namespace, DEPLOYMENT)
     containers = deployment["spec"]["template"]["spec"]["containers"]
@@ -76,8 +76,8 @@ def seed_production(s3: Any, settings: PipelineSettings, bundle: Path, image: st
         image={"reference": image, "digest": image.rsplit("@", 1)[-1]},
     )
     releases.write_record(s3, settings.model_bucket, record)
-    _, etag = s3store.read_pointer_etag(s3, settings.model_bucket, settings.model_prefix)
-    s3store.write_pointer(
+    _, etag = modelstore.read_pointer_etag(s3, settings.model_bucket, settings.model_prefix)
+    modelstore.write_pointer(
         s3,
         settings.model_bucket,
         settings.model_prefix,

@@ -13,10 +13,11 @@ from typing import Any
 from kubernetes.client import ApiClient, CoreV1Api
 from pydantic import SecretStr
 
-from oncology_pipeline.image import build_image, prepare_build_context
+from oncology_pipeline.buildcontext import prepare_build_context
+from oncology_pipeline.image import build_image
 from oncology_pipeline.registry import RegistryCredentials, push_image
 from standins.kube import KubeStandIn
-from standins.kube.runtime import OWNER_LABEL
+from standins.kube.dockerruntime import OWNER_LABEL
 from tests.support import docker_env
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]

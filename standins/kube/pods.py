@@ -1,0 +1,132 @@
+"""Pods as the stand-in keeps them: object metadata and spec, the kubelet's record of each container, and the
+Pod object (phase, conditions, container statuses) as the API server answers it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+def now_text() -> str:
+    """The current time as the API server writes timestamps."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ProbeState:
+    """When one probe runs next, and its consecutive results."""
+
+    next_at: float
+    failures: int = 0
+    successes: int = 0
+
+
+@dataclass
+class Container:
+    """The kubelet's record of one container of a pod."""
+
+    spec: JSON
+    image_id: str = ""
+    container_id: str | None = None
+    state: JSON = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: JSON = field(default_factory=dict)
+    started: bool = False
+    ready: bool = False
+    restart_count: int = 0
+    retry_at: float = 0.0
+    backoff: float = 0.0
+    probes: dict[str, ProbeState] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    def status(self) -> JSON:
+        """The container's entry in `status.containerStatuses`."""
+        status: JSON = {
+            "name": self.name,
+            "image": self.spec["image"],
+            "imageID": f"docker-pullable://{self.spec['image'].split('@')[0]}@{self.image_id}" if self.image_id else "",
+            "ready": self.ready,
+            "started": self.started and self.container_id is not None,
+            "restartCount": self.restart_count,
+            "state": dict(self.state),
+            "lastState": dict(self.last_state),
+        }
+        if self.container_id:
+            status["containerID"] = f"docker://{self.container_id}"
+        return status
+
+
+@dataclass
+class Pod:
+    """A pod: its object metadata and spec, and the kubelet's view of its containers."""
+
+    namespace: str
+    name: str
+    labels: dict[str, str]
+    owner: JSON
+    spec: JSON
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: str = field(default_factory=now_text)
+    resource_version: int = 0
+    containers: list[Container] = field(default_factory=list)
+    deleting: bool = False
+    gone: bool = False
+    ready_since: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.containers:
+            self.containers = [Container(spec=c) for c in self.spec.get("containers", [])]
+
+    @property
+    def ready(self) -> bool:
+        return not self.deleting and all(c.ready for c in self.containers)
+
+    def available(self, min_ready_seconds: float, now: float) -> bool:
+        """Ready for at least `min_ready_seconds`."""
+        return self.ready and self.ready_since is not None and now - self.ready_since >= min_ready_seconds
+
+    def phase(self) -> str:
+        return "Running" if any(c.container_id or c.restart_count for c in self.containers) else "Pending"
+
+    def to_json(self) -> JSON:
+        """The Pod object as the API server answers it."""
+        ready = "True" if self.ready else "False"
+        conditions = [
+            {"type": kind, "status": value, "lastTransitionTime": self.created}
+            for kind, value in (
+                ("Initialized", "True"),
+                ("Ready", ready),
+                ("ContainersReady", ready),
+                ("PodScheduled", "True"),
+            )
+        ]
+        metadata: JSON = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "uid": self.uid,
+            "labels": dict(self.labels),
+            "creationTimestamp": self.created,
+            "resourceVersion": str(self.resource_version),
+            "ownerReferences": [self.owner],
+        }
+        if self.deleting:
+            metadata["deletionTimestamp"] = now_text()
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": metadata,
+            "spec": {**self.spec, "nodeName": "kube-standin"},
+            "status": {
+                "phase": self.phase(),
+                "conditions": conditions,
+                "hostIP": "127.0.0.1",
+                "startTime": self.created,
+                "containerStatuses": [c.status() for c in self.containers],
+            },
+        }
