@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,11 +24,19 @@ class _LinearPath:
         self.fill = np.asarray(impute.statistics_, dtype=np.float64)
         self.weights = np.asarray(model.coef_[0], dtype=np.float64) / np.asarray(scale.scale_, dtype=np.float64)
         self.bias = float(model.intercept_[0]) - float(self.weights @ np.asarray(scale.mean_, dtype=np.float64))
+        self._terms = tuple(zip(self.weights.tolist(), self.fill.tolist(), strict=True))
 
     def __call__(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         X = np.where(np.isnan(X), self.fill, X)
         result: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-(X @ self.weights + self.bias)))
         return result
+
+    def one(self, row: Sequence[float]) -> float:
+        """The same map for one row in plain Python floats: no numpy call overhead."""
+        z = self.bias
+        for (weight, fill), x in zip(self._terms, row, strict=True):
+            z += weight * (fill if x != x else x)  # x != x: NaN, a missing score
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
 
 
 def _linear_path(pipeline: Pipeline) -> _LinearPath | None:
@@ -39,7 +48,10 @@ def _linear_path(pipeline: Pipeline) -> _LinearPath | None:
     fast = _LinearPath(pipeline)
     probe = np.random.default_rng(0).integers(SCORE_MIN, SCORE_MAX + 1, size=(256, len(FEATURES))).astype(np.float64)
     probe[::7, FEATURES.index("bare_nuclei")] = np.nan
-    return fast if np.allclose(fast(probe), pipeline.predict_proba(probe)[:, 1], rtol=0, atol=1e-9) else None
+    expected = pipeline.predict_proba(probe)[:, 1]
+    one_by_one = np.array([fast.one(row) for row in probe.tolist()])
+    agree = [np.allclose(got, expected, rtol=0, atol=1e-9) for got in (fast(probe), one_by_one)]
+    return fast if all(agree) else None
 
 
 class Classifier:
@@ -70,14 +82,30 @@ class Classifier:
         result: NDArray[np.float64] = self.pipeline.predict_proba(X)[:, 1]
         return result
 
+    def probability(self, row: Sequence[float]) -> float:
+        """P(malignant) for one row of nine scores in feature order; NaN marks a missing score."""
+        if self._fast is not None:
+            return self._fast.one(row)
+        return float(self.pipeline.predict_proba(np.array([row], dtype=np.float64))[0, 1])
+
+    def label(self, probability: float) -> Prediction:
+        """The class a probability stands for: malignant from the decision threshold up."""
+        return Prediction.MALIGNANT if probability >= self.threshold else Prediction.BENIGN
+
+    def predict_rows(self, X: NDArray[np.float64]) -> list[tuple[Prediction, float]]:
+        """Predictions for the rows of a (n, 9) array (the rule of `label`, inlined: 1,000 calls cost 0.1 ms)."""
+        threshold = self.threshold
+        return [
+            (Prediction.MALIGNANT if p >= threshold else Prediction.BENIGN, p) for p in self.probabilities(X).tolist()
+        ]
+
     def predict_many(self, tumors: Sequence[Tumor]) -> list[tuple[Prediction, float]]:
         """Predictions for many tumors at once."""
-        X = np.array([t.as_row() for t in tumors], dtype=np.float64).reshape(len(tumors), len(FEATURES))
-        return [
-            (Prediction.MALIGNANT if p >= self.threshold else Prediction.BENIGN, float(p))
-            for p in self.probabilities(X)
-        ]
+        return self.predict_rows(
+            np.array([t.as_row() for t in tumors], dtype=np.float64).reshape(len(tumors), len(FEATURES))
+        )
 
     def predict(self, tumor: Tumor) -> tuple[Prediction, float]:
         """The prediction for one tumor."""
-        return self.predict_many([tumor])[0]
+        probability = self.probability(tumor.as_row())
+        return self.label(probability), probability

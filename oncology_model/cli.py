@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from oncology_model.errors import OncologyModelError
+from oncology_model.errors import DataValidationError, OncologyModelError
 
 
 @contextmanager
@@ -60,21 +60,26 @@ def format_evaluation(metadata: object) -> str:
 def _sample_data(args: argparse.Namespace) -> int:
     from oncology_model.sample_data import write_sample_data
 
-    rows = write_sample_data(args.out)
+    try:
+        rows = write_sample_data(args.out)
+    except OSError as exc:
+        raise OncologyModelError(f"cannot write {args.out}: {exc.strerror}") from None
     sys.stdout.write(f"wrote {rows} rows to {args.out}\n")
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from oncology_model.bundle import describe_model, make_version, save_bundle
     from oncology_model.data import load_csv
+
+    with _step(f"reading {args.data}"):
+        dataset = load_csv(args.data, args.max_invalid_share, args.max_missing_share)
+    sys.stderr.write(dataset.report.summary() + "\n")
+    # scikit-learn takes seconds to import: only once the data is good, so bad data fails at once
+    from oncology_model.bundle import describe_model, make_version, save_bundle
     from oncology_model.evaluation import QualityGate, evaluate
     from oncology_model.training import TrainingConfig, train
 
     config = TrainingConfig(estimator=args.estimator, seed=args.seed)
-    with _step(f"reading {args.data}"):
-        dataset = load_csv(args.data, args.max_invalid_share)
-    sys.stderr.write(dataset.report.summary() + "\n")
     with _step(f"training {config.estimator} with {config.cv_folds}-fold cross-validation"):
         model = train(dataset, config)
     with _step("evaluating on the hold-out set (1000 bootstrap resamples)"):
@@ -128,16 +133,40 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--version", help="model version (default: UTC time and data fingerprint)")
     train.add_argument("--max-invalid-share", type=float, default=0.05, help="share of bad rows tolerated (dropped)")
+    train.add_argument(
+        "--max-missing-share",
+        type=float,
+        default=0.05,
+        help="share of valid rows in which a feature (bare_nuclei) may be missing and imputed; more is an error",
+    )
     train.add_argument("--strict", action="store_true", help="exit 1 and save nothing when the quality gate fails")
     train.set_defaults(run=_train)
 
-    serve = commands.add_parser("serve", help="serve a model bundle over HTTP (FastAPI, docs at /docs)")
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model bundle over HTTP (FastAPI, docs at /docs, metrics at /metrics); "
+        "ONCOLOGY_ACCESS_LOG=true logs every request",
+    )
     serve.add_argument("--model", type=Path, required=True, help="bundle directory")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes (default 1); each keeps its own /metrics, so on Kubernetes scale replicas instead",
+    )
     serve.set_defaults(run=_serve)
     return parser
+
+
+def _error_line(exc: Exception) -> str:
+    """The error as one printable line: its message and, for bad data, the first problem (row and rule)."""
+    lines = str(exc).splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    if isinstance(exc, DataValidationError) and exc.problems:
+        text += f"; first: {exc.problems[0]}"
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except (OncologyModelError, ValueError, OSError, RuntimeError) as exc:
-        sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
+        sys.stderr.write(f"error: {_error_line(exc)}\n")
         return 1
     return code

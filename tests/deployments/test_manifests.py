@@ -96,6 +96,21 @@ def test_the_webservice_container_serves_and_is_probed_on_port_8000() -> None:
     assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
 
 
+def test_prometheus_scrapes_the_pods_where_the_service_serves_metrics(tmp_path: Path) -> None:
+    from oncology_model.service import ServiceSettings, create_app
+
+    template = one("webservice.yaml", "Deployment")["spec"]["template"]
+    [container] = template["spec"]["containers"]
+    [port] = [p for p in container["ports"] if p["name"] == "http"]
+    assert template["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port["containerPort"]),
+        "prometheus.io/path": "/metrics",
+    }
+    routes = {getattr(route, "path", None) for route in create_app(ServiceSettings(model_dir=tmp_path)).routes}
+    assert "/metrics" in routes
+
+
 def test_the_webservice_pod_is_hardened() -> None:
     pod_spec = one("webservice.yaml", "Deployment")["spec"]["template"]["spec"]
     hardened(pod_spec, pod_spec["containers"][0])

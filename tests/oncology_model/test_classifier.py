@@ -122,3 +122,46 @@ def test_a_high_threshold_turns_a_borderline_malignant_benign(classifier: Classi
     borderline = next(t for t, p in zip(tumors, probabilities, strict=True) if 0.3 <= p < 0.9)
     assert classifier.predict(borderline)[0] is Prediction.MALIGNANT
     assert _with_threshold(classifier, 0.9).predict(borderline)[0] is Prediction.BENIGN
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_one_row_equals_the_array_path_and_scikit_learn(classifier: Classifier, seed: int) -> None:
+    X = _random_scores(seed, n=300)
+    one_by_one = [classifier.probability(row) for row in X.tolist()]
+    assert all(isinstance(p, float) for p in one_by_one)
+    np.testing.assert_allclose(one_by_one, classifier.probabilities(X), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one_by_one, classifier.pipeline.predict_proba(X)[:, 1], rtol=0, atol=1e-9)
+
+
+def test_one_row_of_integers_as_the_service_passes_it(classifier: Classifier) -> None:
+    tumor = Tumor(**EXAMPLE_MALIGNANT)
+    assert classifier.probability(tumor.as_row()) == classifier.predict(tumor)[1]
+
+
+def test_one_row_with_the_fallback(rf_classifier: Classifier) -> None:
+    X = _random_scores(13, n=20)
+    expected = rf_classifier.pipeline.predict_proba(X)[:, 1]
+    assert [rf_classifier.probability(row) for row in X.tolist()] == expected.tolist()
+
+
+def test_one_row_far_beyond_the_sigmoids_range(classifier: Classifier) -> None:
+    fast = classifier._fast
+    assert fast is not None
+    row = [1.0] * len(FEATURES)
+    for bias, expected in ((-1000.0, 0.0), (1000.0, 1.0)):
+        original, fast.bias = fast.bias, bias
+        try:
+            with np.errstate(over="ignore"):
+                assert fast.one(row) == expected == float(fast(np.array([row]))[0])
+        finally:
+            fast.bias = original
+
+
+def test_label_is_malignant_from_the_threshold_up(classifier: Classifier) -> None:
+    threshold = classifier.threshold
+    assert classifier.label(threshold) is Prediction.MALIGNANT
+    assert classifier.label(float(np.nextafter(threshold, 0.0))) is Prediction.BENIGN
+    X = _random_scores(14, n=200, nan_every=5)
+    assert [label for label, _ in classifier.predict_rows(X)] == [
+        classifier.label(p) for p in classifier.probabilities(X)
+    ]

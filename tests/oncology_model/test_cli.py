@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,147 @@ def test_module_entry_point_help() -> None:
     assert result.stdout.startswith("usage: python -m oncology_model")
     for command in ("sample-data", "train", "serve"):
         assert command in result.stdout
+
+
+# --- bad training data through the real entry point: one line, no traceback -------------------------------------
+
+
+def _rows(real: bytes) -> list[list[str]]:
+    return [line.split(",") for line in real.decode().splitlines()]
+
+
+def _csv(rows: list[list[str]]) -> bytes:
+    return ("\n".join(",".join(row) for row in rows) + "\n").encode()
+
+
+def _with_cell(real: bytes, column: int, value: str, rows: slice = slice(None)) -> bytes:
+    """The real data with one column set to `value` in the chosen rows."""
+    changed = _rows(real)
+    for row in changed[rows]:
+        row[column] = value
+    return _csv(changed)
+
+
+def _latin1(real: bytes) -> bytes:
+    return real[:5000] + "é".encode("latin-1") + real[5000:]
+
+
+def _unclosed_quote(real: bytes) -> bytes:
+    rows = _rows(real)
+    rows[2][4] = '"' + rows[2][4]
+    return _csv(rows)
+
+
+def _few_rows(real: bytes) -> bytes:
+    rows = _rows(real)
+    return _csv([r for r in rows if r[-1] == "2"][:5] + [r for r in rows if r[-1] == "4"][:5])
+
+
+BARE_NUCLEI_COLUMN = 6
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        pytest.param(
+            lambda real: _with_cell(real, 3, "1" * 1_000_000, slice(5, 6)),
+            "error: the file is not valid CSV (an overlong field or an unclosed quote?); "
+            "first: row 6: field larger than field limit (131072)",
+            id="megabyte-field",
+        ),
+        pytest.param(
+            lambda real: _with_cell(real, 2, "1" * 100_000, slice(5, 6)),
+            "error: 1 of 699 rows are invalid, more than the allowed share of 0% (max_invalid_share); "
+            "most often uniformity_of_cell_size: must be between 1 and 10 (1 rows); first: row 6: "
+            "uniformity_of_cell_size: must be between 1 and 10, got '111111111111111111111111'... (100000 characters)",
+            id="100-kB-number",
+        ),
+        pytest.param(
+            lambda real: _with_cell(real, 9, "1\x00", slice(0, 40)),
+            "error: 40 of 699 rows are invalid, more than the allowed share of 0% (max_invalid_share); most often "
+            "mitoses: must be an integer (40 rows); first: row 1: mitoses: must be an integer, got '1\\x00'",
+            id="nul-bytes",
+        ),
+        pytest.param(
+            lambda real: _with_cell(real, 10, "\x1b[2J", slice(0, 10)),
+            "error: 10 of 699 rows are invalid, more than the allowed share of 0% (max_invalid_share); most often "
+            "class: class must be 2 (benign) or 4 (malignant) (10 rows); first: row 1: class: class must be 2 "
+            "(benign) or 4 (malignant), got '\\x1b[2J'",
+            id="terminal-escape",
+        ),
+        pytest.param(
+            lambda real: real.decode().encode("utf-16"),
+            "error: the file is not UTF-8 text: it starts with a UTF-16 byte-order mark; save it as UTF-8",
+            id="utf-16",
+        ),
+        pytest.param(
+            _latin1,
+            "error: the file is not UTF-8 text (byte 5000): save it as UTF-8; first: row 175: invalid continuation "
+            "byte",
+            id="latin-1",
+        ),
+        pytest.param(
+            _unclosed_quote,
+            "error: 1 rows have the wrong number of columns (expected 11: sample_id, clump_thickness, "
+            "uniformity_of_cell_size, uniformity_of_cell_shape, marginal_adhesion, single_epithelial_cell_size, "
+            "bare_nuclei, bland_chromatin, normal_nucleoli, mitoses, class); first: row 3: 5 columns, expected 11",
+            id="unclosed-quote",
+        ),
+        pytest.param(
+            lambda real: _with_cell(real, 0, "9" * 30),
+            "error: 699 of 699 rows are invalid, more than the allowed share of 0% (max_invalid_share); most often "
+            "sample_id: must have at most 18 digits (699 rows); first: row 1: sample_id: must have at most 18 "
+            "digits, got '999999999999999999999999'... (30 characters)",
+            id="sample-id-too-long",
+        ),
+        pytest.param(
+            lambda real: _with_cell(real, BARE_NUCLEI_COLUMN, "?"),
+            "error: bare_nuclei is missing in 699 of 699 valid rows, more than the allowed share of 5% "
+            "(max_missing_share): a model would learn little from imputed values; first: row 1: bare_nuclei: "
+            "missing value",
+            id="bare-nuclei-missing-everywhere",
+        ),
+        pytest.param(
+            _few_rows,
+            "error: too few rows to train: benign 5, malignant 5; a 20% hold-out and 5-fold cross-validation need "
+            "at least 8 valid rows of each class",
+            id="too-few-rows",
+        ),
+    ],
+)
+def test_bad_training_data_exits_1_with_one_printable_line_and_no_traceback(
+    tmp_path: Path, real_csv: bytes, make: Callable[[bytes], bytes], expected: str
+) -> None:
+    data, out = tmp_path / "data.csv", tmp_path / "model"
+    data.write_bytes(make(real_csv))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "oncology_model",
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--max-invalid-share",
+            "0",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert _error_line(result.stderr) == expected
+    assert result.stderr.endswith(expected + "\n")
+    assert not out.exists()
+
+
+def test_sample_data_onto_a_directory_exits_1_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["sample-data", str(tmp_path)])
+    assert code == 1
+    assert capsys.readouterr().err == f"error: cannot write {tmp_path}: Is a directory\n"

@@ -83,6 +83,24 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, model_bundle
         assert test_client.get("/readyz").json()["status"] == "ready"
 
 
+def test_access_log_is_off_unless_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("ONCOLOGY_ACCESS_LOG", raising=False)
+    assert ServiceSettings(model_dir=tmp_path).access_log is False
+    monkeypatch.setenv("ONCOLOGY_ACCESS_LOG", "")
+    assert ServiceSettings(model_dir=tmp_path).access_log is False
+    monkeypatch.setenv("ONCOLOGY_ACCESS_LOG", "true")
+    assert ServiceSettings(model_dir=tmp_path).access_log is True
+
+
+def test_start_up_freezes_the_heap_it_made(model_bundle_dir: Path) -> None:
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(ServiceSettings(model_dir=model_bundle_dir))):
+        assert gc.get_freeze_count() > 10_000
+
+
 @pytest.mark.parametrize(("field", "value"), [("max_batch", 0), ("max_body_bytes", 1023)])
 def test_settings_refuse_unsafe_limits(tmp_path: Path, field: str, value: int) -> None:
     from pydantic import ValidationError
