@@ -48,7 +48,7 @@ services-down:
 server: install provision  ## Prefect server + process worker + `prefect deploy --all`, for nightly-style runs in the UI
 	UV="$(UV)" bash scripts/server.sh
 
-benchmark: install  ## prediction latency, image build times (Docker), the last demo run's stage times -> docs/
+benchmark: install  ## in-process + HTTP load (wrk) side by side with the seed-style baseline, batch, py-spy, image (Docker), nights -> docs/benchmarks.md
 	$(RUN) python -m benchmarks.run --image --nights $(addprefix --summary ,$(lastword $(sort $(wildcard .work/demo/runs/*/summary.json))))
 
 clean:
