@@ -3,6 +3,7 @@ webhook receiver standing in for Slack/Teams. One per package; each test tells i
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -17,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from standins.webhook import read_notifications, webhook_receiver
 
@@ -100,6 +104,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
+def _drain_workers() -> None:
+    """Send what Prefect's event and log workers still hold, and stop them: they are per-process singletons bound
+    to the server they started with, and the tests after these use another server (as prefect_test_harness does)."""
+
+    async def drain() -> None:
+        for result in (APILogWorker.drain_all(), EventsWorker.drain_all()):
+            if inspect.isawaitable(result):
+                await result
+
+    run_coro_as_sync(drain())
+
+
 @pytest.fixture(scope="package")
 def alert_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertServer]:
     """`prefect server start` on a free port with its own PREFECT_HOME, the receiver, and the alerts applied.
@@ -139,6 +155,9 @@ def alert_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertServ
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("PREFECT_HOME", env["PREFECT_HOME"])
                 with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                    yield running
+                    try:
+                        yield running
+                    finally:
+                        _drain_workers()
         finally:
             _stop(server)
