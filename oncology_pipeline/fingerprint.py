@@ -17,9 +17,9 @@ from pydantic import BaseModel, computed_field
 
 from oncology_pipeline.releases import ReleaseRecord
 
-#: The code a model and its image are made from: the model package (training and serving), the image recipe
-#: and the dependency lock.
-CODE_PATHS = ("oncology_model", "Dockerfile", "uv.lock")
+#: The code a model and its image are made from: the model package (training and serving) and the image recipe
+#: (the dependency lock has a field of its own, `lock_sha256`).
+CODE_PATHS = ("oncology_model", "Dockerfile")
 
 
 class Fingerprint(BaseModel):

@@ -78,7 +78,8 @@ def report_no_change(plan: Plan, inputs: Fingerprint) -> str:
         f"| data | `{inputs.data_uri}` |\n"
         f"| data ETag, sha256 | `{inputs.data_etag.strip(chr(34))}`, `{inputs.data_sha256[:12]}` |\n"
         f"| settings | sha256 `{inputs.config_sha256[:12]}` |\n"
-        f"| code (oncology_model, Dockerfile, uv.lock) | sha256 `{inputs.code_sha256[:12]}` |\n"
+        f"| code (oncology_model, Dockerfile) | sha256 `{inputs.code_sha256[:12]}` |\n"
+        f"| dependency lock (uv.lock) | sha256 `{(inputs.lock_sha256 or '-')[:12]}` |\n"
         f"| base image | `{inputs.base_image}` |\n"
     )
     create_markdown_artifact(markdown=text, key="no-change", description=f"No change: {plan.version} keeps serving")
