@@ -5,7 +5,7 @@ RUN := $(UV) run --frozen --all-extras
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_LOGGING_LEVEL ?= INFO
 
-.PHONY: uv install demo test lint typecheck pytest audit provision services-down server server-down benchmark screenshots clean
+.PHONY: uv install demo test lint typecheck pytest audit provision services-down server server-down benchmark soak screenshots clean
 
 uv:  ## uv itself, when neither `uv` nor `python3 -m uv` is there; and `uv` on PATH for the README's commands
 	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --user --quiet uv \
@@ -15,8 +15,8 @@ uv:  ## uv itself, when neither `uv` nor `python3 -m uv` is there; and `uv` on P
 	  && echo "uv: linked into /usr/local/bin"; } \
 	  || echo "uv: not on PATH; add $$(python3 -m site --user-base)/bin to PATH for the README's \`uv run\` lines"
 
-install: uv  ## the locked dependencies, into .venv
-	$(UV) sync --frozen --all-extras
+install: uv  ## the locked dependencies, into .venv (uv lists what it installs only with V=1)
+	$(UV) sync --frozen --all-extras $(if $(V),,--quiet)
 
 demo: install provision  ## the whole pipeline on embedded defaults (local S3, registry and cluster stand-ins)
 	$(RUN) python -m demo
@@ -50,6 +50,9 @@ server: install provision  ## Prefect server + process worker + `prefect deploy 
 
 benchmark: install  ## in-process + HTTP load (wrk) side by side with the seed-style baseline, batch, py-spy, image (Docker), nights -> docs/benchmarks.md
 	$(RUN) python -m benchmarks.run --image --nights $(addprefix --summary ,$(lastword $(sort $(wildcard .work/demo/runs/*/summary.json))))
+
+soak: install  ## the serving container under wrk for 60 s at 64 connections: no errors, memory growth <= 10 %, steady p99 (Docker) -> docs/reliability.md
+	$(RUN) python -m benchmarks.soak
 
 clean:
 	rm -rf .work build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage coverage.json

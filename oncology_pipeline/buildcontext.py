@@ -157,10 +157,14 @@ def _download_wheels(pinned: list[str], target: Path) -> None:
         raise
 
 
-def _cache_root(project_dir: Path) -> Path:
-    """Where wheelhouses are cached: $ONCOLOGY_CACHE_DIR, else .work/cache in the project."""
+def _cache_root() -> Path:
+    """Where wheelhouses are cached: wheels/ in $ONCOLOGY_CACHE_DIR, else in ~/.cache/oncology-mlops.
+
+    The cache is the user's, like pip's, not the project's or the run's: every checkout, test and run on the
+    machine shares it (its entries are keyed by the requirements), so only a new lock downloads again.
+    """
     configured = os.environ.get("ONCOLOGY_CACHE_DIR")
-    return Path(configured) if configured else project_dir / ".work" / "cache"
+    return (Path(configured) if configured else Path.home() / ".cache" / "oncology-mlops") / "wheels"
 
 
 def dependency_wheelhouse(project_dir: Path, cache_dir: Path | None = None) -> Path:
@@ -168,7 +172,7 @@ def dependency_wheelhouse(project_dir: Path, cache_dir: Path | None = None) -> P
     pinned = for_image(export_requirements(project_dir))
     key_source = "\n".join([IMAGE_PYTHON, *_platforms(), *pinned])
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
-    root = (cache_dir or _cache_root(project_dir)).resolve()
+    root = (cache_dir or _cache_root()).resolve()
     wheelhouse = root / f"wheelhouse-{key}"
     if wheelhouse.is_dir():
         return wheelhouse

@@ -50,9 +50,10 @@ def _http(method: str, url: str, body: Mapping[str, Any] | None, timeout: float)
 def _logs(container: Any) -> str:
     """The container's last log lines, or why they are unavailable."""
     try:
-        return bytes(container.logs(tail=50)).decode(errors="replace")
+        text = bytes(container.logs(tail=50)).decode(errors="replace").rstrip()
     except docker.errors.APIError as exc:
         return f"(no logs: {exc})"
+    return text or "(it wrote none)"
 
 
 def _host_port(container: Any) -> int:
@@ -127,7 +128,7 @@ def smoke_test_image(
                 )
             if time.monotonic() - started > timeout:
                 raise SmokeTestFailed(
-                    f"{image} was not ready (GET /readyz 200) within {timeout:.0f} s; logs:\n{_logs(container)}"
+                    f"{image} was not ready (GET /readyz 200) within {timeout:g} s; logs:\n{_logs(container)}"
                 )
             time.sleep(0.25)
         ready_seconds = time.monotonic() - started

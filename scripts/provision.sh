@@ -39,9 +39,9 @@ install_packages() {
         || die "missing ${missing[*]} and no apt-get (not Debian): install Docker, the Docker registry (distribution), htpasswd and debootstrap, then run this command again"
     log "installing packages (missing: ${missing[*]})"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends \
-        docker.io docker-registry apache2-utils debootstrap curl ca-certificates >/dev/null
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+        docker.io docker-registry apache2-utils debootstrap curl ca-certificates; } >"${SERVICES_DIR}/apt.log" 2>&1 \
+        || { tail -n 20 "${SERVICES_DIR}/apt.log" >&2; die "apt-get failed; see ${SERVICES_DIR}/apt.log"; }
     echo "packages: installed (docker.io docker-registry apache2-utils debootstrap)"
 }
 
@@ -168,9 +168,12 @@ auth:
     realm: oncology-local-registry
     path: ${REGISTRY_DIR}/htpasswd
 EOF
-    # Reclaim blobs of deleted manifests (tests delete what they push); only safe while it is stopped.
-    docker-registry garbage-collect --delete-untagged "${REGISTRY_DIR}/config.yml" \
-        >"${SERVICES_DIR}/registry-gc.log" 2>&1 || log "registry garbage-collect failed (see registry-gc.log); continuing"
+    # Reclaim blobs of deleted manifests (tests delete what they push); only safe while it is stopped,
+    # and only once something was stored (on an empty store it fails: no repositories yet).
+    if [ -d "${REGISTRY_DIR}/data/docker/registry/v2/repositories" ]; then
+        docker-registry garbage-collect --delete-untagged "${REGISTRY_DIR}/config.yml" \
+            >"${SERVICES_DIR}/registry-gc.log" 2>&1 || log "registry garbage-collect failed (see registry-gc.log); continuing"
+    fi
     log "starting docker-registry (log: ${SERVICES_DIR}/registry.log)"
     setsid docker-registry serve "${REGISTRY_DIR}/config.yml" >"${SERVICES_DIR}/registry.log" 2>&1 </dev/null &
     echo $! >"${SERVICES_DIR}/registry.pid"

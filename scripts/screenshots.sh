@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Screenshots of the Prefect UI as a person sees it: a finished pipeline run's page, its artifacts tab, the
-# train stage's artifacts tab, and the rendered pipeline summary. PNGs go to docs/.
+# train stage's artifacts tab, and the rendered pipeline summary, quality gate, deploy and release artifacts.
+# PNGs go to docs/.
 # Needs `make server` (or any Prefect server at PREFECT_API_URL) and Chromium (`apt-get install -y chromium`).
 # Usage: scripts/screenshots.sh [FLOW_RUN_ID]   (default: the latest completed train-test-publish-deploy run)
 set -euo pipefail
@@ -13,8 +14,16 @@ run_id=${1:-$(query flow_runs '{"flows": {"name": {"any_": ["train-test-publish-
   "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "sort": "END_TIME_DESC", "limit": 1}' | first id)}
 name=$(curl -sf "$api/flow_runs/$run_id" | python3 -c 'import json, sys; print(json.load(sys.stdin)["name"])')
 version=${name#train-test-publish-deploy-}
-train_id=$(query flow_runs "{\"flow_runs\": {\"name\": {\"any_\": [\"pipeline-train-$version\"]}}, \"limit\": 1}" | first id)
-summary_id=$(query artifacts "{\"artifacts\": {\"flow_run_id\": {\"any_\": [\"$run_id\"]}, \"key\": {\"any_\": [\"pipeline-summary\"]}}}" | first id)
+stage_run() { query flow_runs "{\"flow_runs\": {\"name\": {\"any_\": [\"pipeline-$1-$version\"]}}, \"limit\": 1}" | first id; }
+artifact() {  # key, flow run ids: the newest artifact with that key made by one of those runs
+  local key=$1 ids
+  shift
+  ids=$(printf '"%s",' "$@")
+  query artifacts "{\"artifacts\": {\"flow_run_id\": {\"any_\": [${ids%,}]}, \"key\": {\"any_\": [\"$key\"]}},
+    \"sort\": \"CREATED_DESC\", \"limit\": 1}" | first id
+}
+train_id=$(stage_run train)
+deploy_id=$(stage_run deploy)
 profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
 shoot() {  # png, url
@@ -28,4 +37,7 @@ mkdir -p docs
 shoot docs/prefect-flow-run.png "$ui/runs/flow-run/$run_id"
 shoot docs/prefect-flow-run-artifacts.png "$ui/v2/runs/flow-run/$run_id?tab=Artifacts"
 shoot docs/prefect-train-run-artifacts.png "$ui/v2/runs/flow-run/$train_id?tab=Artifacts"
-shoot docs/prefect-pipeline-summary.png "$ui/artifacts/artifact/$summary_id"
+shoot docs/prefect-pipeline-summary.png "$ui/artifacts/artifact/$(artifact pipeline-summary "$run_id")"
+shoot docs/prefect-gate-artifact.png "$ui/artifacts/artifact/$(artifact quality-gate "$train_id")"
+shoot docs/prefect-deploy-artifact.png "$ui/artifacts/artifact/$(artifact deploy "$deploy_id")"
+shoot docs/prefect-release-artifact.png "$ui/artifacts/artifact/$(artifact release "$run_id" "$train_id" "$deploy_id")"

@@ -35,9 +35,7 @@ def build_image(settings: PipelineSettings, bundle_dir: Path, version: str) -> i
     stopped with BuildFailed after `build_timeout_seconds`."""
     log = get_run_logger()
     start = time.perf_counter()
-    context = buildcontext.prepare_build_context(
-        Path.cwd(), bundle_dir, settings.run_dir(version) / "image-context", settings.cache_dir / "wheelhouse"
-    )
+    context = buildcontext.prepare_build_context(Path.cwd(), bundle_dir, settings.run_dir(version) / "image-context")
     log.info("build context ready in %.1f s: %s", time.perf_counter() - start, context)
     build_args = {
         "BASE_IMAGE": settings.base_image,
