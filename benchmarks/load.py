@@ -88,6 +88,7 @@ class Target:
     name: str
     url: str
     pid: int
+    container_id: str = ""  # a container's id, when the server runs in one
 
 
 def free_port() -> int:
@@ -137,19 +138,25 @@ def process_server(name: str, command: Sequence[str], port: int, env: dict[str, 
 
 
 @contextlib.contextmanager
-def container_server(name: str, client: Any, image: str) -> Iterator[Target]:
-    """Run the image as the cluster would (read-only root, its own CMD); reach it on its bridge address."""
-    container = client.containers.run(image, detach=True, read_only=True)
+def container_server(name: str, client: Any, image: str, *, loopback: bool = False) -> Iterator[Target]:
+    """Run the image as the cluster would (read-only root, its own CMD); reach it on its bridge address.
+
+    With `loopback`, its port is published on 127.0.0.1 only (a free port) and reached there, through docker-proxy.
+    """
+    port = free_port() if loopback else 0
+    ports = {"8000/tcp": ("127.0.0.1", port)} if loopback else None
+    container = client.containers.run(image, detach=True, read_only=True, ports=ports)
     try:
         container.reload()
-        url = f"http://{container.attrs['NetworkSettings']['IPAddress']}:8000"
+        bridge = f"http://{container.attrs['NetworkSettings']['IPAddress']}:8000"
+        url = f"http://127.0.0.1:{port}" if loopback else bridge
 
         def alive() -> bool:
             container.reload()
             return bool(container.status == "running")
 
         _wait_ready(url, alive)
-        yield Target(name, url, int(container.attrs["State"]["Pid"]))
+        yield Target(name, url, int(container.attrs["State"]["Pid"]), str(container.id))
     finally:
         container.remove(force=True)
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from benchmarks.load import (
     process_server,
     side_by_side,
 )
+
+if TYPE_CHECKING:
+    from oncology_pipeline.image import ImageInfo
 
 DOCS = Path("docs/benchmarks.md")
 LEVELS = (1, 16, 64)
@@ -186,7 +189,7 @@ def _servers(bundle: Path, workers: int) -> tuple[tuple[str, list[str], int, dic
     )
 
 
-def _check_answers(targets: Sequence[Target], body: bytes) -> None:
+def check_answers(targets: Sequence[Target], body: bytes) -> None:
     """Every server answers the body with 200 before it is loaded."""
     import urllib.request
 
@@ -260,7 +263,7 @@ def http_load(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: Target
     for workers in (1, 2):
         with contextlib.ExitStack() as stack:
             servers = [stack.enter_context(process_server(*server)) for server in _servers(bundle, workers)]
-            _check_answers(servers, body)
+            check_answers(servers, body)
             results = side_by_side(wrk, servers, "/v1/predictions", body, LEVELS, rounds, seconds)
         lines += ["", f"### {workers} worker{'s' if workers > 1 else ''} each", ""]
         lines += _load_table(results, [SEED, OURS], LEVELS)
@@ -358,30 +361,51 @@ def _previous_image_mb() -> float | None:
     return float(found.group(1)) if found else None
 
 
+def base_image() -> str:
+    """The base image the benchmark images are built on (`ONCOLOGY_BASE_IMAGE`, else the provisioned one)."""
+    return os.environ.get("ONCOLOGY_BASE_IMAGE", "oncology-base:bookworm")
+
+
+def build_service_image(
+    client: Any, bundle_dir: Path, tag: str, context_dir: Path, wheel_cache: Path | None, *, nocache: bool = False
+) -> tuple[float, float, ImageInfo]:
+    """Build the serving image of a bundle the way publish does (build context, then the classic build).
+
+    Returns the seconds spent preparing the context, the seconds in all, and the image. `wheel_cache` None is the
+    pipeline's own wheel cache.
+    """
+    from oncology_model.bundle import read_metadata
+    from oncology_pipeline.buildcontext import prepare_build_context
+    from oncology_pipeline.image import build_image
+
+    start = time.perf_counter()
+    context = prepare_build_context(Path.cwd(), bundle_dir, context_dir, wheel_cache)
+    prepared = time.perf_counter() - start
+    args = {"BASE_IMAGE": base_image(), "MODEL_VERSION": read_metadata(bundle_dir).model_version}
+    info = build_image(client, context, tag, args, lambda _: None, nocache=nocache)
+    return prepared, time.perf_counter() - start, info
+
+
 def image(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: Targets) -> list[str]:
     """Cold build vs a model-only change, what fills the image, and HTTP load against a container of it."""
     import docker
 
-    from oncology_model.bundle import read_metadata, save_bundle
+    from oncology_model.bundle import save_bundle
     from oncology_model.classifier import Classifier
     from oncology_model.datamodel import EXAMPLE_MALIGNANT
-    from oncology_pipeline.buildcontext import prepare_build_context
-    from oncology_pipeline.image import build_image
 
     client = docker.from_env(timeout=600)
-    base = os.environ.get("ONCOLOGY_BASE_IMAGE", "oncology-base:bookworm")
+    base = base_image()
     work = Path(tempfile.mkdtemp(prefix="bench-image-"))
     previous_mb = _previous_image_mb()
     body = json.dumps(EXAMPLE_MALIGNANT).encode()
     try:
 
         def build(bundle_dir: Path, tag: str, cache: Path, nocache: bool) -> tuple[float, float, int]:
-            start = time.perf_counter()
-            context = prepare_build_context(Path.cwd(), bundle_dir, work / f"ctx-{tag}", cache)
-            prepared = time.perf_counter() - start
-            args = {"BASE_IMAGE": base, "MODEL_VERSION": read_metadata(bundle_dir).model_version}
-            info = build_image(client, context, f"oncology-bench:{tag}", args, lambda _: None, nocache=nocache)
-            return prepared, time.perf_counter() - start, info.size
+            prepared, total, info = build_service_image(
+                client, bundle_dir, f"oncology-bench:{tag}", work / f"ctx-{tag}", cache, nocache=nocache
+            )
+            return prepared, total, info.size
 
         log("image: cold build")
         cold_prepare, cold_total, size = build(bundle, "cold", work / "wheels-cold", nocache=True)
@@ -399,7 +423,7 @@ def image(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: Targets) -
             process_server(seed_name, seed_command, seed_port, seed_env) as seed,
             container_server(OURS_CONTAINER, client, "oncology-bench:cold") as box,
         ):
-            _check_answers([seed, box], body)
+            check_answers([seed, box], body)
             results = side_by_side(wrk, [seed, box], "/v1/predictions", body, LEVELS, rounds, seconds)
         _single_worker_targets(results, OURS_CONTAINER, "container", targets)
     finally:
@@ -494,7 +518,7 @@ def nights(targets: Targets) -> list[str]:
     ]
 
 
-def _machine() -> str:
+def machine() -> str:
     """CPU model, cores, memory, kernel and Python."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
@@ -509,8 +533,18 @@ def _machine() -> str:
     )
 
 
-def _load_average() -> str:
+def load_average() -> str:
     return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def train_default_bundle() -> Path:
+    """The benchmarks' model: the default estimator trained on the real data, in a new temporary directory."""
+    from tests.support.data import real_data
+    from tests.support.models import train_bundle
+
+    bundle = Path(tempfile.mkdtemp(prefix="bench-")) / "model"
+    train_bundle(real_data(), bundle, version="20261125T000000Z-bench000")
+    return bundle
 
 
 def main() -> int:
@@ -525,14 +559,8 @@ def main() -> int:
     args = parser.parse_args()
     scripts = tempfile.TemporaryDirectory(prefix="bench-wrk-")
     wrk = Wrk(ensure_wrk(), Path(scripts.name))
-    bundle = args.bundle
-    if bundle is None:
-        from tests.support.data import real_data
-        from tests.support.models import train_bundle
-
-        bundle = Path(tempfile.mkdtemp(prefix="bench-")) / "model"
-        train_bundle(real_data(), bundle, version="20261125T000000Z-bench000")
-    started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), _load_average()
+    bundle = args.bundle or train_default_bundle()
+    started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_average()
     targets = Targets()
     sections: list[str] = []
     steps: list[tuple[str, Callable[[], list[str]]]] = [
@@ -565,8 +593,8 @@ def main() -> int:
         "",
         f"Written by `make benchmark` (`{command.strip()}`), started {started}.",
         "",
-        f"Machine: {_machine()}. Load average (1, 5, 15 min) at the start {load_before}, at the end "
-        f"{_load_average()}: the machine may be shared, so req/s and tail latencies move with other work; "
+        f"Machine: {machine()}. Load average (1, 5, 15 min) at the start {load_before}, at the end "
+        f"{load_average()}: the machine may be shared, so req/s and tail latencies move with other work; "
         "the server CPU per request does much less.",
         "",
         *targets.lines(),
