@@ -168,7 +168,10 @@ class Front:
                 self.metrics.predicted(label)
                 return _encode(PredictionOut(label, probability, model.version))
             tumors = _decode_batch(body).tumors
-        except msgspec.DecodeError:  # msgspec.ValidationError is one too
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError too
+            # msgspec does not wrap two errors in DecodeError: UnicodeDecodeError for an unknown key that is not UTF-8
+            # (`forbid_unknown_fields` decodes it for its message; msgspec/msgspec#714), and RecursionError while it
+            # skips a deeply nested field that `BatchScores` ignores. FastAPI answers both (400).
             return None
         if len(tumors) > self.max_batch:
             return None  # FastAPI answers 413, naming the count and the limit

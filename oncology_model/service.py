@@ -1,17 +1,20 @@
 """The prediction web service (FastAPI): one model, loaded once at start-up.
 
-FastAPI holds the contract: routes, OpenAPI schema with examples, 422 and 413 bodies. Valid prediction requests
-are answered before it, by `oncology_model.fastpath.Front`, which also limits bodies and keeps the metrics.
+FastAPI holds the contract: routes, OpenAPI schema with examples, and every error body, which has one shape
+(`Problem`: `message` + `detail`), whoever raised it: request validation (422), an unreadable body (400), a body
+not declared JSON (415), limits (413), routing (404, 405). Valid prediction requests are answered before it, by
+`oncology_model.fastpath.Front`, which also limits bodies and keeps the metrics.
 """
 
 from __future__ import annotations
 
+import email.message
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -19,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.exceptions import HTTPException
 
 from oncology_model import __version__
 from oncology_model.bundle import ModelMetadata
@@ -73,6 +77,13 @@ class BatchOut(BaseModel):
     predictions: list[PredictionOut]
 
 
+class Readiness(BaseModel):
+    """The service is ready: the model it serves."""
+
+    status: Literal["ready"]
+    model_version: str
+
+
 class Problem(BaseModel):
     """An error: what went wrong, and which field broke which rule."""
 
@@ -82,6 +93,48 @@ class Problem(BaseModel):
 
 class PayloadTooLarge(Exception):
     """A request asks for more than the service's limits allow (answered with 413)."""
+
+
+class UnsupportedMediaType(Exception):
+    """A body in a media type the operation does not take (answered with 415)."""
+
+
+#: The media type the prediction endpoints take (and any `application/*+json`, as FastAPI parses those as JSON).
+JSON_MEDIA_TYPE = "application/json"
+#: The documented error answers every operation can give: a validation error, a body over the limit.
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "The body or the batch is larger than the service's limit."},
+    422: {"model": Problem, "description": "The body is not valid: `message` names each field and its rule."},
+}
+#: The documented error answers of an operation that takes a JSON body, besides the common ones.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The body cannot be read as JSON (not UTF-8, nested too deeply, ...)."},
+    415: {"model": Problem, "description": f"The body is not declared `{JSON_MEDIA_TYPE}` (`Content-Type`)."},
+}
+
+
+def _is_json(content_type: str) -> bool:
+    """Whether FastAPI parses a body of this `Content-Type` as JSON: `application/json` or `application/*+json`."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def require_json(request: Request) -> None:
+    """Refuse a body that is not declared JSON with 415, before validation would refuse it as "not an object".
+
+    A body without `Content-Type` is refused too: FastAPI (`strict_content_type`, the default) does not read it as
+    JSON, as a browser can send it cross-site without a CORS preflight. A request with no body at all passes, and
+    gets the 422 that names the missing body. Only requests the fast path hands on get here.
+    """
+    content_type = request.headers.get("content-type")
+    if content_type is not None and _is_json(content_type):
+        return
+    if content_type is None and not await request.body():
+        return
+    declared = f"{content_type!r} is not accepted" if content_type is not None else "missing"
+    raise UnsupportedMediaType(f"{declared}; send the body as {JSON_MEDIA_TYPE}")
 
 
 def get_classifier(request: Request) -> Classifier:
@@ -100,6 +153,25 @@ def _field(error: dict[str, Any]) -> str:
     if error.get("type") == "json_invalid":
         return "body"
     return ".".join(str(part) for part in error["loc"] if part != "body") or "body"
+
+
+def _unreadable(cause: BaseException | None) -> str:
+    """Why FastAPI could not read a body as JSON (it answers 400 with the cause chained)."""
+    if isinstance(cause, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return "not UTF-8"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number with too many digits"
+    return "not readable as JSON"
+
+
+def problem_response(
+    status: int, message: str, detail: list[dict[str, Any]], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """An error answer built from the documented `Problem` model."""
+    content = Problem(message=message, detail=detail).model_dump()
+    return JSONResponse(status_code=status, content=content, headers=headers)
 
 
 def _no_access_log() -> None:
@@ -144,36 +216,56 @@ def create_app(settings: ServiceSettings | None = None) -> Service:
         version=__version__,
         description="Classifies breast tumors (Wisconsin original data set) as benign or malignant.",
         lifespan=lifespan,
-        responses={422: {"model": Problem}, 413: {"model": Problem}},
+        responses=COMMON_ERRORS,
     )
     app.state.classifier = None
 
     @app.exception_handler(PayloadTooLarge)
     async def too_large(_: Request, exc: PayloadTooLarge) -> JSONResponse:
-        return JSONResponse(status_code=413, content=Problem(message=str(exc)).model_dump())
+        return problem_response(413, str(exc), [])
+
+    @app.exception_handler(UnsupportedMediaType)
+    async def unsupported_media_type(_: Request, exc: UnsupportedMediaType) -> JSONResponse:
+        rule = {"type": "unsupported_media_type", "loc": ["header", "content-type"], "msg": str(exc)}
+        return problem_response(415, f"content-type: {exc}", [rule])
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """FastAPI's and Starlette's own errors (an unreadable body, an unknown path or method) as a `Problem`."""
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI's "There was an error parsing the body"
+            reason = _unreadable(exc.__cause__)
+            rule = {"type": "json_unreadable", "loc": ["body"], "msg": reason}
+            return problem_response(400, f"body: {reason}", [rule], exc.headers)
+        if exc.status_code == 404:
+            return problem_response(404, f"{where}: no such path", [], exc.headers)
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            return problem_response(405, f"{where}: method not allowed (allowed: {allowed})", [], exc.headers)
+        return problem_response(exc.status_code, f"{where}: {exc.detail}", [], exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = jsonable_encoder(exc.errors(), exclude={"url", "input", "ctx"})
         message = "; ".join(f"{_field(e)}: {e['msg']}" for e in errors[:5])
-        return JSONResponse(status_code=422, content={"message": message, "detail": errors})
+        return problem_response(422, message, errors)
 
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["probes"], responses={503: {"model": Problem}})
+    @app.get("/readyz", tags=["probes"], response_model=Readiness, responses={503: {"model": Problem}})
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: the model is loaded."""
         model: Classifier | None = request.app.state.classifier
         if model is None:
-            return JSONResponse(status_code=503, content={"message": "model not loaded"})
+            return problem_response(503, "model not loaded", [])
         return JSONResponse({"status": "ready", "model_version": model.version})
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False)  # operational, not part of the API contract
     async def prometheus() -> Response:
-        """Prometheus metrics of this process (text format)."""
+        """Prometheus metrics of this process (text exposition format)."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/model", tags=["model"])
@@ -181,14 +273,16 @@ def create_app(settings: ServiceSettings | None = None) -> Service:
         """The loaded model's metadata and metrics."""
         return model.metadata
 
-    @app.post("/v1/predictions", tags=["predictions"])
+    @app.post("/v1/predictions", tags=["predictions"], dependencies=[Depends(require_json)], responses=BODY_ERRORS)
     async def predict(tumor: Tumor, model: ClassifierDep) -> PredictionOut:
         """Classify one tumor."""
         prediction, probability = model.predict(tumor)
         metrics.predicted(prediction)
         return PredictionOut(prediction=prediction, probability_malignant=probability, model_version=model.version)
 
-    @app.post("/v1/predictions/batch", tags=["predictions"])
+    @app.post(
+        "/v1/predictions/batch", tags=["predictions"], dependencies=[Depends(require_json)], responses=BODY_ERRORS
+    )
     async def predict_batch(batch: BatchIn, model: ClassifierDep) -> BatchOut:
         """Classify up to `max_batch` tumors at once."""
         if len(batch.tumors) > settings.max_batch:

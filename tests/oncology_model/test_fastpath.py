@@ -302,3 +302,26 @@ def test_an_error_in_the_fast_path_is_raised_and_counted_as_500(classifier: Clas
     assert b'oncology_http_requests_total{method="POST",route="/v1/predictions",status="500"} 1.0' in (
         metrics.exposition()
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "headers", "status"),
+    [
+        pytest.param(PREDICT, _raw(BENIGN)[:-1] + b', "\x80": 1}', JSON, 400, id="key-not-utf8"),
+        pytest.param(
+            PREDICT_BATCH,
+            b'{"tumors": [' + _raw(BENIGN) + b'], "note": ' + b"[" * 100_000,
+            JSON,
+            400,
+            id="deep-ignored",
+        ),
+        pytest.param(PREDICT_BATCH, b'{"tumors": [' + _raw(BENIGN) + b'], "note": [[[1]]]}', JSON, 200, id="ignored"),
+        pytest.param(PREDICT, _raw(BENIGN), {"content-type": "text/plain"}, 415, id="text-plain"),
+        pytest.param(PREDICT, _raw(BENIGN), {}, 415, id="no-content-type"),
+    ],
+)
+def test_what_msgspec_raises_outside_decode_error_gets_the_answer_fastapi_gives(
+    client: TestClient, reference: TestClient, path: str, content: bytes, headers: dict[str, str], status: int
+) -> None:
+    """msgspec raises UnicodeDecodeError and RecursionError, not DecodeError, for some bodies; they are handed on."""
+    assert _same_answer(client, reference, path, content, headers) == status

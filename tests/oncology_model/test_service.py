@@ -69,7 +69,7 @@ def test_not_ready_before_the_model_is_loaded(model_bundle_dir: Path) -> None:
     app = create_app(ServiceSettings(model_dir=model_bundle_dir))
     response = TestClient(app).get("/readyz")  # no `with`: the lifespan has not run
     assert response.status_code == 503
-    assert response.json() == {"message": "model not loaded"}
+    assert response.json() == {"message": "model not loaded", "detail": []}
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, model_bundle_dir: Path) -> None:
@@ -347,3 +347,152 @@ def test_docs_serve_html(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in response.text.lower()
+
+
+# --- one error shape: every 4xx is a Problem, whoever answers it -------------------------------------------------
+
+
+def _problem(response: Any, status: int) -> dict[str, Any]:
+    """Assert the response is `status` with a `Problem` body (JSON, `message` and `detail` only); the body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"message", "detail"}
+    assert isinstance(body["message"], str)
+    assert isinstance(body["detail"], list)
+    return body
+
+
+@pytest.mark.parametrize("path", ["/v1/predictions", "/v1/predictions/batch"])
+def test_malformed_json_is_a_problem_naming_the_body(client: TestClient, path: str) -> None:
+    response = client.post(path, content=b'{"tumors": [', headers={"content-type": "application/json"})
+    body = _problem(response, 422)
+    assert body["message"].startswith("body: JSON decode error")
+    assert body["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"[" * 100_000, id="100k-arrays"),
+        pytest.param(b'{"a":' * 100_000, id="100k-objects"),
+        pytest.param(
+            b'{"tumors": [' + json.dumps(EXAMPLE_BENIGN).encode() + b'], "note": ' + b"[" * 100_000, id="in-a-batch"
+        ),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/predictions", "/v1/predictions/batch"])
+def test_deeply_nested_json_is_400_not_a_crash(client: TestClient, path: str, content: bytes) -> None:
+    response = client.post(path, content=content, headers={"content-type": "application/json"})
+    body = _problem(response, 400)
+    assert body["message"] == "body: JSON nested too deeply"
+    assert body["detail"] == [{"type": "json_unreadable", "loc": ["body"], "msg": "JSON nested too deeply"}]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        pytest.param(b'{"clump_thickness": "\xff"}', "not UTF-8", id="not-utf8-value"),
+        pytest.param(json.dumps(EXAMPLE_BENIGN).encode()[:-1] + b', "\x80": 1}', "not UTF-8", id="not-utf8-key"),
+        pytest.param(b'{"mitoses": 1' + b"0" * 5000 + b"}", "a number with too many digits", id="long-number"),
+    ],
+)
+def test_a_body_that_cannot_be_read_is_400_naming_why(client: TestClient, content: bytes, reason: str) -> None:
+    response = client.post("/v1/predictions", content=content, headers={"content-type": "application/json"})
+    assert _problem(response, 400)["message"] == f"body: {reason}"
+
+
+@pytest.mark.parametrize("path", ["/v1/predictions", "/v1/predictions/batch"])
+@pytest.mark.parametrize(
+    ("headers", "declared"),
+    [
+        pytest.param({"content-type": "text/plain"}, "'text/plain' is not accepted", id="text-plain"),
+        pytest.param({"content-type": "text/json"}, "'text/json' is not accepted", id="text-json"),
+        pytest.param(
+            {"content-type": "application/x-www-form-urlencoded"},
+            "'application/x-www-form-urlencoded' is not accepted",
+            id="form",
+        ),
+        pytest.param({}, "missing", id="no-content-type"),
+    ],
+)
+def test_a_body_not_declared_json_is_415(client: TestClient, path: str, headers: dict[str, str], declared: str) -> None:
+    payload = EXAMPLE_BENIGN if path == "/v1/predictions" else {"tumors": [EXAMPLE_BENIGN]}
+    response = client.post(path, content=json.dumps(payload).encode(), headers=headers)
+    body = _problem(response, 415)
+    assert body["message"] == f"content-type: {declared}; send the body as application/json"
+    assert body["detail"][0]["loc"] == ["header", "content-type"]
+    assert body["detail"][0]["type"] == "unsupported_media_type"
+
+
+def test_form_fields_and_files_are_415(client: TestClient) -> None:
+    assert _problem(client.post("/v1/predictions", data={"clump_thickness": "5"}), 415)["message"].startswith(
+        "content-type: 'application/x-www-form-urlencoded'"
+    )
+    assert _problem(client.post("/v1/predictions", files={"tumor": ("t.json", b"{}")}), 415)["message"].startswith(
+        "content-type: 'multipart/form-data; boundary="
+    )
+
+
+def test_without_content_type_or_body_the_missing_body_is_named(client: TestClient) -> None:
+    """No `Content-Type` and no body: nothing is in an unsupported media type; the body is missing (422).
+
+    FastAPI (0.1xx, `strict_content_type`) never reads a body without `Content-Type` as JSON, which would let a
+    browser post cross-site without a preflight; so a body without it is 415 (above), and no body at all is 422.
+    """
+    response = client.post("/v1/predictions")
+    assert "content-type" not in response.request.headers
+    assert _problem(response, 422)["message"] == "body: Field required"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json;x=1"]
+)
+def test_json_with_parameters_or_in_capitals_is_accepted(client: TestClient, content_type: str) -> None:
+    response = client.post(
+        "/v1/predictions", content=json.dumps(EXAMPLE_MALIGNANT), headers={"content-type": content_type}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["prediction"] == "malignant"
+
+
+def test_an_unknown_path_is_a_404_problem(client: TestClient) -> None:
+    body = _problem(client.get("/v1/prediction"), 404)
+    assert body == {"message": "GET /v1/prediction: no such path", "detail": []}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v1/predictions", "POST"),
+        ("DELETE", "/v1/predictions/batch", "POST"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+def test_an_unknown_method_is_a_405_problem_with_allow(
+    client: TestClient, method: str, path: str, allowed: str
+) -> None:
+    response = client.request(method, path, json=EXAMPLE_BENIGN)
+    body = _problem(response, 405)
+    assert response.headers["allow"] == allowed
+    assert body["message"] == f"{method} {path}: method not allowed (allowed: {allowed})"
+
+
+def test_the_error_answers_are_documented(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path in ("/v1/predictions", "/v1/predictions/batch"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert {status: responses[status]["content"] for status in ("400", "413", "415", "422")} == dict.fromkeys(
+            ("400", "413", "415", "422"), problem
+        )
+    assert spec["paths"]["/readyz"]["get"]["responses"]["200"]["content"] == {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}
+    }
+
+
+@pytest.mark.parametrize("path", ["/v1/predictions", "/v1/predictions/batch", "/healthz"])
+def test_a_body_over_the_limit_is_a_413_problem_from_the_fast_path(small_client: TestClient, path: str) -> None:
+    response = small_client.post(path, content=b" " * (SMALL_LIMIT + 1), headers={"content-type": "application/json"})
+    body = _problem(response, 413)
+    assert body == {"message": f"request body: larger than the limit of {SMALL_LIMIT} bytes", "detail": []}
