@@ -1,4 +1,5 @@
-"""Flow `train`: data -> validate -> train -> evaluate -> gate -> upload a candidate (the seed's `make train`).
+"""Flow `train`: data -> validate -> champion -> train, evaluate, gate, package -> upload a candidate (the seed's
+`make train`).
 
 Training never changes production: an approved model is a candidate under models/<version>/, released by the
 pipeline flow (test -> publish -> deploy -> verify -> promote)."""
@@ -20,13 +21,10 @@ from tasks.data import download_training_data, validate_data
 from tasks.releases import announce_candidate, update_release
 from tasks.runs import run_name, stamp_run
 from tasks.training import (
-    apply_quality_gate,
-    evaluate_model,
     fetch_model_bundle,
     load_champion,
-    package_model,
     record_metrics_history,
-    train_model,
+    train_candidate,
     upload_model_bundle,
     upload_reports,
 )
@@ -60,21 +58,19 @@ def train(
     Args:
         version: the version to stamp (default: the run's UTC start and flow-run id).
         estimator: logistic_regression, random_forest or gradient_boosting (default: the settings').
-        overrides: settings for this run (see oncology_pipeline.settings.PipelineSettings).
+        overrides: settings for this run, e.g. {"test_size": 0.25, "cv_folds": 10, "decision_threshold": 0.3,
+            "gate": {"min_recall": 0.97}} (see oncology_pipeline.settings.PipelineSettings).
     """
     settings = load_settings({**(overrides or {}), **({"estimator": estimator} if estimator else {})})
     version = stamp_run("train", version)
-    config = settings.training_config()
     with tags("data"):
         data = download_training_data(settings)
         dataset = validate_data(data.path, data.source.uri, settings.max_invalid_share, settings.max_missing_share)
     with tags("train"):
-        model = train_model(dataset, config)
-        evaluation = evaluate_model(model, config, settings.bootstrap_resamples)
         champion = load_champion(fetch_model_bundle(settings))
-        decision = apply_quality_gate(evaluation, model, champion, settings.gate, version, settings.bootstrap_resamples)
         bundle_dir = settings.run_dir(version) / "model"
-        metadata = package_model(model, dataset, config, evaluation, decision, version, bundle_dir)
+        candidate = train_candidate(dataset, settings, champion, version, bundle_dir)
+        evaluation, decision, metadata = candidate.evaluation, candidate.decision, candidate.metadata
         written = upload_model_bundle(settings, bundle_dir, version) if decision.passed else []
     with tags("reports"):
         written += upload_reports(
@@ -94,7 +90,7 @@ def train(
                 "rows_kept": dataset.report.rows_kept,
             },
             "code": {"revision": metadata.git_revision, "lock_sha256": lock_sha256(Path.cwd())},
-            "training": config.model_dump(mode="json"),
+            "training": settings.training_config().model_dump(mode="json"),
             "metrics": {name: est.model_dump(mode="json") for name, est in evaluation.metrics.items()},
             "gate": decision.model_dump(mode="json"),
         },

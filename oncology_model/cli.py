@@ -68,6 +68,10 @@ def _sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+#: `train` options that set a field of the training configuration; unset, the configuration's default holds.
+_TRAINING_OPTIONS = ("estimator", "seed", "test_size", "cv_folds", "decision_threshold", "target_recall")
+
+
 def _train(args: argparse.Namespace) -> int:
     from oncology_model.data import load_csv
 
@@ -75,25 +79,27 @@ def _train(args: argparse.Namespace) -> int:
         dataset = load_csv(args.data, args.max_invalid_share, args.max_missing_share)
     sys.stderr.write(dataset.report.summary() + "\n")
     # scikit-learn takes seconds to import: only once the data is good, so bad data fails at once
-    from oncology_model.bundle import describe_model, make_version, save_bundle
-    from oncology_model.evaluation import QualityGate, evaluate
-    from oncology_model.training import TrainingConfig, train
+    from pydantic import ValidationError
 
-    config = TrainingConfig(estimator=args.estimator, seed=args.seed)
-    with _step(f"training {config.estimator} with {config.cv_folds}-fold cross-validation"):
-        model = train(dataset, config)
-    with _step("evaluating on the hold-out set (1000 bootstrap resamples)"):
-        proba = model.pipeline.predict_proba(model.split.X_test)[:, 1]
-        evaluation = evaluate(model.split.y_test, proba, threshold=model.threshold.threshold, cv_scores=model.cv_scores)
-    decision = QualityGate().decide(evaluation)
+    from oncology_model.bundle import make_version
+    from oncology_model.candidate import make_candidate
+    from oncology_model.training import TrainingConfig, first_error
+
+    try:
+        config = TrainingConfig(**{name: v for name in _TRAINING_OPTIONS if (v := getattr(args, name)) is not None})
+    except ValidationError as exc:
+        raise OncologyModelError(first_error(exc)) from None
     version = args.version or make_version(dataset.report.sha256)
-    metadata = describe_model(version, dataset.report, model, config, evaluation, decision)
-    if args.strict and not decision.passed:
-        sys.stdout.write(format_evaluation(metadata) + "\n")
-        raise OncologyModelError("quality gate failed (--strict): " + "; ".join(decision.reasons) + "; nothing saved")
-    with _step(f"saving the bundle to {args.out}"):
-        metadata = save_bundle(model.pipeline, metadata, args.out)
-    sys.stdout.write(format_evaluation(metadata) + "\n")
+    with _step(
+        f"training {config.estimator} with {config.cv_folds}-fold cross-validation, evaluating on the "
+        f"{config.test_size:.0%} hold-out and {'if it passes the gate, ' if args.strict else ''}saving the bundle to "
+        f"{args.out}"
+    ):
+        candidate = make_candidate(dataset, config, version=version, directory=args.out, save_rejected=not args.strict)
+    sys.stdout.write(format_evaluation(candidate.metadata) + "\n")
+    if candidate.bundle_dir is None:
+        reasons = "; ".join(candidate.decision.reasons)
+        raise OncologyModelError(f"quality gate failed (--strict): {reasons}; nothing saved")
     return 0
 
 
@@ -127,10 +133,20 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     train.add_argument(
         "--estimator",
-        default="logistic_regression",
         choices=["logistic_regression", "random_forest", "gradient_boosting"],
+        help="the model (default: logistic_regression)",
     )
-    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--seed", type=int, help="seed of the split, the folds, the model and the bootstrap")
+    train.add_argument("--test-size", type=float, help="share of the rows held out for the evaluation, in (0, 0.5)")
+    train.add_argument("--cv-folds", type=int, help="cross-validation folds on the training split, 2 to 20")
+    train.add_argument(
+        "--decision-threshold",
+        type=float,
+        help="malignant when P(malignant) >= this, in (0, 1); default: chosen by cross-validation for --target-recall",
+    )
+    train.add_argument(
+        "--target-recall", type=float, help="out-of-fold recall the chosen decision threshold reaches, in (0, 1]"
+    )
     train.add_argument("--version", help="model version (default: UTC time and data fingerprint)")
     train.add_argument("--max-invalid-share", type=float, default=0.05, help="share of bad rows tolerated (dropped)")
     train.add_argument(

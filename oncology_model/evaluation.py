@@ -7,18 +7,11 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import rankdata
 
-METRICS: tuple[str, ...] = (
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "specificity",
-    "roc_auc",
-    "tn",
-    "fp",
-    "fn",
-    "tp",
-)
+#: The confusion matrix's counts at the decision threshold.
+COUNTS: tuple[str, ...] = ("tn", "fp", "fn", "tp")
+METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "specificity", "roc_auc", *COUNTS)
+#: Bootstrap resamples of the confidence intervals and the champion comparison (the setting's default).
+BOOTSTRAP_RESAMPLES = 1000
 
 
 class Estimate(BaseModel):
@@ -77,7 +70,7 @@ def evaluate(
     proba: NDArray[np.float64],
     *,
     threshold: float = 0.5,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = BOOTSTRAP_RESAMPLES,
     seed: int = 42,
     cv_scores: dict[str, list[float]] | None = None,
 ) -> Evaluation:
@@ -113,7 +106,7 @@ def compare(
     challenger: tuple[NDArray[np.float64], float],
     champion: tuple[NDArray[np.float64], float],
     *,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = BOOTSTRAP_RESAMPLES,
     seed: int = 42,
 ) -> dict[str, Difference]:
     """Paired comparison on the same hold-out rows: each resample draws the same rows for both models.

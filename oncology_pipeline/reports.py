@@ -148,8 +148,8 @@ def deploy_markdown(version: str, image: str, cluster: dict[str, Any], rollout: 
         lines.append(f"| {change['name']} | {cluster.get('namespace', '-')} | `{before}` | `{after}` |")
     lines += ["", f"Rollout: {rollout.get('detail') or rollout.get('reason') or outcome}"]
     lines += ["", f"Verification: {verified}"]
-    if outcome != "rolled out":
-        lines += ["", f"Rolled back: {rollout.get('restored') or '-'}"]
+    rollback = "none needed" if outcome == "rolled out" else f"rolled back: {rollout.get('restored') or '-'}"
+    lines += ["", f"Rollback: {rollback}"]
     return "\n".join(lines)
 
 

@@ -5,15 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from oncology_model.evaluation import GateThresholds
-from oncology_model.training import Estimator, TrainingConfig
+from oncology_model.evaluation import BOOTSTRAP_RESAMPLES, GateThresholds
+from oncology_model.training import (
+    CvFolds,
+    DecisionThreshold,
+    Estimator,
+    HoldOutShare,
+    TargetRecall,
+    TrainingConfig,
+    first_error,
+)
 from oncology_pipeline.errors import ConfigurationError
 
 #: Settings that hold secrets: from the environment or `.env` only, never from a flow's `overrides`.
 SECRET_SETTINGS = frozenset({"alert_webhook_url"})
+#: The training defaults, from their one home (TrainingConfig); each of its fields is a setting of the same name.
+_TRAINING = TrainingConfig()
 
 
 class PipelineSettings(BaseSettings):
@@ -44,12 +54,16 @@ class PipelineSettings(BaseSettings):
         default=0.05, ge=0, lt=1, description="more of the kept rows missing a feature (imputed) fails the data"
     )
 
-    # Training and the quality gate
-    estimator: Estimator = "logistic_regression"
+    # Training (the fields of TrainingConfig, with its rules and defaults) and the quality gate
+    estimator: Estimator = _TRAINING.estimator
     hyperparameters: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
-    seed: int = 42
+    seed: int = _TRAINING.seed
+    test_size: HoldOutShare = _TRAINING.test_size
+    cv_folds: CvFolds = _TRAINING.cv_folds
+    decision_threshold: DecisionThreshold = _TRAINING.decision_threshold
+    target_recall: TargetRecall = _TRAINING.target_recall
     gate: GateThresholds = GateThresholds()
-    bootstrap_resamples: int = Field(default=1000, ge=100)
+    bootstrap_resamples: int = Field(default=BOOTSTRAP_RESAMPLES, ge=100)
 
     # Tests
     unit_tests: str = "tests/oncology_model"
@@ -107,8 +121,8 @@ class PipelineSettings(BaseSettings):
         return self.work_dir / "cache"
 
     def training_config(self) -> TrainingConfig:
-        """How the train stage fits the model."""
-        return TrainingConfig(estimator=self.estimator, hyperparameters=self.hyperparameters, seed=self.seed)
+        """How the train stage fits the model: the settings named like TrainingConfig's fields."""
+        return TrainingConfig.model_validate({name: getattr(self, name) for name in TrainingConfig.model_fields})
 
     def model_inputs(self) -> dict[str, Any]:
         """Every setting the trained model and its gate decision depend on (part of the run's fingerprint)."""
@@ -125,7 +139,8 @@ class PipelineSettings(BaseSettings):
         return self.work_dir / "runs" / version
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> PipelineSettings:
-        """A validated copy with per-run overrides (flow parameters) applied."""
+        """A validated copy with per-run overrides (flow parameters) applied; a bad value raises
+        ConfigurationError naming the field, the rule and the value in one line."""
         if not overrides:
             return self
         secrets = sorted(name for name in overrides if name in SECRET_SETTINGS)
@@ -134,9 +149,17 @@ class PipelineSettings(BaseSettings):
                 f"{secrets[0]}: a secret cannot be a per-run override (flow-run parameters are stored in plain "
                 f"text): set ONCOLOGY_{secrets[0].upper()} where the worker runs"
             )
-        return type(self).model_validate({**self.model_dump(), **overrides})
+        try:
+            return type(self).model_validate({**self.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid setting {first_error(exc)}") from None
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> PipelineSettings:
-    """Settings from the environment and `.env`, then per-run overrides."""
-    return PipelineSettings().with_overrides(overrides)
+    """Settings from the environment and `.env`, then per-run overrides; a bad value raises ConfigurationError
+    in one line."""
+    try:
+        settings = PipelineSettings()
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid setting {first_error(exc)} (ONCOLOGY_* variables or .env)") from None
+    return settings.with_overrides(overrides)

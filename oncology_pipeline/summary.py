@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from oncology_model.evaluation import COUNTS
+
 STAGES = ("train", "test", "publish", "deploy")
 CELL_WIDTH = 90  # characters of a table cell: the table fits a 1,600 px page; details follow below it
 
@@ -51,7 +53,7 @@ class PipelineSummary(BaseModel):
             outcome = self.stages.get(stage) or f"skipped: {self.skipped.get(stage, 'not reached')}"
             lines.append(f"| {stage} | {table_cell(outcome)} | {self.seconds.get(stage, 0):.1f} |")
         if self.metrics:
-            lines += ["", "Hold-out metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())]
+            lines += ["", "Hold-out metrics: " + ", ".join(f"{k} {_metric(k, v)}" for k, v in self.metrics.items())]
         if self.gate:
             lines += ["", "Quality gate:"] + [f"- {reason}" for reason in self.gate]
         if self.coverage:
@@ -60,3 +62,8 @@ class PipelineSummary(BaseModel):
         if self.s3_uris:
             lines += ["", "S3 objects written:"] + [f"- `{uri}`" for uri in self.s3_uris]
         return "\n".join(lines)
+
+
+def _metric(name: str, value: float) -> str:
+    """A confusion-matrix count as the integer it is, any other metric to four places."""
+    return f"{value:.0f}" if name in COUNTS else f"{value:.4f}"

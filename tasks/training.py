@@ -1,9 +1,8 @@
-"""Train stage: fit, evaluate, compare with the production champion, gate, store on S3."""
+"""Train stage: the production champion, the candidate (fit, evaluate, gate, package), stored on S3."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
-from oncology_model.bundle import ModelMetadata, describe_model, save_bundle
+from oncology_model.bundle import ModelMetadata
+from oncology_model.candidate import Candidate, Champion, make_candidate
 from oncology_model.classifier import Classifier
 from oncology_model.data import Dataset
-from oncology_model.evaluation import Evaluation, GateDecision, GateThresholds, QualityGate, compare, evaluate
-from oncology_model.training import TrainedModel, TrainingConfig, train
 from oncology_pipeline import layout, modelstore, s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.reports import gate_markdown, history_row, metrics_rows
@@ -27,55 +25,6 @@ from tasks.policy import NETWORK_RETRIES
 from tasks.runs import ensure_concurrency_limit
 
 MODEL_REGISTRY_LIMIT = "model-registry"  # one writer at a time of history.csv (the pointer is compare-and-swap)
-
-
-@dataclass(frozen=True)
-class Champion:
-    """The model in production now."""
-
-    version: str
-    classifier: Classifier
-
-
-@task(name="train_model", tags=["train"], cache_policy=NO_CACHE)
-def train_model(dataset: Dataset, config: TrainingConfig) -> TrainedModel:
-    """Cross-validate and fit the pipeline."""
-    start = time.perf_counter()
-    model = train(dataset, config)
-    cv = ", ".join(f"{name} {sum(s) / len(s):.4f}" for name, s in model.cv_scores.items())
-    get_run_logger().info(
-        "trained %s on %d rows (hold-out %d) in %.2f s; mean CV scores %s",
-        config.estimator,
-        len(model.split.y_train),
-        len(model.split.y_test),
-        time.perf_counter() - start,
-        cv,
-    )
-    return model
-
-
-@task(name="evaluate_model", tags=["train"], cache_policy=NO_CACHE)
-def evaluate_model(model: TrainedModel, config: TrainingConfig, resamples: int) -> Evaluation:
-    """Hold-out metrics with bootstrap confidence intervals; published as a table."""
-    proba = model.pipeline.predict_proba(model.split.X_test)[:, 1]
-    evaluation = evaluate(
-        model.split.y_test,
-        proba,
-        threshold=model.threshold.threshold,
-        n_bootstrap=resamples,
-        seed=config.seed,
-        cv_scores=model.cv_scores,
-    )
-    create_table_artifact(
-        table=metrics_rows(evaluation),
-        key="model-metrics",
-        description="Hold-out metrics with 95 % bootstrap confidence intervals",
-    )
-    get_run_logger().info(
-        "hold-out: %s",
-        ", ".join(f"{n} {evaluation.value(n):.4f}" for n in ("accuracy", "recall", "specificity", "roc_auc")),
-    )
-    return evaluation
 
 
 @task(name="fetch_model_bundle", tags=["models"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
@@ -122,50 +71,51 @@ def load_champion(bundle: tuple[str, Path] | None) -> Champion | None:
     return None if bundle is None else Champion(bundle[0], Classifier.from_bundle(bundle[1]))
 
 
-@task(name="apply_quality_gate", tags=["train"], cache_policy=NO_CACHE)
-def apply_quality_gate(
-    evaluation: Evaluation,
-    model: TrainedModel,
-    champion: Champion | None,
-    thresholds: GateThresholds,
-    version: str,
-    resamples: int,
-) -> GateDecision:
-    """Thresholds, and a paired comparison with the champion on the same hold-out rows; publishes the decision."""
-    comparison = None
-    if champion is not None:
-        split = model.split
-        comparison = compare(
-            split.y_test,
-            (model.pipeline.predict_proba(split.X_test)[:, 1], model.threshold.threshold),
-            (champion.classifier.probabilities(split.X_test), champion.classifier.threshold),
-            n_bootstrap=resamples,
-        )
-    decision = QualityGate(thresholds).decide(evaluation, comparison, champion.version if champion else None)
+@task(name="train_candidate", tags=["train"], cache_policy=NO_CACHE)
+def train_candidate(
+    dataset: Dataset, settings: PipelineSettings, champion: Champion | None, version: str, directory: Path
+) -> Candidate:
+    """Train, evaluate, gate and package the model (one call); publishes its metrics and the gate decision."""
+    start = time.perf_counter()
+    config = settings.training_config()
+    candidate = make_candidate(
+        dataset,
+        config,
+        version=version,
+        directory=directory,
+        gate=settings.gate,
+        resamples=settings.bootstrap_resamples,
+        champion=champion,
+    )
+    model, evaluation, decision = candidate.model, candidate.evaluation, candidate.decision
+    log = get_run_logger()
+    log.info(
+        "%s on %d rows (hold-out %d) trained, evaluated, gated and packaged in %.2f s; mean %d-fold CV scores %s",
+        config.estimator,
+        len(model.split.y_train),
+        len(model.split.y_test),
+        time.perf_counter() - start,
+        config.cv_folds,
+        ", ".join(f"{name} {sum(s) / len(s):.4f}" for name, s in model.cv_scores.items()),
+    )
+    create_table_artifact(
+        table=metrics_rows(evaluation),
+        key="model-metrics",
+        description="Hold-out metrics with 95 % bootstrap confidence intervals",
+    )
+    log.info(
+        "hold-out at threshold %.4f: %s",
+        evaluation.threshold,
+        ", ".join(f"{n} {evaluation.value(n):.4f}" for n in ("accuracy", "recall", "specificity", "roc_auc")),
+    )
     create_markdown_artifact(
         markdown=gate_markdown(decision, version, model.threshold, evaluation),
         key="quality-gate",
         description="Quality gate decision",
     )
-    get_run_logger().info("quality gate %s: %s", "passed" if decision.passed else "FAILED", "; ".join(decision.reasons))
-    return decision
-
-
-@task(name="package_model", tags=["train"], cache_policy=NO_CACHE)
-def package_model(
-    model: TrainedModel,
-    dataset: Dataset,
-    config: TrainingConfig,
-    evaluation: Evaluation,
-    decision: GateDecision,
-    version: str,
-    directory: Path,
-) -> ModelMetadata:
-    """Write the bundle (model.skops + metadata.json) locally."""
-    metadata = describe_model(version, dataset.report, model, config, evaluation, decision)
-    metadata = save_bundle(model.pipeline, metadata, directory)
-    get_run_logger().info("bundle %s written to %s (model sha256 %s)", version, directory, metadata.model_sha256[:12])
-    return metadata
+    log.info("quality gate %s: %s", "passed" if decision.passed else "FAILED", "; ".join(decision.reasons))
+    log.info("bundle %s written to %s (model sha256 %s)", version, directory, candidate.metadata.model_sha256[:12])
+    return candidate
 
 
 @task(name="upload_model_bundle", tags=["train"], cache_policy=NO_CACHE, **NETWORK_RETRIES)

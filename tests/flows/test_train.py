@@ -10,6 +10,7 @@ import pytest
 from prefect.client.schemas.objects import StateType
 
 from flows.train import TrainOutcome, train
+from oncology_model.classifier import Classifier
 from oncology_model.errors import DataValidationError
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.modelstore import read_pointer
@@ -80,19 +81,16 @@ def test_train_stores_a_candidate_with_metrics_and_release_record_and_leaves_pro
     expected = {
         "download_training_data",
         "validate_data",
-        "train_model",
-        "evaluate_model",
         "fetch_model_bundle",
         "load_champion",
-        "apply_quality_gate",
-        "package_model",
+        "train_candidate",
         "upload_model_bundle",
         "upload_reports",
         "record_metrics_history",
     }
     assert expected <= set(runs)
     assert all(runs[name].state_type is StateType.COMPLETED for name in expected)
-    assert "data" in runs["download_training_data"].tags and "train" in runs["train_model"].tags
+    assert "data" in runs["download_training_data"].tags and "train" in runs["train_candidate"].tags
     keys = {a.key for a in artifacts(run_id)}
     assert {"data-validation-report", "model-metrics", "quality-gate", "model-bundle-objects", "candidate"} <= keys
     candidate = next(a for a in artifacts(run_id) if a.key == "candidate")
@@ -220,5 +218,37 @@ def test_a_feature_missing_in_more_than_max_missing_share_fails_validation_namin
     run_id = state.state_details.flow_run_id
     assert run_id is not None
     assert task_runs(run_id)["validate_data"].state_type is StateType.FAILED
-    assert "train_model" not in task_runs(run_id)
+    assert "train_candidate" not in task_runs(run_id)
     assert not [k for k in bucket_keys(stack.s3, stack.settings.model_bucket) if k.startswith("models/")]
+
+
+def test_per_run_training_settings_reach_the_split_the_folds_the_threshold_and_the_bundle(stack: Stack) -> None:
+    changes = {"test_size": 0.3, "cv_folds": 3, "decision_threshold": 0.35}
+    outcome: TrainOutcome = train(overrides={**stack.overrides, **changes, "gate": {"min_recall": 0.9}})
+
+    bucket = stack.settings.metrics_bucket
+    key = f"trainer/metrics/metrics-{outcome.version}.json"
+    metrics = json.loads(stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert metrics["evaluation"]["n_test"] == 210 and metrics["evaluation"]["threshold"] == 0.35
+    assert {name: len(scores) for name, scores in metrics["evaluation"]["cv_scores"].items()} == {
+        "roc_auc": 3,
+        "recall": 3,
+        "accuracy": 3,
+    }
+    assert metrics["rows"] == {"read": 699, "kept": 699, "train": 489, "test": 210}
+    served = Classifier.from_bundle(outcome.bundle_dir)
+    assert served.threshold == served.metadata.config.decision_threshold == 0.35
+    record = read_record(stack.s3, stack.settings.model_bucket, outcome.version)
+    assert record is not None
+    assert {name: record.training[name] for name in changes} == changes
+
+
+def test_a_bad_per_run_training_setting_fails_the_run_in_one_line_before_any_task(stack: Stack) -> None:
+    state = train(overrides={**stack.overrides, "cv_folds": 1}, return_state=True)
+    assert state.type is StateType.FAILED
+    with pytest.raises(ConfigurationError) as failure:
+        state.result()
+    assert str(failure.value) == "invalid setting cv_folds: Input should be greater than or equal to 2 (got 1)"
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    assert task_runs(run_id) == {}

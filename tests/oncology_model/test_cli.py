@@ -89,6 +89,45 @@ def test_train_prints_the_metrics_and_writes_a_bundle(
     assert [p.name for p in out.parent.iterdir()] == ["model"]
 
 
+def test_train_options_set_the_hold_out_the_folds_and_the_threshold_of_the_bundle(
+    tmp_path: Path, real_csv_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    argv = ["train", "--data", str(real_csv_file), "--out", str(out), "--test-size", "0.3", "--cv-folds", "3"]
+    code = main([*argv, "--decision-threshold", "0.35"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "estimator      logistic_regression (threshold 0.3500)" in captured.out
+    assert "hold-out       210 rows (489 for training)" in captured.out
+    assert "with 3-fold cross-validation, evaluating on the 30% hold-out" in captured.err
+    classifier = Classifier.from_bundle(out)
+    config = classifier.metadata.config
+    assert (config.test_size, config.cv_folds, config.decision_threshold, classifier.threshold) == (0.3, 3, 0.35, 0.35)
+    assert all(len(scores) == 3 for scores in classifier.metadata.evaluation.cv_scores.values())
+    assert classifier.metadata.evaluation.n_test == 210
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("--test-size", "0.5", "error: test_size: Input should be less than 0.5 (got 0.5)"),
+        ("--test-size", "0", "error: test_size: Input should be greater than 0 (got 0.0)"),
+        ("--cv-folds", "1", "error: cv_folds: Input should be greater than or equal to 2 (got 1)"),
+        ("--decision-threshold", "1", "error: decision_threshold: Input should be less than 1 (got 1.0)"),
+        ("--target-recall", "1.5", "error: target_recall: Input should be less than or equal to 1 (got 1.5)"),
+    ],
+)
+def test_train_with_a_bad_training_option_exits_1_with_one_line_naming_the_rule(
+    tmp_path: Path, real_csv_file: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, error: str
+) -> None:
+    code = main(["train", "--data", str(real_csv_file), "--out", str(tmp_path / "model"), option, value])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert _error_line(captured.err) == error
+    assert captured.out == ""
+    assert not (tmp_path / "model").exists()
+
+
 def test_train_on_a_missing_file_exits_1_with_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

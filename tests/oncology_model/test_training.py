@@ -11,7 +11,15 @@ from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from oncology_model.data import Dataset
-from oncology_model.training import CV_SCORING, TrainingConfig, build_pipeline, choose_threshold, split_dataset, train
+from oncology_model.training import (
+    CV_SCORING,
+    TrainingConfig,
+    build_pipeline,
+    choose_threshold,
+    first_error,
+    split_dataset,
+    train,
+)
 
 
 def test_config_defaults() -> None:
@@ -47,6 +55,21 @@ def test_config_refuses_out_of_bounds_values(field: str, value: object) -> None:
 )
 def test_config_accepts_values_at_the_bounds(field: str, value: object) -> None:
     assert getattr(TrainingConfig.model_validate({field: value}), field) == value
+
+
+@pytest.mark.parametrize(
+    ("values", "line"),
+    [
+        ({"test_size": 0.5}, "test_size: Input should be less than 0.5 (got 0.5)"),
+        ({"cv_folds": 1}, "cv_folds: Input should be greater than or equal to 2 (got 1)"),
+        ({"decision_threshold": 1.5}, "decision_threshold: Input should be less than 1 (got 1.5)"),
+        ({"cv_folds": 0, "test_size": 2}, "test_size: Input should be less than 0.5 (got 2) (and 1 more)"),
+    ],
+)
+def test_first_error_is_one_line_naming_the_field_the_rule_and_the_value(values: dict[str, object], line: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TrainingConfig.model_validate(values)
+    assert first_error(caught.value) == line
 
 
 def test_config_refuses_unknown_fields() -> None:

@@ -231,11 +231,11 @@ def test_the_deploy_artifact_names_each_deployment_old_and_new_image_and_the_out
     done = deploy_markdown("v2", new, cluster, {"outcome": "rolled out", "detail": "web (revision 3)"}, "2 pods ok")
     assert done.startswith("# Deploy v2: production is now v2")
     assert "| web | oncology | `oncology@sha256:aaaaaaaaaaaa` | `oncology@sha256:bbbbbbbbbbbb` |" in done
-    assert "Rollout: web (revision 3)" in done and "Verification: 2 pods ok" in done and "Rolled back" not in done
+    assert "Rollout: web (revision 3)" in done and "Verification: 2 pods ok" in done and "Rollback: none needed" in done
     undone = {"outcome": "rolled back", "reason": "ImagePullBackOff", "restored": "web runs the old image again"}
     failed = deploy_markdown("v2", new, cluster, undone, "not reached")
     assert failed.startswith("# Deploy v2: v2 rolled back") and "Rollout: ImagePullBackOff" in failed
-    assert "Rolled back: web runs the old image again" in failed
+    assert "Rollback: rolled back: web runs the old image again" in failed
 
 
 def test_the_summary_table_keeps_one_short_line_per_stage() -> None:
@@ -248,3 +248,10 @@ def test_the_summary_table_keeps_one_short_line_per_stage() -> None:
     assert [row.split(" | ")[0] for row in rows] == ["| train", "| test", "| publish", "| deploy"]
     assert "not ready \\| logs:" in rows[2] and "Traceback" not in summary.markdown()
     assert len(rows[1]) < CELL_WIDTH + 30 and rows[1].count("…") == 1
+
+
+def test_the_summary_prints_confusion_counts_as_integers() -> None:
+    from oncology_pipeline.summary import PipelineSummary
+
+    summary = PipelineSummary(version="v1", metrics={"accuracy": 0.97142857, "tn": 89.0, "fp": 3.0, "tp": 47.0})
+    assert "Hold-out metrics: accuracy 0.9714, tn 89, fp 3, tp 47" in summary.markdown()

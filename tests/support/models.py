@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oncology_model.bundle import ModelMetadata, describe_model, save_bundle
+from oncology_model.bundle import ModelMetadata
+from oncology_model.candidate import make_candidate
 from oncology_model.data import parse_csv
-from oncology_model.evaluation import QualityGate, evaluate
-from oncology_model.training import TrainingConfig, train
+from oncology_model.training import TrainingConfig
 
 
 def train_bundle(csv: bytes, directory: Path, version: str, config: TrainingConfig | None = None) -> ModelMetadata:
-    """Validate, train, evaluate and save a bundle; returns its metadata."""
-    config = config or TrainingConfig()
-    dataset = parse_csv(csv)
-    model = train(dataset, config)
-    proba = model.pipeline.predict_proba(model.split.X_test)[:, 1]
-    evaluation = evaluate(model.split.y_test, proba, threshold=model.threshold.threshold, n_bootstrap=200)
-    metadata = describe_model(version, dataset.report, model, config, evaluation, QualityGate().decide(evaluation))
-    return save_bundle(model.pipeline, metadata, directory)
+    """Validate, train, evaluate, gate and save a bundle (200 bootstrap resamples, to stay fast); its metadata."""
+    candidate = make_candidate(
+        parse_csv(csv), config or TrainingConfig(), version=version, directory=directory, resamples=200
+    )
+    return candidate.metadata
