@@ -19,7 +19,7 @@ from kubernetes.client import AppsV1Api, V1Container, V1Deployment
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as TransportError
 
-from oncology_pipeline.errors import ClusterError, ConfigurationError, PipelineError, RolloutFailed, TransientError
+from oncology_pipeline.errors import ClusterError, ConfigurationError, PipelineError, TransientError
 from oncology_pipeline.kubeapi import api_error, calling, deployment_name, list_deployments
 from oncology_pipeline.rolloutstatus import Log, no_log, wait_for_rollout
 
@@ -254,35 +254,3 @@ def rollback(
         log(f'deployment "{change.deployment}" image put back to {change.previous_image}')
     wait_for_rollout(apps, namespace, [c.deployment for c in restored], timeout, poll, log)
     return restored
-
-
-def deploy_image(
-    apps: AppsV1Api,
-    namespace: str,
-    selector: str,
-    container: str,
-    image: str,
-    *,
-    timeout: float = 600.0,
-    poll: float = 2.0,
-    log: Log = no_log,
-) -> list[ImageChange]:
-    """The whole deploy: `set_image`, `wait_for_rollout`, and on failure `rollback` and `RolloutFailed`."""
-    changes = set_image(apps, namespace, selector, container, image)
-    for change in changes:
-        log(f'deployment "{change.deployment}": {change.previous_image} -> {change.new_image}')
-    try:
-        wait_for_rollout(apps, namespace, [c.deployment for c in changes], timeout, poll, log)
-    except RolloutFailed as failure:
-        log(f"{failure} Putting the previous image back.")
-        try:
-            restored = rollback(apps, namespace, changes, container, timeout=timeout, poll=poll, log=log)
-        except PipelineError as second:
-            by_hand = "; ".join(
-                f"kubectl -n {namespace} set image deployment/{c.deployment} {container}={c.previous_image}"
-                for c in changes
-            )
-            raise RolloutFailed(f"{failure} The rollback failed too: {second} Fix by hand: {by_hand}") from failure
-        back = ", ".join(f"{c.deployment} runs {c.new_image} again" for c in restored)
-        raise RolloutFailed(f"{failure} Rolled back: {back or 'nothing to restore'}.") from failure
-    return changes

@@ -7,7 +7,7 @@ kubeconfig file, the same path real users take.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from oncology_pipeline import cluster
 from oncology_pipeline.cluster import (
     WEBSERVICE_CONTAINER,
     ImageChange,
-    deploy_image,
     is_pinned,
     pin_image,
     rollback,
@@ -94,6 +93,28 @@ def assert_rolled_out(standin: KubeStandIn, name: str, image: str) -> None:
     assert progressing["reason"] == "NewReplicaSetAvailable"
     active = [rs for rs in standin.replicasets(NS, name) if rs["spec"]["replicas"]]
     assert [c["image"] for rs in active for c in rs["spec"]["template"]["spec"]["containers"]] == [image]
+
+
+def deploy_image(
+    apps: AppsV1Api,
+    namespace: str,
+    selector: str,
+    container: str,
+    image: str,
+    *,
+    timeout: float,
+    poll: float,
+    log: Callable[[str], None] = lambda _: None,
+) -> list[ImageChange]:
+    """What the deploy flow does with these functions: set the image, wait, and on failure put the old one back."""
+    changes = set_image(apps, namespace, selector, container, image)
+    try:
+        wait_for_rollout(apps, namespace, [c.deployment for c in changes], timeout, poll, log)
+    except RolloutFailed as failure:
+        restored = rollback(apps, namespace, changes, container, timeout=timeout, poll=poll, log=log)
+        back = ", ".join(f"{c.deployment} runs {c.new_image} again" for c in restored)
+        raise RolloutFailed(f"{failure} Rolled back: {back}.") from failure
+    return changes
 
 
 # --- success ------------------------------------------------------------------------------------------
