@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from oncology_pipeline import layout, s3store
+from oncology_pipeline import layout, modelstore, s3store
 from oncology_pipeline.summary import table_cell
 
 ANNOTATION_VERSION = "oncology-mlops/model-version"
@@ -112,3 +112,27 @@ def lock_sha256(project_dir: Path) -> str | None:
     """The sha256 of the dependency lock (`uv.lock`), when there is one."""
     lock = project_dir / "uv.lock"
     return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
+
+
+def promote(
+    s3: Any, bucket: str, prefix: str, version: str, *, image: str, expected_etag: str, release: str
+) -> s3store.S3Object:
+    """Point production at `version` (compare-and-swap on `expected_etag`) and say so in its release record and
+    in the record of the version it replaces."""
+    objects = [s3store.head(s3, bucket, key) for key in modelstore.version_keys(s3, bucket, prefix, version)]
+    previous = modelstore.read_pointer(s3, bucket, prefix)
+    pointer = modelstore.write_pointer(
+        s3, bucket, prefix, version, objects, expected_etag=expected_etag, image=image, release=release
+    )
+    record = read_record(s3, bucket, version) or ReleaseRecord(model_version=version)
+    now = datetime.now(UTC).isoformat()
+    write_record(
+        s3,
+        bucket,
+        merge(record, {"production": True, "superseded_by": None, "promoted_at": [*record.promoted_at, now]}),
+    )
+    if previous is not None and previous.model_version != version:
+        old = read_record(s3, bucket, previous.model_version)
+        if old is not None:
+            write_record(s3, bucket, merge(old, {"production": False, "superseded_by": version}))
+    return pointer

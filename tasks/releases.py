@@ -63,30 +63,15 @@ def read_production(settings: PipelineSettings) -> tuple[str | None, str]:
 def promote_model(settings: PipelineSettings, version: str, image: str, expected_etag: str) -> s3store.S3Object:
     """Point models/production.json at the verified `version` (compare-and-swap on `expected_etag`), and say so
     in its release record and in the record of the version it replaces."""
-    s3 = aws_client(settings, "s3")
-    keys = modelstore.version_keys(s3, settings.model_bucket, settings.model_prefix, version)
-    objects = [s3store.head(s3, settings.model_bucket, key) for key in keys]
-    previous = modelstore.read_pointer(s3, settings.model_bucket, settings.model_prefix)
-    pointer = modelstore.write_pointer(
-        s3,
+    pointer = releases.promote(
+        aws_client(settings, "s3"),
         settings.model_bucket,
         settings.model_prefix,
         version,
-        objects,
-        expected_etag=expected_etag,
         image=image,
+        expected_etag=expected_etag,
         release=record_uri(settings, version),
     )
-    now = datetime.now(UTC).isoformat()
-    record = releases.read_record(s3, settings.model_bucket, version) or ReleaseRecord(model_version=version)
-    changes = {"production": True, "superseded_by": None, "promoted_at": [*record.promoted_at, now]}
-    releases.write_record(s3, settings.model_bucket, releases.merge(record, changes))
-    if previous is not None and previous.model_version != version:
-        old = releases.read_record(s3, settings.model_bucket, previous.model_version)
-        if old is not None:
-            releases.write_record(
-                s3, settings.model_bucket, releases.merge(old, {"production": False, "superseded_by": version})
-            )
     get_run_logger().info("production is now %s (%s), serving %s", version, pointer.uri, image)
     return pointer
 
