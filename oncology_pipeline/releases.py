@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from oncology_pipeline import layout, modelstore, s3store
-from oncology_pipeline.summary import table_cell
+from oncology_pipeline.summary import STAGES, table_cell
 
 ANNOTATION_VERSION = "oncology-mlops/model-version"
 ANNOTATION_RELEASE = "oncology-mlops/release"
@@ -59,7 +59,7 @@ class ReleaseRecord(BaseModel):
         status = "PRODUCTION" if self.production else "not production"
         lines = [f"# Release {self.model_version}: {status}", "", f"Outcome: {self.outcome}", ""]
         lines += ["| stage | outcome | started | seconds |", "|---|---|---|---:|"]
-        for stage, times in self.stages.items():
+        for stage, times in sorted(self.stages.items(), key=lambda item: _stage_order(item[0])):
             seconds = times.seconds
             if seconds is None and times.started_at and times.ended_at:
                 seconds = (times.ended_at - times.started_at).total_seconds()
@@ -136,3 +136,8 @@ def promote(
         if old is not None:
             write_record(s3, bucket, merge(old, {"production": False, "superseded_by": version}))
     return pointer
+
+
+def _stage_order(stage: str) -> int:
+    """A stage's place in the pipeline (train, test, publish, deploy; anything else after them)."""
+    return STAGES.index(stage) if stage in STAGES else len(STAGES)

@@ -255,3 +255,15 @@ def test_the_summary_prints_confusion_counts_as_integers() -> None:
 
     summary = PipelineSummary(version="v1", metrics={"accuracy": 0.97142857, "tn": 89.0, "fp": 3.0, "tp": 47.0})
     assert "Hold-out metrics: accuracy 0.9714, tn 89, fp 3, tp 47" in summary.markdown()
+
+
+def test_the_release_record_lists_its_stages_in_pipeline_order() -> None:
+    from oncology_pipeline.releases import ReleaseRecord, StageTimes
+
+    stages = {name: StageTimes(outcome=f"{name} done", seconds=1.0) for name in ("deploy", "train", "publish", "test")}
+    rows = [
+        line
+        for line in ReleaseRecord(model_version="v1", stages=stages).markdown().splitlines()
+        if line.endswith(" | 1.0 |")
+    ]
+    assert [row.split(" | ")[0] for row in rows] == ["| train", "| test", "| publish", "| deploy"]
