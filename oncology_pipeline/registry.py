@@ -39,6 +39,7 @@ _TRANSIENT_MARKERS = (
     "internal server error",
 )
 _HTTP_5XX = re.compile(r"\b5\d\d\b")
+_EOF = re.compile(r"\beof\b")  # Go's io.EOF: the registry closed the connection in the middle of a request
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -148,7 +149,7 @@ def _classify_push_error(message: str, repository: str, tag: str, registry: str)
             "Check the registry credentials (ECR token not expired, right account/region, "
             "registry override pointing at the right registry) and the push permissions."
         )
-    if _HTTP_5XX.search(lowered) or any(marker in lowered for marker in _TRANSIENT_MARKERS):
+    if _HTTP_5XX.search(lowered) or _EOF.search(lowered) or any(marker in lowered for marker in _TRANSIENT_MARKERS):
         return TransientError(f"Push of {repository}:{tag} to {registry} broke off: {message}. Retry later.")
     return PushFailed(f"Push of {repository}:{tag} to {registry} failed: {message}")
 
@@ -193,17 +194,39 @@ _MANIFEST_TYPES = ", ".join(
 )
 
 
+def _manifest_url(repository: str, reference: str) -> str:
+    """The registry's v2 API address of a manifest, by tag or digest (plain HTTP only on loopback)."""
+    registry, _, path = repository.partition("/")
+    scheme = "http" if registry.split(":")[0] in ("localhost", "127.0.0.1") else "https"
+    return f"{scheme}://{registry}/v2/{path}/manifests/{reference}"
+
+
+def holds_image(image: str, credentials: RegistryCredentials) -> bool:
+    """Whether the registry still holds `repository@sha256:…` (a lifecycle policy or a person may delete it).
+
+    True when the registry cannot be asked: the deploy's pull then says what is wrong."""
+    repository, _, digest = image.partition("@")
+    try:
+        answer = requests.head(
+            _manifest_url(repository, digest),
+            auth=(credentials.username, credentials.password.get_secret_value()),
+            headers={"Accept": _MANIFEST_TYPES},
+            timeout=30,
+        )
+    except requests.exceptions.RequestException:
+        return True
+    return answer.status_code != 404
+
+
 def pushed_digest(repository: str, tag: str, credentials: RegistryCredentials, image_id: str) -> str | None:
     """The digest of `repository:tag` if the registry already holds it for the image `image_id`, else None.
 
     Asks the registry's v2 API (ECR speaks it too) for the tag's manifest and compares its config digest
     with the local image id. A tag that holds another image is a PushFailed: ECR tags are immutable.
     """
-    registry, _, path = repository.partition("/")
-    scheme = "http" if registry.split(":")[0] in ("localhost", "127.0.0.1") else "https"
     try:
         answer = requests.get(
-            f"{scheme}://{registry}/v2/{path}/manifests/{tag}",
+            _manifest_url(repository, tag),
             auth=(credentials.username, credentials.password.get_secret_value()),
             headers={"Accept": _MANIFEST_TYPES},
             timeout=30,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -9,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from oncology_pipeline import fingerprint, modelstore, releases, s3store
+from oncology_pipeline import fingerprint, modelstore, registry, releases, s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.fingerprint import Fingerprint, Plan
 from oncology_pipeline.settings import PipelineSettings
@@ -57,6 +58,12 @@ def plan_run(settings: PipelineSettings, inputs: Fingerprint, force: bool) -> Pl
             modelstore.version_keys(s3, settings.model_bucket, settings.model_prefix, plan.version)
         except ConfigurationError:  # the weekly cleanup deleted it
             plan = Plan("full", f"{plan.version} had these inputs, but its model files were cleaned up")
+    if plan.action == "resume" and plan.image:
+        credentials = registry.ecr_login(aws_client(settings, "ecr"), settings.registry_address)
+        if not registry.holds_image(plan.image, credentials):
+            plan = replace(
+                plan, image=None, reason=f"{plan.reason}; its image is gone from the registry: publishing again"
+            )
     get_run_logger().info("%s: %s", plan.action, plan.reason)
     return plan
 

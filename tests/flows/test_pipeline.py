@@ -317,6 +317,32 @@ def test_prefects_retry_of_a_failed_run_resumes_it_too(
     _assert_resumed(stack, standin, _summary_of(retried.result()), failed_version)
 
 
+def test_a_resumed_run_publishes_again_when_its_recorded_image_is_gone_from_the_registry(
+    stack: Stack, standin: KubeStandIn, overrides: dict[str, Any], workloads: Workloads
+) -> None:
+    """A run that pushed and then failed at deploy; its image deleted (a lifecycle policy, a person): the next run
+    resumes the candidate but does not deploy a digest the registry no longer holds."""
+    failed = train_test_publish_deploy(overrides={**overrides, "rollout_timeout_seconds": 0.5}, return_state=True)
+    assert failed.is_failed() and failed.message and failed.message.startswith("failed at deploy: "), failed.message
+    version = read_flow_run_version(failed)
+    record = read_record(stack.s3, stack.settings.model_bucket, version)
+    assert record is not None and record.image.get("digest")
+    repository = str(record.image["repository"])
+    path = repository.split("/", 1)[1]
+    status, _ = docker_env.registry_request(
+        f"/v2/{path}/manifests/{record.image['digest']}", "AWS", docker_env.MOTO_ECR_PASSWORD, method="DELETE"
+    )
+    assert status == 202
+    assert_invariant(stack.s3, stack.settings, standin, version=workloads.previous_version, image=workloads.previous)
+
+    resumed = train_test_publish_deploy(overrides=overrides, return_state=True)
+    assert resumed.is_completed(), resumed.message
+    summary = _summary_of(resumed.result())
+    assert summary.version == version and "its image is gone from the registry" in summary.stages["train"]
+    assert summary.stages["publish"].startswith("pushed ") and summary.image is not None
+    assert_invariant(stack.s3, stack.settings, standin, version=version, image=summary.image)
+
+
 def read_flow_run_version(state: State[Any]) -> str:
     """The pipeline version a run stamped on itself (its name is `train-test-publish-deploy-<version>`)."""
     assert state.state_details.flow_run_id is not None

@@ -16,6 +16,7 @@ from oncology_pipeline.registry import (
     _consume_push,
     ecr_login,
     ensure_repository,
+    holds_image,
     push_image,
     repository_reference,
 )
@@ -98,8 +99,10 @@ def test_push_returns_the_digest_and_the_image_pulls_by_digest(
         pulled = docker_client.images.pull(f"{repository}@{digest}", auth_config=credentials.auth_config())
         assert pulled.id == built_image.info.id
         assert f"{repository}@{digest}" in pulled.attrs["RepoDigests"]
+        assert holds_image(f"{repository}@{digest}", credentials)
     finally:  # the registry's garbage collection (at its next start) reclaims the blobs
         docker_env.registry_request(f"/v2/{path}/manifests/{digest}", "AWS", MOTO_PASSWORD, method="DELETE")
+    assert not holds_image(f"{repository}@{digest}", credentials)  # deleted: a resumed run publishes again
 
 
 def test_a_push_repeated_after_the_registry_stored_the_image_is_recognised_by_its_digest(
