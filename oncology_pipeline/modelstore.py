@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
+from oncology_model.bundle import METADATA_FILE, MODEL_FILE
 from oncology_model.files import staged_directory
 from oncology_pipeline import layout
 from oncology_pipeline.errors import ConfigurationError, PromotionConflict
@@ -102,12 +103,19 @@ def _conflict(bucket: str, key: str, version: str, winner: ProductionPointer | N
 
 
 def version_keys(s3: Any, bucket: str, prefix: str, version: str) -> list[str]:
-    """The keys of one model version's files."""
+    """The keys of one model version's files; a version whose upload was broken off (a bundle file missing)
+    is refused, as is one that holds nothing."""
     with s3_errors(f"s3://{bucket}/{prefix}/{version}/"):
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/{version}/")
         keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
     if not keys:
         raise ConfigurationError(f"s3://{bucket}/{prefix}/{version}/ holds no model: check the version")
+    missing = [name for name in (MODEL_FILE, METADATA_FILE) if f"{prefix}/{version}/{name}" not in keys]
+    if missing:
+        raise ConfigurationError(
+            f"s3://{bucket}/{prefix}/{version}/ is incomplete ({', '.join(missing)} missing): its upload was broken "
+            "off. Train again, or release another version."
+        )
     return keys
 
 

@@ -56,8 +56,10 @@ def plan_run(settings: PipelineSettings, inputs: Fingerprint, force: bool) -> Pl
     if plan.action == "resume" and plan.version:
         try:
             modelstore.version_keys(s3, settings.model_bucket, settings.model_prefix, plan.version)
-        except ConfigurationError:  # the weekly cleanup deleted it
-            plan = Plan("full", f"{plan.version} had these inputs, but its model files were cleaned up")
+        except ConfigurationError:  # the weekly cleanup deleted it, or its upload was broken off
+            plan = Plan(
+                "full", f"{plan.version} had these inputs, but its model files are not all there: training again"
+            )
     if plan.action == "resume" and plan.image:
         credentials = registry.ecr_login(aws_client(settings, "ecr"), settings.registry_address)
         if not registry.holds_image(plan.image, credentials):

@@ -1,8 +1,9 @@
-"""A fault-injecting HTTP proxy in front of a real server (moto): 5xx answers, connection resets, and
+"""A fault-injecting HTTP proxy in front of a real server (moto): 5xx answers, connection resets, stalls, and
 AWS's 403 for unknown access keys, on the requests a test chooses. Everything else is forwarded unchanged."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import threading
@@ -17,15 +18,21 @@ _AKID = re.compile(r"Credential=([^/]+)/")
 _ERROR_CODES = {403: "AccessDenied", 500: "InternalError", 502: "BadGateway", 503: "SlowDown", 504: "GatewayTimeout"}
 
 
+STALL = -1  # a Fault's status: hold the request (its body read, nothing forwarded) until released, then drop it
+
+
 @dataclass
 class Fault:
-    """Answer `count` matching requests with `status` (or reset the connection when `status` is 0)."""
+    """Answer `count` matching requests with `status` (reset the connection when `status` is 0, or hold it
+    without forwarding when it is STALL: `reached` is set when one arrives, `released` lets it go)."""
 
     method: str | None
     path: str | None
     status: int
     count: int
     hits: int = 0
+    reached: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
 
     def matches(self, method: str, path: str) -> bool:
         return (
@@ -57,6 +64,11 @@ class FaultProxy:
         """Drop the connection of the next `count` matching requests without answering."""
         return self.fail(0, method=method, path=path, count=count)
 
+    def stall(self, *, method: str | None = None, path: str | None = None, count: int = 1) -> Fault:
+        """Hold the next `count` matching requests (body read, nothing forwarded) until `fault.released` is set
+        (or `clear()`), then drop their connections: an upload whose sender dies mid-transfer never lands."""
+        return self.fail(STALL, method=method, path=path, count=count)
+
     def deny_access_key(self, access_key_id: str) -> None:
         """Answer every request signed with this access key id with AWS's 403 InvalidAccessKeyId."""
         self.denied_keys.add(access_key_id)
@@ -64,6 +76,8 @@ class FaultProxy:
     def clear(self) -> None:
         """Forget faults, denied keys and the request log."""
         with self.lock:
+            for fault in self.faults:
+                fault.released.set()
             self.faults.clear()
             self.denied_keys.clear()
             self.log.clear()
@@ -114,9 +128,13 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 return
             if fault is not None:
                 proxy.log.append((self.command, self.path, fault.status))
-                if fault.status == 0:
+                if fault.status == STALL:
+                    fault.reached.set()
+                    fault.released.wait(timeout=600)
+                if fault.status in (0, STALL):
                     self.close_connection = True
-                    self.connection.shutdown(2)
+                    with contextlib.suppress(OSError):  # a stalled sender may be gone already
+                        self.connection.shutdown(2)
                     return
                 self._error(fault.status, _ERROR_CODES.get(fault.status, "ServiceUnavailable"), "injected fault")
                 return

@@ -6,7 +6,13 @@ from typing import Any
 from uuid import UUID
 
 from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterName,
+)
 from prefect.client.schemas.objects import FlowRun, TaskRun
 
 
@@ -27,3 +33,11 @@ def artifacts(run_id: UUID) -> list[Any]:
     """The flow run's artifacts."""
     with get_client(sync_client=True) as client:
         return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+
+
+def latest_flow_run(name: str) -> FlowRun:
+    """The newest flow run of that name (for a run that raised instead of returning its state)."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+    assert runs, f"no flow run named {name}"
+    return max(runs, key=lambda run: run.created or run.expected_start_time or 0)
