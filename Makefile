@@ -5,7 +5,7 @@ RUN := $(UV) run --frozen --all-extras
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_LOGGING_LEVEL ?= INFO
 
-.PHONY: uv install demo test lint typecheck pytest audit provision services-down server server-down benchmark soak screenshots clean
+.PHONY: uv install demo test test-fast lint typecheck pytest audit provision services-down server server-down benchmark soak screenshots clean
 
 uv:  ## uv itself, when neither `uv` nor `python3 -m uv` is there; and `uv` on PATH for the README's commands
 	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --user --quiet uv \
@@ -32,6 +32,9 @@ typecheck: install
 
 pytest: install
 	$(RUN) pytest
+
+test-fast: install  ## the fast suite while changing code: no Docker, no Prefect server, no whole flows (2 workers)
+	$(RUN) pytest -n 2 -m "not docker and not cluster and not slow"
 
 audit: install  ## known vulnerabilities in every locked package (pip-audit, its database online); accepted: audit/allowlist.toml
 	$(RUN) python -m audit
