@@ -12,6 +12,7 @@ from typing import Any
 
 import docker
 import pytest
+from prefect.testing.utilities import prefect_test_harness
 
 from oncology_model.bundle import ModelMetadata
 from oncology_model.classifier import Classifier
@@ -19,11 +20,31 @@ from oncology_pipeline.buildcontext import prepare_build_context
 from oncology_pipeline.image import ImageInfo, build_image
 from tests.support import docker_env
 from tests.support.data import real_data
+from tests.support.fault_proxy import FaultProxy, fault_proxy
 from tests.support.models import train_bundle
 from tests.support.moto_server import moto_server
 from tests.support.workloads import Workloads, push_workloads
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One throw-away Prefect server (own PREFECT_HOME and database) for every flow and fault test: one, because
+    Prefect's event-loop threads keep the API URL they started with."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(home))
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with prefect_test_harness(server_startup_timeout=60):
+            yield
+
+
+@pytest.fixture(scope="session")
+def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+    """The fault-injecting proxy in front of the session's moto server."""
+    with fault_proxy(moto_endpoint) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

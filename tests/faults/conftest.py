@@ -11,13 +11,19 @@ import pytest
 
 from oncology_model.bundle import ModelMetadata
 from oncology_pipeline import buildcontext
-from tests.flows.conftest import Stack, prefect_server, proxy, stack
+from tests.flows.conftest import Stack, stack
 from tests.support import docker_env
 from tests.support.clusters import Scripted, scripted_standin
 from tests.support.models import train_bundle
 from tests.support.registry_proxy import RegistryProxy, registry_proxy
 
-__all__ = ["prefect_server", "proxy", "stack"]  # the flow tests' fixtures, used here as they are
+__all__ = ["stack"]  # the flow tests' fixture, used here as it is
+
+
+@pytest.fixture(autouse=True)
+def _on_the_prefect_server(prefect_server: None) -> None:
+    """Every fault test runs against the session's Prefect test server (the flow tests' one)."""
+
 
 PRODUCTION_VERSION = "20261124T000000Z-9e7a0002"
 

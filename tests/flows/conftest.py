@@ -9,30 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from oncology_pipeline import aws
 from oncology_pipeline.settings import PipelineSettings
 from standins.aws import create_buckets, seed_training_data
-from tests.support.fault_proxy import FaultProxy, fault_proxy
+from tests.support.fault_proxy import FaultProxy
 
 
-@pytest.fixture(scope="session", autouse=True)
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A throw-away Prefect server (own PREFECT_HOME and database) for every flow test."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_HOME", str(home))
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        with prefect_test_harness(server_startup_timeout=60):
-            yield
-
-
-@pytest.fixture(scope="session")
-def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
-    """The fault-injecting proxy in front of the session's moto server."""
-    with fault_proxy(moto_endpoint) as running:
-        yield running
+@pytest.fixture(autouse=True)
+def _on_the_prefect_server(prefect_server: None) -> None:
+    """Every flow test runs against the session's Prefect test server."""
 
 
 def bucket_keys(s3: Any, bucket: str) -> set[str]:
