@@ -201,6 +201,8 @@ def test_no_secret_of_a_whole_pipeline_run_reaches_any_sink(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     canaries = plant_canaries(monkeypatch, private_index.url)
+    # An empty wheel cache in the run's work dir (searched below): pip downloads, asking the private index.
+    monkeypatch.setenv("ONCOLOGY_CACHE_DIR", str(Path(overrides["work_dir"]) / "cache"))
     stack.proxy.deny_access_key("testing")  # a request signed with the usual test key would fail the run
     settings = stack.settings
     stack.proxy.reset(method="HEAD", path=f"/{settings.data_bucket}/{settings.data_key}")  # exceptions, retried
