@@ -194,11 +194,17 @@ _MANIFEST_TYPES = ", ".join(
 )
 
 
-def _manifest_url(repository: str, reference: str) -> str:
-    """The registry's v2 API address of a manifest, by tag or digest (plain HTTP only on loopback)."""
+def _manifest(method: str, repository: str, reference: str, credentials: RegistryCredentials) -> requests.Response:
+    """Ask the registry's v2 API (ECR speaks it too) for a manifest, by tag or digest (plain HTTP only on loopback)."""
     registry, _, path = repository.partition("/")
     scheme = "http" if registry.split(":")[0] in ("localhost", "127.0.0.1") else "https"
-    return f"{scheme}://{registry}/v2/{path}/manifests/{reference}"
+    return requests.request(
+        method,
+        f"{scheme}://{registry}/v2/{path}/manifests/{reference}",
+        auth=(credentials.username, credentials.password.get_secret_value()),
+        headers={"Accept": _MANIFEST_TYPES},
+        timeout=30,
+    )
 
 
 def holds_image(image: str, credentials: RegistryCredentials) -> bool:
@@ -207,12 +213,7 @@ def holds_image(image: str, credentials: RegistryCredentials) -> bool:
     True when the registry cannot be asked: the deploy's pull then says what is wrong."""
     repository, _, digest = image.partition("@")
     try:
-        answer = requests.head(
-            _manifest_url(repository, digest),
-            auth=(credentials.username, credentials.password.get_secret_value()),
-            headers={"Accept": _MANIFEST_TYPES},
-            timeout=30,
-        )
+        answer = _manifest("HEAD", repository, digest, credentials)
     except requests.exceptions.RequestException:
         return True
     return answer.status_code != 404
@@ -221,16 +222,11 @@ def holds_image(image: str, credentials: RegistryCredentials) -> bool:
 def pushed_digest(repository: str, tag: str, credentials: RegistryCredentials, image_id: str) -> str | None:
     """The digest of `repository:tag` if the registry already holds it for the image `image_id`, else None.
 
-    Asks the registry's v2 API (ECR speaks it too) for the tag's manifest and compares its config digest
-    with the local image id. A tag that holds another image is a PushFailed: ECR tags are immutable.
+    Asks the registry for the tag's manifest and compares its config digest with the local image id. A tag that
+    holds another image is a PushFailed: ECR tags are immutable.
     """
     try:
-        answer = requests.get(
-            _manifest_url(repository, tag),
-            auth=(credentials.username, credentials.password.get_secret_value()),
-            headers={"Accept": _MANIFEST_TYPES},
-            timeout=30,
-        )
+        answer = _manifest("GET", repository, tag, credentials)
     except requests.exceptions.RequestException:
         return None  # the push itself will say what is wrong with the registry
     if answer.status_code != 200:
