@@ -10,6 +10,7 @@ from oncology_model.training import ThresholdChoice
 from oncology_pipeline.image import ImageInfo
 from oncology_pipeline.s3store import S3Object
 from oncology_pipeline.smoketest import SmokeResult
+from oncology_pipeline.testsuites import Suite, SuiteResult
 
 
 def validation_markdown(report: ValidationReport, source: str) -> str:
@@ -93,6 +94,25 @@ def coverage_rows(coverage: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def suites_markdown(suites: list[Suite], results: list[SuiteResult]) -> str:
+    """What the test stage ran and why, and how each suite did."""
+    lines = [
+        "| suite | ran | why | tests | failed | seconds | coverage |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for suite, result in zip(suites, results, strict=True):
+        lines.append(
+            f"| {suite.name} | {escape_markdown(suite.arguments)} | {escape_markdown(suite.why)} | {result.tests} "
+            f"| {result.failures + result.errors} | {result.seconds:.1f} | {result.percent_covered:.1f} % |"
+        )
+    lines += [
+        "",
+        "Property, fuzz and file-determinism tests are not run here: they test code, which the run's fingerprint "
+        "covers, and `make test` runs them on every change of it.",
+    ]
+    return "\n".join(lines)
 
 
 def objects_rows(objects: list[S3Object]) -> list[dict[str, str | int]]:

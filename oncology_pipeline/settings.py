@@ -65,9 +65,19 @@ class PipelineSettings(BaseSettings):
     gate: GateThresholds = GateThresholds()
     bootstrap_resamples: int = Field(default=BOOTSTRAP_RESAMPLES, ge=100)
 
-    # Tests
-    unit_tests: str = "tests/oncology_model"
-    model_tests: str = "tests/model"
+    # Tests: what the nightly's test stage runs (pytest arguments). Property, fuzz and file-determinism tests test
+    # code, which the fingerprint covers and `make test` runs: the stage leaves them out.
+    unit_tests: str = Field(
+        default=(
+            "tests/oncology_model/test_service.py tests/oncology_model/test_fastpath.py "
+            "tests/oncology_model/test_bundle.py tests/oncology_model/test_classifier.py "
+            "tests/oncology_model/test_datamodel.py -m 'not slow and not property'"
+        ),
+        description="the code the model ships with in the image: service contract, fast path, bundle, classifier",
+    )
+    model_tests: str = Field(
+        default="tests/model", description="this model, against the trained bundle: behaviour, metrics, golden set"
+    )
 
     # Publish: the web-service image
     ecr_repository: str = "oncology-webservice"

@@ -120,6 +120,11 @@ def _drain_workers() -> None:
 def alert_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertServer]:
     """`prefect server start` on a free port with its own PREFECT_HOME, the receiver, and the alerts applied.
     Fails (never skips) when the server does not come up or the alerts cannot be applied."""
+    if os.environ.get("TESTS_PREFECT_HARNESS"):
+        pytest.fail(
+            "the alert tests need a process without the session's Prefect test server (Prefect's event and log "
+            "workers are bound to one server per process): run them first, or as the xdist group `alerts`"
+        )
     root = tmp_path_factory.mktemp("alerts")
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"

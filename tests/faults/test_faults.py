@@ -609,7 +609,9 @@ REAL_POD_CASES = [
         _deploy,
         Expect(
             StateType.FAILED,
-            message=r"exceeded its progress deadline.*CrashLoopBackOff.*Rolled back",
+            # the deadline finds the pod waiting to restart, or restarted and not yet up: both say it crashes
+            message=r"exceeded its progress deadline.*"
+            r"(CrashLoopBackOff|exited with code 1 \(Error\); restarts: [1-9]).*Rolled back",
             error=RolloutFailed,
             check=_rolled_back_to_production,
         ),

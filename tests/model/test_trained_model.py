@@ -86,3 +86,15 @@ def test_service_batch_matches_single_predictions(service: TestClient) -> None:
 def test_service_reports_the_model_version(service: TestClient, classifier: Classifier) -> None:
     assert service.get("/readyz").json()["model_version"] == classifier.version
     assert service.get("/v1/model").json()["model_version"] == classifier.version
+
+
+def test_the_golden_set_is_what_the_model_and_its_service_answer(service: TestClient, classifier: Classifier) -> None:
+    """The rows the deploy verification asks the cluster: the loaded bundle and the service answer them as packaged."""
+    golden = classifier.metadata.golden
+    assert golden, "the bundle holds no golden set"
+    rows = np.array([[case.tumor[f] for f in FEATURES] for case in golden], dtype=np.float64)
+    expected = [case.probability_malignant for case in golden]
+    assert classifier.probabilities(rows) == pytest.approx(expected, abs=1e-9)
+    tumors = [case.tumor for case in golden[:1000]]
+    answers = service.post("/v1/predictions/batch", json={"tumors": tumors}).json()["predictions"]
+    assert [a["probability_malignant"] for a in answers] == pytest.approx(expected[:1000], abs=1e-9)

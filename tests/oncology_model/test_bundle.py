@@ -296,6 +296,7 @@ print(hashlib.sha256(raw).hexdigest(), hashlib.sha256(canonical_skops(raw)).hexd
 
 
 @pytest.mark.slow
+@pytest.mark.property
 @pytest.mark.parametrize("estimator", ["logistic_regression", "random_forest", "gradient_boosting"])
 def test_the_same_training_gives_the_same_model_file_bytes(estimator: str) -> None:
     """skops names arrays by id() and stamps the time of writing; two processes training the same model must

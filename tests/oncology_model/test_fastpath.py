@@ -95,6 +95,7 @@ def tumor_payloads(draw: st.DrawFn) -> dict[str, Any]:
     return payload
 
 
+@pytest.mark.property
 @settings(max_examples=300, deadline=None)
 @given(tumor_payloads())
 def test_what_the_decoder_accepts_the_tumor_model_accepts_with_the_same_scores(payload: dict[str, Any]) -> None:
@@ -130,6 +131,7 @@ def test_the_batch_decoder_refuses(body: bytes) -> None:
 # --- the service answers as FastAPI alone does -------------------------------------------------------------------
 
 
+@pytest.mark.property
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=tumor_payloads())
 def test_any_tumor_gets_the_answer_fastapi_gives(

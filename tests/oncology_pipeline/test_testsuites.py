@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from oncology_pipeline.testsuites import SuiteResult, run_suite
+from oncology_pipeline.reports import suites_markdown
+from oncology_pipeline.testsuites import Suite, SuiteResult, run_suite, run_suites
 
 PACKAGE = """
 def double(x):
@@ -140,3 +141,48 @@ def test_a_suite_without_tests_does_not_pass_and_stale_reports_are_not_read(tmp_
     assert result.returncode == 5
     assert result.passed is False
     assert result.percent_covered != 99.0
+
+
+MEETS = """
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+
+def test_meets_the_other_suite():
+    here, there = Path(os.environ["MEETING"]) / os.environ["ME"], Path(os.environ["MEETING"]) / os.environ["OTHER"]
+    here.touch()
+    deadline = time.monotonic() + 60
+    while not there.exists():
+        assert time.monotonic() < deadline, "the other suite never started"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_left_out_by_the_marker_expression():
+    raise AssertionError("deselected by -m")
+"""
+
+
+def test_suites_run_side_by_side_with_their_own_arguments_and_coverage(tmp_path: Path) -> None:
+    """Each suite waits until the other has started: they pass only when they run at the same time."""
+    root = _project(tmp_path / "project", {"test_meets.py": MEETS})
+    (root / "pytest.ini").write_text("[pytest]\nmarkers =\n    slow: slow\n")
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    suites = [
+        Suite(name, "tests -m 'not slow'", f"why {name}", {"MEETING": str(meeting), "ME": me, "OTHER": you}, "tinypkg")
+        for name, me, you in (("first", "a", "b"), ("second", "b", "a"))
+    ]
+
+    results = run_suites(suites, root / "reports", cwd=root, timeout=120)
+
+    assert [r.name for r in results] == ["first", "second"]
+    assert all(r.passed and (r.tests, r.skipped) == (1, 0) for r in results), [r.output_tail for r in results]
+    assert {p.name for p in (root / "reports").iterdir()} >= {"first.json", "second.json", "first.xml", "second.xml"}
+    assert not (root / ".coverage").exists()  # each suite kept its coverage data apart
+    report = suites_markdown(suites, results)
+    assert "| first | tests -m 'not slow' | why first | 1 | 0 |" in report
+    assert "Property, fuzz and file-determinism tests are not run here" in report

@@ -46,13 +46,20 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
         yield client
 
 
-def test_create_list_read_and_patch_deployments(api: ApiClient) -> None:
-    apps = AppsV1Api(api)
+@pytest.fixture(scope="module")
+def created(api: ApiClient) -> tuple[Any, Any]:
+    """The manifest's Deployment and Service, created through the client (every test of the module reads them)."""
     deployment, service = (d for d in yaml.safe_load_all(MANIFEST.read_text()) if d["kind"] != "PodDisruptionBudget")
     deployment["spec"]["template"]["spec"]["containers"][0]["image"] = IMAGE
-    created = model(apps.create_namespaced_deployment(NS, deployment), V1Deployment)
-    assert created.metadata.generation == 1
-    assert isinstance(CoreV1Api(api).create_namespaced_service(NS, service), V1Service)
+    return (
+        model(AppsV1Api(api).create_namespaced_deployment(NS, deployment), V1Deployment),
+        model(CoreV1Api(api).create_namespaced_service(NS, service), V1Service),
+    )
+
+
+def test_create_list_read_and_patch_deployments(api: ApiClient, created: tuple[Any, Any]) -> None:
+    apps = AppsV1Api(api)
+    assert created[0].metadata.generation == 1
 
     listed = model(apps.list_namespaced_deployment(NS, label_selector=SELECTOR), V1DeploymentList)
     assert [d.metadata.name for d in listed.items] == ["oncology-webservice"]
@@ -70,7 +77,7 @@ def test_create_list_read_and_patch_deployments(api: ApiClient) -> None:
     assert read.metadata.generation == 1  # dry run: nothing stored
 
 
-def test_replicasets_pods_and_services_deserialize(api: ApiClient) -> None:
+def test_replicasets_pods_and_services_deserialize(api: ApiClient, created: tuple[Any, Any]) -> None:
     apps, core = AppsV1Api(api), CoreV1Api(api)
     rs = model(apps.list_namespaced_replica_set(NS, label_selector=SELECTOR), V1ReplicaSetList)
     assert rs.items[0].metadata.annotations["deployment.kubernetes.io/revision"]

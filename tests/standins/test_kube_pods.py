@@ -40,7 +40,9 @@ def _client(standin: KubeStandIn, tmp_path: Path) -> ApiClient:
 
 
 @pytest.fixture(scope="module")
-def serving(workloads: Workloads, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeStandIn, ApiClient]]:
+def serving_pods(
+    workloads: Workloads, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[KubeStandIn, ApiClient]]:
     """One stand-in serving the current image from deployments/webservice.yaml (2 replicas)."""
     with _standin() as standin:
         serve_image(standin, NS, workloads.current)
@@ -48,9 +50,9 @@ def serving(workloads: Workloads, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def test_pods_run_the_pushed_image_as_the_pod_spec_says(
-    serving: tuple[KubeStandIn, ApiClient], workloads: Workloads, docker_client: Any
+    serving_pods: tuple[KubeStandIn, ApiClient], workloads: Workloads, docker_client: Any
 ) -> None:
-    standin, api = serving
+    standin, api = serving_pods
     pods: list[Any] = CoreV1Api(api).list_namespaced_pod(NS, label_selector=SELECTOR).items
     assert len(pods) == 2
     digest = workloads.current.split("@")[1]
@@ -71,8 +73,10 @@ def test_pods_run_the_pushed_image_as_the_pod_spec_says(
         assert host["SecurityOpt"] == ["no-new-privileges"]
 
 
-def test_the_service_proxy_reaches_a_ready_pod(serving: tuple[KubeStandIn, ApiClient], workloads: Workloads) -> None:
-    _, api = serving
+def test_the_service_proxy_reaches_a_ready_pod(
+    serving_pods: tuple[KubeStandIn, ApiClient], workloads: Workloads
+) -> None:
+    _, api = serving_pods
     assert model_version_served(api, NS) == workloads.current_version
     answer: Any = CoreV1Api(api).connect_get_namespaced_service_proxy_with_path(
         "oncology-webservice:http", NS, "readyz", _preload_content=False
@@ -80,11 +84,13 @@ def test_the_service_proxy_reaches_a_ready_pod(serving: tuple[KubeStandIn, ApiCl
     assert answer.status == 200
 
 
-def test_a_port_forward_answers_like_the_service(serving: tuple[KubeStandIn, ApiClient], workloads: Workloads) -> None:
+def test_a_port_forward_answers_like_the_service(
+    serving_pods: tuple[KubeStandIn, ApiClient], workloads: Workloads
+) -> None:
     import json
     import urllib.request
 
-    standin, _ = serving
+    standin, _ = serving_pods
     url = standin.port_forward(NS, "oncology-webservice", "http")
     with urllib.request.urlopen(f"{url}/v1/model", timeout=10) as answer:
         assert json.loads(answer.read())["model_version"] == workloads.current_version
