@@ -223,8 +223,9 @@ MARKS_BY_FIXTURE = {
 
 
 #: Tests that share a server they start once per package or module run in one xdist worker (`--dist loadgroup`):
-#: the alerts' own Prefect server; the real pods of test_kube_pods. The largest groups are handed out first.
-GROUPS_BY_FIXTURE = {"alerts": {"alert_server"}, "kube-pods": {"serving_pods"}}
+#: the alerts' own Prefect server; the real pods of test_kube_pods; the registry fault cases, whose checks count
+#: the requests one push makes (one at a time). The largest groups are handed out first.
+GROUPS_BY_FIXTURE = {"alerts": {"alert_server"}, "kube-pods": {"serving_pods"}, "registry-faults": {"registry_faults"}}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
