@@ -228,9 +228,19 @@ MARKS_BY_FIXTURE = {
 GROUPS_BY_FIXTURE = {"alerts": {"alert_server"}, "kube-pods": {"serving_pods"}, "registry-faults": {"registry_faults"}}
 
 
+def _weight(item: pytest.Item) -> int:
+    """How early a test should start: the alert tests (before any Prefect test server starts in the process), whole
+    flows with images, other flows, Docker, then the rest."""
+    if "alert_server" in getattr(item, "fixturenames", ()):
+        return 0
+    marks = {mark.name for mark in item.iter_markers()}
+    return 1 if {"slow", "docker"} <= marks else 2 if "slow" in marks else 3 if marks & {"docker", "cluster"} else 4
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by the fixtures it uses (see MARKS_BY_FIXTURE and GROUPS_BY_FIXTURE)."""
+    """Mark each test by the fixtures it uses (see MARKS_BY_FIXTURE and GROUPS_BY_FIXTURE), and put the longest
+    kinds first (a stable sort: a module's tests keep their order), so that no worker starts a long test last."""
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         for mark, fixtures in MARKS_BY_FIXTURE.items():
@@ -239,3 +249,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for group, fixtures in GROUPS_BY_FIXTURE.items():
             if used & fixtures:
                 item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=_weight)

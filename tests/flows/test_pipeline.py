@@ -33,7 +33,7 @@ from tests.flows.conftest import Stack, bucket_keys
 from tests.support import docker_env
 from tests.support.invariant import assert_invariant, production_annotations, seed_production, snapshot
 from tests.support.prefect_runs import artifacts, flow_run, task_runs
-from tests.support.workloads import NODE_CREDENTIALS, Workloads, model_version_served, serve_image
+from tests.support.workloads import NODE_CREDENTIALS, Workloads, model_version_served, one_replica, serve_image
 
 NS = "oncology"
 DEPLOYMENTS = ("oncology-webservice",)
@@ -42,11 +42,13 @@ DEPLOYMENTS = ("oncology-webservice",)
 @pytest.fixture
 def standin(stack: Stack, workloads: Workloads) -> Iterator[KubeStandIn]:
     """An earlier model version in production: in S3 (bundle, release record, pointer) and serving
-    (deployments/webservice.yaml in real containers, annotated)."""
+    (deployments/webservice.yaml in a real container, one replica, annotated)."""
     previous = seed_production(stack.s3, stack.settings, workloads.previous_bundle, workloads.previous)
     runtime = DockerRuntime(credentials=lambda registry: NODE_CREDENTIALS)
     with KubeStandIn("e2e-token", runtime=runtime, step_interval=0.1, backoff=1.0) as server:
-        serve_image(server, NS, workloads.previous, annotations=production_annotations(stack.settings, previous))
+        serve_image(
+            server, NS, workloads.previous, one_replica, annotations=production_annotations(stack.settings, previous)
+        )
         yield server
 
 

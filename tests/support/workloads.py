@@ -96,6 +96,14 @@ def fast_probes(document: JSON) -> None:
         container[probe]["periodSeconds"] = 1
 
 
+def one_replica(document: JSON) -> None:
+    """`fast_probes`, and one replica: a rolling update still surges a new pod and retires the old one (tests of
+    the whole pipeline; the deploy and fault tests keep the manifest's two)."""
+    fast_probes(document)
+    if document.get("kind") == "Deployment":
+        document["spec"]["replicas"] = 1
+
+
 def serve_image(
     standin: KubeStandIn, namespace: str, image: str, edit: Any = fast_probes, annotations: dict[str, str] | None = None
 ) -> None:
