@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _pytest.nodeid import NodeId
 
 from tests.support.shared import JSON, made_this_run, once_per_run, run_root
 
@@ -237,8 +238,15 @@ def _weight(item: pytest.Item) -> int:
     return 1 if {"slow", "docker"} <= marks else 2 if "slow" in marks else 3 if marks & {"docker", "cluster"} else 4
 
 
+def _join_group(item: pytest.Item, group: str) -> None:
+    """What `--dist loadgroup` keys on: the group after an `@` in the node id. pytest-xdist 3.8 writes it to
+    `item._nodeid`, which pytest 9 no longer reads (node ids are `item._id`), so its groups are silently ignored."""
+    if "@" not in item.nodeid:
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test by the fixtures it uses (see MARKS_BY_FIXTURE and GROUPS_BY_FIXTURE), and put the longest
     kinds first (a stable sort: a module's tests keep their order), so that no worker starts a long test last."""
     for item in items:
@@ -249,4 +257,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for group, fixtures in GROUPS_BY_FIXTURE.items():
             if used & fixtures:
                 item.add_marker(pytest.mark.xdist_group(group))
+                if getattr(config.option, "loadgroup", False):  # set in xdist workers only
+                    _join_group(item, group)
     items.sort(key=_weight)
