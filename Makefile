@@ -4,6 +4,9 @@ UV := $(or $(shell command -v uv 2>/dev/null),python3 -m uv)
 RUN := $(UV) run --frozen --all-extras
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_LOGGING_LEVEL ?= INFO
+# The demo's temporary Prefect server creates and migrates its database on the first run; on a fresh 2-core machine
+# that once took longer than Prefect's default 20 s (seen: "Timed out while attempting to connect to ephemeral ...").
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 # Every Python process (each test suite, Prefect server, worker and flow subprocess) would compile every module it
 # imports again without cached bytecode: about twice the start-up time (measured: 30 s -> 14 s for the test helpers).
 unexport PYTHONDONTWRITEBYTECODE
