@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import secrets
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,10 +246,21 @@ def _join_group(item: pytest.Item, group: str) -> None:
         item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
+def _name_apart(items: list[pytest.Item]) -> None:
+    """Give tests that share a node id their own: schemathesis' `schema.parametrize` names its tests by operation
+    (`test_x[GET /healthz]`) but leaves all of them one node id, and xdist, which schedules by node id, would run
+    one of the five and drop the others without a word."""
+    counts = Counter(item.nodeid for item in items)
+    for item in items:
+        if counts[item.nodeid] > 1 and not item.nodeid.endswith(f"::{item.name}"):
+            item._id = NodeId.parse(f"{item.nodeid.rsplit('::', 1)[0]}::{item.name}")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test by the fixtures it uses (see MARKS_BY_FIXTURE and GROUPS_BY_FIXTURE), and put the longest
     kinds first (a stable sort: a module's tests keep their order), so that no worker starts a long test last."""
+    _name_apart(items)
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         for mark, fixtures in MARKS_BY_FIXTURE.items():
