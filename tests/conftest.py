@@ -269,6 +269,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for group, fixtures in GROUPS_BY_FIXTURE.items():
             if used & fixtures:
                 item.add_marker(pytest.mark.xdist_group(group))
-                if getattr(config.option, "loadgroup", False):  # set in xdist workers only
-                    _join_group(item, group)
+        marked = item.get_closest_marker("xdist_group")
+        if marked is not None and getattr(config.option, "loadgroup", False):  # set in xdist workers only
+            _join_group(item, str(marked.args[0]))
     items.sort(key=_weight)

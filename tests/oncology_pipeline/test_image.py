@@ -26,6 +26,10 @@ from tests.support import docker_env
 
 PIPELINE_ONLY = ("prefect", "boto3", "botocore", "docker", "kubernetes", "pytest", "moto")
 
+#: One worker runs this module: its smoke tests count the smoke-test containers of the session's image, which is
+#: shared by every worker of the run.
+pytestmark = pytest.mark.xdist_group("serving-image")
+
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
