@@ -31,9 +31,8 @@ def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Call
     root = run_root(tmp_path_factory)
     record = root / f"shared-{name}.json"
     with FileLock(f"{record}.lock"):
-        if record.exists():
-            value: JSON = json.loads(record.read_text())
-            return value
+        if (made := made_this_run(root, name)) is not None:
+            return made
         folder = root / f"shared-{name}"
         folder.mkdir(exist_ok=True)
         value = make(folder)
