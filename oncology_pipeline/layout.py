@@ -9,6 +9,10 @@ s3://<metrics-bucket>/trainer/metrics/history.csv                        one row
 s3://<metrics-bucket>/trainer/metrics/quicksight-manifest.json
 s3://<metrics-bucket>/trainer/unittest-coverage/unittest-coverage-<version>.json
 s3://<metrics-bucket>/trainer/test-coverage/test-coverage-<version>.json
+s3://<metrics-bucket>/monitoring/<run>/performance.json, monitoring/latest/performance.json   the monitor flow
+s3://<log-bucket>/<log-prefix>/date=YYYY-MM-DD/hour=HH/<pod>-<start>-<seq>.jsonl.gz   the service's prediction log
+s3://<data-bucket>/<outcomes-prefix>/*.csv                                confirmed diagnoses (request_id, ...)
+s3://<data-bucket>/<labelled-prefix>/labelled-<run>.csv                   joined cases the nightly trains on
 """
 
 from __future__ import annotations
@@ -54,3 +58,16 @@ def unit_coverage_key(version: str) -> str:
 def model_coverage_key(version: str) -> str:
     """`trainer/test-coverage/test-coverage-<version>.json`."""
     return f"trainer/test-coverage/test-coverage-{version}.json"
+
+
+MONITORING = "monitoring"
+
+
+def monitoring_key(run: str, name: str) -> str:
+    """`monitoring/<run>/<name>`; `run` is a monitor run's stamp or `latest`."""
+    return f"{MONITORING}/{run}/{name}"
+
+
+def labelled_key(labelled_prefix: str, run: str) -> str:
+    """`<labelled-prefix>/labelled-<run>.csv`: the cases one monitor run joined."""
+    return f"{labelled_prefix}/labelled-{run}.csv"

@@ -49,6 +49,12 @@ class PipelineSettings(BaseSettings):
     model_prefix: str = "models"
     metrics_bucket: str = "machine-learning-metrics"
     work_dir: Path = Field(default=Path(".work"), description="local cache and per-run files")
+    labelled_prefix: str = Field(
+        default="labelled", description="confirmed cases the monitor flow adds (data bucket), trained on nightly"
+    )
+    outcomes_prefix: str = Field(default="outcomes", description="confirmed diagnoses arrive here (data bucket)")
+    prediction_log_bucket: str = Field(default="oncology-prediction-logs", description="the service's prediction log")
+    prediction_log_prefix: str = "predictions"
     max_invalid_share: float = Field(default=0.05, ge=0, le=1)
     max_missing_share: float = Field(
         default=0.05, ge=0, lt=1, description="more of the kept rows missing a feature (imputed) fails the data"
@@ -99,6 +105,12 @@ class PipelineSettings(BaseSettings):
     rollout_timeout_seconds: float = Field(default=600, gt=0)
     rollout_poll_seconds: float = Field(default=2, gt=0)
 
+    # Monitoring: the prediction log joined to confirmed diagnoses
+    monitor_window_hours: float = Field(default=24, gt=0, description="the prediction log window the monitor reads")
+    min_confirmed_malignant: int = Field(
+        default=30, ge=1, description="confirmed malignant cases before a realised-recall alert may fire"
+    )
+
     # Unattended nights: time limits, alerts, housekeeping
     pipeline_timeout_seconds: float = Field(default=3600, gt=0, description="the whole pipeline flow run")
     stage_timeout_seconds: float = Field(default=1200, gt=0, description="each of train, test, publish, deploy")
@@ -117,8 +129,10 @@ class PipelineSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.model_prefix.strip("/") != self.model_prefix or not self.model_prefix:
-            raise ValueError("model_prefix: must be non-empty, without leading or trailing '/'")
+        for name in ("model_prefix", "labelled_prefix", "outcomes_prefix", "prediction_log_prefix"):
+            value = getattr(self, name)
+            if value.strip("/") != value or not value:
+                raise ValueError(f"{name}: must be non-empty, without leading or trailing '/'")
         if self.eks_cluster_name and (self.kubeconfig or self.kube_context):
             raise ValueError("eks_cluster_name: set either an EKS cluster or a kubeconfig/context, not both")
         if self.data_bucket == self.metrics_bucket and self.data_key.startswith("trainer/"):

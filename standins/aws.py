@@ -33,8 +33,10 @@ def moto_server(port: int | None = None) -> Iterator[str]:
 
 
 def create_buckets(s3: Any, settings: PipelineSettings) -> list[str]:
-    """Create the data, model and metrics buckets (versioned, like production) if missing."""
-    names = sorted({settings.data_bucket, settings.model_bucket, settings.metrics_bucket})
+    """Create the data, model, metrics and prediction-log buckets (versioned, like production) if missing."""
+    names = sorted(
+        {settings.data_bucket, settings.model_bucket, settings.metrics_bucket, settings.prediction_log_bucket}
+    )
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for name in names:
         if name not in existing:
