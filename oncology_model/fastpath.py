@@ -21,6 +21,7 @@ from starlette.datastructures import State
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Prediction
 from oncology_model.metrics import ServiceMetrics
+from oncology_model.predictionlog import PredictionLog, request_id
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,6 +33,9 @@ PREDICT = "/v1/predictions"
 PREDICT_BATCH = "/v1/predictions/batch"
 #: The metrics' route label of a path the service does not serve (keeps the label set bounded).
 OTHER_ROUTE = "other"
+#: Where the request id is kept in the ASGI scope, for the FastAPI routes (Front sets it on every HTTP request).
+REQUEST_ID_KEY = "oncology.request_id"
+REQUEST_ID_HEADER = b"x-request-id"
 #: Content types answered here; any other goes to FastAPI, which decides.
 JSON_TYPES = frozenset({b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"})
 
@@ -90,7 +94,13 @@ def problem(message: str) -> bytes:
 
 
 class Front:
-    """Body limit (413, with or without Content-Length), request metrics, and the prediction fast path."""
+    """Body limit (413, with or without Content-Length), request metrics, request ids, and the prediction fast path.
+
+    Every answer carries `X-Request-ID`: the client's when valid, else a new one. With a prediction log (`log`, set
+    at start-up), every prediction answered, here or by FastAPI, is logged under that id.
+    """
+
+    log: PredictionLog | None = None
 
     def __init__(
         self, app: ASGIApp, state: State, metrics: ServiceMetrics, routes: frozenset[str], max_body: int, max_batch: int
@@ -122,23 +132,29 @@ class Front:
     async def _serve(self, scope: Scope, route: str, receive: Receive, send: Send) -> int:
         """Answer the request or hand it on; the status sent, 0 when the client left first."""
         content_type = b""
+        too_large = False
+        given: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > self.max_body:
-                    return await _answer(send, 413, self._too_large)
+                too_large = value.isdigit() and int(value) > self.max_body
             elif name == b"content-type":
                 content_type = value
+            elif name == REQUEST_ID_HEADER:
+                given = value
+        rid = scope[REQUEST_ID_KEY] = request_id(given)
+        if too_large:
+            return await _answer(send, 413, self._too_large, rid)
         try:
             body = await self._body(receive)
         except _BodyTooLarge:
-            return await _answer(send, 413, self._too_large)
+            return await _answer(send, 413, self._too_large, rid)
         if body is None:
             return 0
         if content_type in JSON_TYPES and scope["method"] == "POST":
-            answer = self._predict(route, body)
+            answer = self._predict(route, body, rid)
             if answer is not None:
-                return await _answer(send, 200, answer)
-        return await self._hand_on(scope, body, receive, send)
+                return await _answer(send, 200, answer, rid)
+        return await self._hand_on(scope, body, receive, send, rid)
 
     async def _body(self, receive: Receive) -> bytes | None:
         """The whole body, up to the limit; None when the client went away."""
@@ -156,16 +172,19 @@ class Front:
                 return chunk if not chunks else b"".join([*chunks, chunk])
             chunks.append(chunk)
 
-    def _predict(self, route: str, body: bytes) -> bytes | None:
+    def _predict(self, route: str, body: bytes, rid: str) -> bytes | None:
         """The answer to a valid prediction request; None for anything FastAPI must judge."""
         model: Classifier | None = self.state.classifier
         if model is None or route not in (PREDICT, PREDICT_BATCH):
             return None
         try:
             if route == PREDICT:
-                probability = model.probability(_astuple(_decode_one(body)))
+                row = _astuple(_decode_one(body))
+                probability = model.probability(row)
                 label = model.label(probability)
                 self.metrics.predicted(label)
+                if self.log is not None:
+                    self.log.add(rid, (row,), ((label, probability),), batch=False)
                 return _encode(PredictionOut(label, probability, model.version))
             tumors = _decode_batch(body).tumors
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError too
@@ -176,15 +195,18 @@ class Front:
         if len(tumors) > self.max_batch:
             return None  # FastAPI answers 413, naming the count and the limit
         scores = np.fromiter(_chain(map(_astuple, tumors)), dtype=np.float64, count=len(tumors) * len(FEATURES))
-        results = model.predict_rows(scores.reshape(len(tumors), len(FEATURES)))
+        rows = scores.reshape(len(tumors), len(FEATURES))
+        results = model.predict_rows(rows)
+        if self.log is not None:
+            self.log.add(rid, rows.tolist(), results, batch=True)
         malignant = sum(label is Prediction.MALIGNANT for label, _ in results)
         self.metrics.predicted(Prediction.MALIGNANT, malignant)
         self.metrics.predicted(Prediction.BENIGN, len(results) - malignant)
         version = model.version
         return _encode(BatchOut([PredictionOut(label, p, version) for label, p in results]))
 
-    async def _hand_on(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
-        """Let the FastAPI app answer, with the body already read; the status it sent."""
+    async def _hand_on(self, scope: Scope, body: bytes, receive: Receive, send: Send, rid: str) -> int:
+        """Let the FastAPI app answer, with the body already read and the request id added; the status it sent."""
         replayed = False
         status = 0
 
@@ -199,6 +221,7 @@ class Front:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, rid.encode())]
             await send(message)
 
         await self.app(scope, replay, noting_status)
@@ -209,9 +232,13 @@ class _BodyTooLarge(Exception):
     """The body went over the limit while it was read."""
 
 
-async def _answer(send: Send, status: int, body: bytes) -> int:
-    """Send a JSON response; its status."""
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def _answer(send: Send, status: int, body: bytes, rid: str) -> int:
+    """Send a JSON response with its request id; its status."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (REQUEST_ID_HEADER, rid.encode()),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     return status

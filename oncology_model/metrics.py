@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -12,8 +14,11 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from oncology_model.datamodel import Prediction
+from oncology_model.predictionlog import LogCounts
 
 #: The media type of `ServiceMetrics.exposition()`.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -69,6 +74,36 @@ class ServiceMetrics:
         """Name the model being served."""
         self._model.info({"version": version, "estimator": estimator})
 
+    def prediction_log(self, counts: LogCounts) -> None:
+        """Export the prediction log's counts (read at each scrape; the request path only adds to them)."""
+        self.registry.register(_LogCollector(counts))
+
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format."""
         return generate_latest(self.registry)
+
+
+class _LogCollector(Collector):
+    """The prediction log's counts as metrics."""
+
+    def __init__(self, counts: LogCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counts
+        records = CounterMetricFamily(
+            "oncology_prediction_log_records",
+            "Prediction-log records: logged (buffered), written to S3, dropped (buffer cap, or unwritten at shutdown).",
+            labels=["outcome"],
+        )
+        for outcome, value in (("logged", counts.logged), ("written", counts.written), ("dropped", counts.dropped)):
+            records.add_metric([outcome], value)
+        yield records
+        yield CounterMetricFamily(
+            "oncology_prediction_log_failed_writes",
+            "S3 writes of the prediction log that failed (each is retried).",
+            value=counts.failed_writes,
+        )
+        yield GaugeMetricFamily(
+            "oncology_prediction_log_buffered_records", "Records waiting to be written to S3.", value=counts.buffered
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.message
 import gc
 import logging
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,8 +29,9 @@ from oncology_model import __version__
 from oncology_model.bundle import ModelMetadata
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, Prediction, Tumor
-from oncology_model.fastpath import Front, Receive, Scope, Send
+from oncology_model.fastpath import REQUEST_ID_KEY, Front, Receive, Scope, Send
 from oncology_model.metrics import CONTENT_TYPE, ServiceMetrics
+from oncology_model.predictionlog import PredictionLog
 
 
 class ServiceSettings(BaseSettings):
@@ -41,6 +43,16 @@ class ServiceSettings(BaseSettings):
     max_batch: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     access_log: bool = Field(default=False, description="the server's log line per request (uvicorn's access log)")
+    # The prediction log (off without a bucket); S3 credentials and endpoint come from the AWS default chain
+    # (AWS_* variables, an IRSA role on EKS; AWS_ENDPOINT_URL_S3 for a local S3).
+    log_bucket: str | None = Field(default=None, description="write every prediction to this S3 bucket")
+    log_prefix: str = Field(default="predictions", min_length=1)
+    log_flush_seconds: float = Field(default=30, gt=0, description="write the buffer at least this often")
+    log_flush_records: int = Field(default=10_000, ge=1, description="write as soon as this many records wait")
+    log_max_records: int = Field(default=100_000, ge=1, description="buffer cap: beyond it the oldest are dropped")
+    log_shutdown_seconds: float = Field(default=20, gt=0, description="time to write the buffer on shutdown")
+    pod_name: str = Field(default_factory=socket.gethostname, description="names the log's objects (the pod)")
+    image_digest: str | None = Field(default=None, description="the serving image's digest, logged with each record")
 
 
 class PredictionOut(BaseModel):
@@ -194,15 +206,40 @@ class Service(FastAPI):
             await super().__call__(scope, receive, send)
 
 
+def prediction_log(settings: ServiceSettings, model_version: str) -> PredictionLog | None:
+    """The prediction log the settings ask for, not yet started; None without a log bucket."""
+    if settings.log_bucket is None:
+        return None
+    import boto3  # only a service that logs pays for importing it
+    from botocore.config import Config
+
+    s3 = boto3.client("s3", config=Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=15))
+    return PredictionLog(
+        s3,
+        settings.log_bucket,
+        settings.log_prefix,
+        pod=settings.pod_name,
+        model_version=model_version,
+        image_digest=settings.image_digest,
+        flush_seconds=settings.log_flush_seconds,
+        flush_records=settings.log_flush_records,
+        max_records=settings.log_max_records,
+    )
+
+
 def create_app(settings: ServiceSettings | None = None) -> Service:
     """The service; the model bundle is loaded in the lifespan handler, and a bad bundle stops start-up."""
     settings = settings or ServiceSettings()  # type: ignore[call-arg]
     metrics = ServiceMetrics()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Service) -> AsyncIterator[None]:
         model = app.state.classifier = Classifier.from_bundle(settings.model_dir)
         metrics.model(model.version, model.metadata.config.estimator)
+        log = app.front.log = prediction_log(settings, model.version)
+        if log is not None:
+            metrics.prediction_log(log.counts)
+            log.start()
         # The start-up heap (scikit-learn, scipy, FastAPI, the model: ~180k objects) never becomes garbage; frozen,
         # the collector stops walking it, and a full collection under load takes milliseconds instead of 100+ ms.
         gc.collect()
@@ -210,6 +247,8 @@ def create_app(settings: ServiceSettings | None = None) -> Service:
         if not settings.access_log:
             _no_access_log()
         yield
+        if log is not None:  # on shutdown (SIGTERM): write what is buffered
+            log.close(settings.log_shutdown_seconds)
 
     app = Service(
         title="Oncology web service",
@@ -274,20 +313,24 @@ def create_app(settings: ServiceSettings | None = None) -> Service:
         return model.metadata
 
     @app.post("/v1/predictions", tags=["predictions"], dependencies=[Depends(require_json)], responses=BODY_ERRORS)
-    async def predict(tumor: Tumor, model: ClassifierDep) -> PredictionOut:
+    async def predict(tumor: Tumor, model: ClassifierDep, request: Request) -> PredictionOut:
         """Classify one tumor."""
         prediction, probability = model.predict(tumor)
         metrics.predicted(prediction)
+        if app.front.log is not None:
+            app.front.log.add(request.scope[REQUEST_ID_KEY], (tumor.as_row(),), ((prediction, probability),), False)
         return PredictionOut(prediction=prediction, probability_malignant=probability, model_version=model.version)
 
     @app.post(
         "/v1/predictions/batch", tags=["predictions"], dependencies=[Depends(require_json)], responses=BODY_ERRORS
     )
-    async def predict_batch(batch: BatchIn, model: ClassifierDep) -> BatchOut:
+    async def predict_batch(batch: BatchIn, model: ClassifierDep, request: Request) -> BatchOut:
         """Classify up to `max_batch` tumors at once."""
         if len(batch.tumors) > settings.max_batch:
             raise PayloadTooLarge(f"tumors: {len(batch.tumors)} items, more than the limit of {settings.max_batch}")
         predictions = model.predict_many(batch.tumors)
+        if app.front.log is not None:
+            app.front.log.add(request.scope[REQUEST_ID_KEY], [t.as_row() for t in batch.tumors], predictions, True)
         for label in Prediction:
             metrics.predicted(label, sum(p is label for p, _ in predictions))
         return BatchOut(
