@@ -8,6 +8,8 @@ from oncology_model.data import ValidationReport
 from oncology_model.evaluation import Evaluation, GateDecision
 from oncology_model.training import ThresholdChoice
 from oncology_pipeline.image import ImageInfo
+from oncology_pipeline.outcomes import RULES, OutcomesReport, Rule
+from oncology_pipeline.performance import Performance, Rate, VersionPerformance
 from oncology_pipeline.s3store import S3Object
 from oncology_pipeline.smoketest import SmokeResult
 from oncology_pipeline.testsuites import Suite, SuiteResult
@@ -179,3 +181,89 @@ def _digest(image: str | None) -> str:
         return "-"
     repository, _, digest = image.partition("@")
     return f"{repository.rsplit('/', 1)[-1]}@{digest[:19]}" if digest else image
+
+
+def outcomes_markdown(report: OutcomesReport) -> str:
+    """The confirmed diagnoses read: per file, problems per rule, and the first problems by file and row."""
+    lines = [
+        f"# Confirmed outcomes: {report.cases_used} cases used",
+        "",
+        f"- files: **{len(report.files)}** ({sum(1 for f in report.files if f.refused)} refused), "
+        f"rows read: **{report.rows_read}**",
+        f"- conflicting cases (none of their rows used): {report.conflicting_cases}",
+        "",
+        "| file | rows read | rows used | refused |",
+        "|---|---:|---:|---|",
+    ]
+    lines += [
+        f"| {escape_markdown(f.file)} | {f.rows_read} | {f.rows_used} | {escape_markdown(f.refused or '-')} |"
+        for f in report.files
+    ]
+    counted = [(Rule(rule), n) for rule, n in report.counts.items() if n]
+    if counted:
+        lines += ["", "| rule | meaning | count |", "|---|---|---:|"]
+        lines += [f"| {escape_markdown(rule)} | {escape_markdown(RULES[rule])} | {n} |" for rule, n in counted]
+    if report.problems:
+        total = sum(report.counts.values())
+        shown = f" (the first {len(report.problems)} of {total})" if total > len(report.problems) else ""
+        lines += ["", f"Problems{shown}:", "", "| file | row | rule | detail |", "|---|---:|---|---|"]
+        lines += [
+            f"| {escape_markdown(p.file)} | {p.row} | {escape_markdown(p.rule)} | {escape_markdown(p.detail)} |"
+            for p in report.problems
+        ]
+    return "\n".join(lines)
+
+
+def _rate(rate: Rate) -> str:
+    """`0.950 [0.839, 0.991] (19/20)`, or `n/a (0/0)` for a rate of no cases."""
+    if rate.value is None or rate.ci_low is None or rate.ci_high is None:
+        return f"n/a ({rate.successes}/{rate.trials})"
+    return f"{rate.value:.3f} [{rate.ci_low:.3f}, {rate.ci_high:.3f}] ({rate.successes}/{rate.trials})"
+
+
+def _hours(hours: float | None) -> str:
+    return "n/a" if hours is None else f"{hours:.1f}"
+
+
+def _version_table(version: VersionPerformance) -> list[str]:
+    alarm = ": RECALL ALARM" if version.recall_alarm else ""
+    return [
+        f"## {version.model_version}{alarm}",
+        "",
+        "| | value [95 % interval] (k/n) |",
+        "|---|---|",
+        f"| served | {version.served} |",
+        f"| confirmed | {version.confirmed} |",
+        f"| share confirmed | {version.confirmed_share:.1%} |",
+        f"| sensitivity (realised recall) | {_rate(version.sensitivity)} |",
+        f"| specificity | {_rate(version.specificity)} |",
+        f"| precision | {_rate(version.precision)} |",
+        f"| hours to outcome, median / p90 | {_hours(version.hours_to_outcome_median)} / "
+        f"{_hours(version.hours_to_outcome_p90)} |",
+        f"| tp / fn / tn / fp | {version.tp} / {version.fn} / {version.tn} / {version.fp} |",
+    ]
+
+
+def performance_markdown(performance: Performance) -> str:
+    """Realised performance per model version on the confirmed cases, with the interval method and the alarm rule."""
+    window = f"{performance.window_start.isoformat()} to {performance.window_end.isoformat()}"
+    alarms = ", ".join(performance.alarms) or "none"
+    lines = [
+        "# Realised performance on confirmed diagnoses",
+        "",
+        f"- window: {window}; generated {performance.generated_at.isoformat()}",
+        f"- prediction log: {performance.records} records, {performance.invalid_records} invalid, "
+        f"{performance.repeated_records} repeated case ids, {performance.ambiguous_cases} ambiguous cases",
+        f"- outcomes joined: **{performance.outcomes_joined}**, not joined: {performance.outcomes_not_joined}",
+        f"- recall alarms: **{escape_markdown(alarms)}**",
+        "",
+        f"Malignant is the positive class. Intervals: {escape_markdown(performance.interval)}. Alarm rule: a version "
+        f"alarms when it has at least {performance.min_malignant} confirmed malignant cases and the upper bound of "
+        f"its realised recall's interval is below {performance.min_recall} (a one-sided test at 2.5 % of "
+        f"'true recall >= {performance.min_recall}').",
+    ]
+    if not performance.versions:
+        lines += ["", "No predictions in the window."]
+    for version in performance.versions:
+        lines += ["", *_version_table(version)]
+    return "\n".join(lines)
