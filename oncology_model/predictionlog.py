@@ -35,6 +35,8 @@ from oncology_model.datamodel import FEATURES, Prediction
 
 #: A request id the service takes from the client's `X-Request-ID`; any other value gets a generated id.
 REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: A case id: a request id, or `<request id>/<row>` for a row of a batch request.
+CASE_ID = re.compile(rf"{REQUEST_ID.pattern}(?:/(?:0|[1-9][0-9]{{0,8}}))?")
 
 log = logging.getLogger(__name__)
 

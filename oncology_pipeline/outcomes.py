@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -19,11 +18,9 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from oncology_model.datamodel import Prediction
+from oncology_model.predictionlog import CASE_ID
 
 OUTCOME_COLUMNS: tuple[str, ...] = ("request_id", "diagnosis", "confirmed_at")
-#: A request id as the service accepts it; a case id adds `/<row>` for a row of a batch request.
-REQUEST_ID_PATTERN = r"[A-Za-z0-9._:-]{1,128}"
-_CASE_ID = re.compile(rf"{REQUEST_ID_PATTERN}(?:/(?:0|[1-9][0-9]{{0,8}}))?")
 #: Problems listed in the report (the counts hold them all).
 MAX_PROBLEMS = 100
 _SHOWN = 24  # characters of a bad value quoted in a message
@@ -33,11 +30,6 @@ _OTHER_BOMS = {
     b"\xff\xfe": "UTF-16",
     b"\xfe\xff": "UTF-16",
 }
-
-
-def case_id(request_id: str, row: int | None) -> str:
-    """A case's id: the request id of a single prediction, `<request_id>/<row>` for a row of a batch request."""
-    return request_id if row is None else f"{request_id}/{row}"
 
 
 class Rule(StrEnum):
@@ -196,7 +188,7 @@ def _check_row(name: str, line: int, cells: list[str], known_cases: Mapping[str,
     if len(cells) != len(OUTCOME_COLUMNS):
         return problem(Rule.WRONG_COLUMNS, f"{len(cells)} columns, expected {len(OUTCOME_COLUMNS)}")
     case, diagnosis_text, time_text = (c.strip() for c in cells)
-    if not _CASE_ID.fullmatch(case):
+    if not CASE_ID.fullmatch(case):
         return problem(
             Rule.BAD_CASE_ID,
             f"request_id must be <request id> or <request id>/<row> (1-128 of A-Z a-z 0-9 . _ : -), got {_shown(case)}",

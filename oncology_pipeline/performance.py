@@ -17,13 +17,13 @@ import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from scipy.stats import binomtest
 
-from oncology_model.datamodel import FEATURES, Prediction, Tumor
-from oncology_pipeline.outcomes import REQUEST_ID_PATTERN, Outcome, case_id
+from oncology_model.datamodel import Prediction, Tumor
+from oncology_model.predictionlog import REQUEST_ID, case_id
+from oncology_pipeline.outcomes import Outcome
 
 CONFIDENCE_LEVEL = 0.95
 INTERVAL = "95 % Wilson score interval (scipy.stats.binomtest(k, n).proportion_ci(method='wilson'))"
 #: The cells of a joined case's row (`JoinedCase.row`).
-JOINED_COLUMNS: tuple[str, ...] = ("case_id", *FEATURES, "class")
 #: Log problems kept as messages (the counts hold them all).
 MAX_LOG_PROBLEMS = 20
 
@@ -33,7 +33,7 @@ class LoggedPrediction(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    request_id: Annotated[str, Field(pattern=f"^{REQUEST_ID_PATTERN}$")]
+    request_id: Annotated[str, Field(pattern=f"^{REQUEST_ID.pattern}$")]
     row: Annotated[int, Field(ge=0, strict=True)] | None = Field(description="index within a batch request")
     time: AwareDatetime
     model_version: Annotated[str, Field(min_length=1)]
@@ -270,10 +270,6 @@ class JoinedCase:
     case_id: str
     features: dict[str, int]
     diagnosis: int
-
-    def row(self) -> list[str | int]:
-        """The cells in JOINED_COLUMNS order."""
-        return [self.case_id, *(self.features[name] for name in FEATURES), self.diagnosis]
 
 
 def joined_cases(log: LoggedCases, outcomes: Mapping[str, Outcome]) -> list[JoinedCase]:
