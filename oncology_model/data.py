@@ -1,4 +1,5 @@
-"""Read and validate the training CSV (UCI layout) into arrays and a validation report."""
+"""Read and validate the training CSV (UCI layout) into arrays and a validation report; combine several files
+(the training CSV and the labelled cases the monitor adds) into one data set whose report names each file."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import io
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,16 @@ class DroppedRow(BaseModel):
     row: int = Field(description="1-based line number in the file")
     field: str
     reason: str
+    file: str = Field(default="", description="the file the row is in ('' when the data had no name)")
+
+
+class FileSummary(BaseModel):
+    """One file a data set was read from: its name, content hash and rows."""
+
+    source: str = Field(description="where the file came from, e.g. its s3:// URI ('' when it had no name)")
+    sha256: str
+    rows_read: int
+    rows_kept: int
 
 
 class ValidationReport(BaseModel):
@@ -60,13 +72,27 @@ class ValidationReport(BaseModel):
     duplicate_rows: int = Field(description="kept rows identical to an earlier kept row (kept, but counted)")
     class_balance: dict[str, int]
     missing: dict[str, int] = Field(description="missing values kept for imputation, per feature")
-    header: bool
+    header: bool = Field(description="the file began with a header row (several files: every one did)")
+    files: list[FileSummary] = Field(default_factory=list, description="the files read, in order")
+    sample_id_files: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="the file of each row in duplicate_sample_ids, in the same order (when the files have names)",
+    )
+
+    def sample_id_rows(self, sample_id: str) -> list[str]:
+        """Where a duplicate sample id is: `<file> row <n>` (or `row <n>` in data without a name), in order."""
+        files = self.sample_id_files.get(sample_id) or [""] * len(self.duplicate_sample_ids[sample_id])
+        return [
+            f"{f} row {n}" if f else f"row {n}"
+            for f, n in zip(files, self.duplicate_sample_ids[sample_id], strict=True)
+        ]
 
     def summary(self) -> str:
         """One line for logs."""
         balance = ", ".join(f"{k} {v}" for k, v in self.class_balance.items())
+        files = f" from {len(self.files)} files" if len(self.files) > 1 else ""
         return (
-            f"{self.rows_kept}/{self.rows_read} rows kept ({len(self.dropped)} dropped), {balance}, "
+            f"{self.rows_kept}/{self.rows_read} rows kept{files} ({len(self.dropped)} dropped), {balance}, "
             f"{sum(self.missing.values())} missing values imputed, "
             f"{len(self.duplicate_sample_ids)} duplicate sample ids "
             f"({len(self.conflicting_sample_ids)} with conflicting classes), sha256 {self.sha256[:12]}"
@@ -75,12 +101,15 @@ class ValidationReport(BaseModel):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Validated training data: features (NaN where missing), labels (1 = malignant) and sample ids."""
+    """Validated training data: features (NaN where missing), labels (1 = malignant) and sample ids, with the
+    file and line each row came from."""
 
     X: NDArray[np.float64]
     y: NDArray[np.int64]
     sample_ids: NDArray[np.int64]
     report: ValidationReport
+    row_numbers: NDArray[np.int64]
+    row_files: tuple[str, ...]
 
 
 def _shown(text: str) -> str:
@@ -192,11 +221,32 @@ def _check_shares(max_invalid_share: float, max_missing_share: float) -> None:
         raise ValueError(f"max_missing_share must be at least 0 and below 1, got {max_missing_share}")
 
 
-def parse_csv(raw: bytes, max_invalid_share: float = 0.05, max_missing_share: float = 0.05) -> Dataset:
+def parse_csv(
+    raw: bytes,
+    max_invalid_share: float = 0.05,
+    max_missing_share: float = 0.05,
+    *,
+    source: str = "",
+    need_both_classes: bool = True,
+) -> Dataset:
     """Validate the raw CSV bytes; drop and report a few bad rows, raise DataValidationError on hard failures:
     more than `max_invalid_share` of the rows invalid, or a feature missing (to be imputed) in more than
-    `max_missing_share` of the kept rows."""
+    `max_missing_share` of the kept rows, or (`need_both_classes`) one class only.
+
+    `source` names the file: in the report, on each dropped row, and at the start of every error message."""
     _check_shares(max_invalid_share, max_missing_share)
+    try:
+        return _parse(raw, max_invalid_share, max_missing_share, source, need_both_classes)
+    except DataValidationError as exc:
+        if not source:
+            raise
+        message = str(exc).partition("\n")[0]  # the message line; the problems follow it
+        raise DataValidationError(f"{source}: {message}", exc.problems) from None
+
+
+def _parse(
+    raw: bytes, max_invalid_share: float, max_missing_share: float, source: str, need_both_classes: bool
+) -> Dataset:
     sha256 = hashlib.sha256(raw).hexdigest()
     rows = _records(_decode(raw))
     header = bool(rows) and _is_header(rows[0][1])
@@ -225,7 +275,7 @@ def parse_csv(raw: bytes, max_invalid_share: float = 0.05, max_missing_share: fl
             sample_id, scores, label = _parse_row(cells)
         except ValueError as exc:
             field, _, reason = str(exc).partition(": ")
-            dropped.append(DroppedRow(row=n, field=field, reason=reason))
+            dropped.append(DroppedRow(row=n, field=field, reason=reason, file=source))
             continue
         seen_rows[tuple(c.strip() for c in cells)] += 1
         kept.append(n)
@@ -245,9 +295,8 @@ def parse_csv(raw: bytes, max_invalid_share: float = 0.05, max_missing_share: fl
     if not labels:
         raise DataValidationError("no valid rows remain", problems)
     counts = Counter(labels)
-    if len(counts) < 2:
-        only = Prediction.from_classifier(labels[0]).value
-        raise DataValidationError(f"all {len(labels)} valid rows are {only}: training needs both classes")
+    if need_both_classes:
+        _check_both_classes(labels)
 
     X = np.asarray(features, dtype=np.float64)
     for i, name in enumerate(FEATURES):
@@ -263,26 +312,114 @@ def parse_csv(raw: bytes, max_invalid_share: float = 0.05, max_missing_share: fl
     for n, sample_id, label in zip(kept, ids, labels, strict=True):
         id_rows.setdefault(sample_id, []).append(n)
         id_labels.setdefault(sample_id, set()).add(label)
+    duplicates = {str(k): v for k, v in id_rows.items() if len(v) > 1}
     report = ValidationReport(
         sha256=sha256,
         rows_read=len(rows),
         rows_kept=len(labels),
         dropped=dropped,
         dropped_by_reason=dict(by_reason),
-        duplicate_sample_ids={str(k): v for k, v in id_rows.items() if len(v) > 1},
+        duplicate_sample_ids=duplicates,
         conflicting_sample_ids={str(k): id_rows[k] for k, v in id_labels.items() if len(v) > 1},
         duplicate_rows=sum(c - 1 for c in seen_rows.values()),
         class_balance={"benign": counts[0], "malignant": counts[1]},
         missing={name: int(np.isnan(X[:, i]).sum()) for i, name in enumerate(FEATURES)},
         header=header,
+        files=[FileSummary(source=source, sha256=sha256, rows_read=len(rows), rows_kept=len(labels))],
+        sample_id_files={k: [source] * len(v) for k, v in duplicates.items()} if source else {},
     )
-    return Dataset(X=X, y=np.asarray(labels, dtype=np.int64), sample_ids=np.asarray(ids, dtype=np.int64), report=report)
+    return Dataset(
+        X=X,
+        y=np.asarray(labels, dtype=np.int64),
+        sample_ids=np.asarray(ids, dtype=np.int64),
+        report=report,
+        row_numbers=np.asarray(kept, dtype=np.int64),
+        row_files=(source,) * len(kept),
+    )
 
 
-def load_csv(path: Path, max_invalid_share: float = 0.05, max_missing_share: float = 0.05) -> Dataset:
-    """Read and validate a CSV file."""
+def _check_both_classes(labels: Sequence[int]) -> None:
+    if len(set(labels)) < 2:
+        only = Prediction.from_classifier(labels[0]).value
+        raise DataValidationError(f"all {len(labels)} valid rows are {only}: training needs both classes")
+
+
+def load_csv(
+    path: Path,
+    max_invalid_share: float = 0.05,
+    max_missing_share: float = 0.05,
+    *,
+    source: str = "",
+    need_both_classes: bool = True,
+) -> Dataset:
+    """Read and validate a CSV file (`source`: the name messages give it, see `parse_csv`)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataValidationError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_csv(raw, max_invalid_share, max_missing_share)
+        named = f"{source}: " if source else ""
+        raise DataValidationError(f"{named}cannot read {path}: {exc.strerror}") from None
+    return parse_csv(raw, max_invalid_share, max_missing_share, source=source, need_both_classes=need_both_classes)
+
+
+def combine(datasets: Sequence[Dataset]) -> Dataset:
+    """One data set from several validated ones, in order: features, labels, sample ids and rows concatenated.
+
+    The report adds up the files' counts and keeps where each problem is: every dropped row names its file, and
+    a sample id in more than one file is a duplicate (conflicting when the classes differ) like one repeated
+    within a file, its rows named by file (`sample_id_files`). One data set combines to the same arrays, counts
+    and sha256; several get the sha256 of their files' sha256s in order. DataValidationError when the rows
+    together hold one class only (a file of labelled cases may hold one)."""
+    if not datasets:
+        raise ValueError("combine: no data sets given")
+    reports = [d.report for d in datasets]
+    y = np.concatenate([d.y for d in datasets])
+    _check_both_classes(y.tolist())
+    sample_ids = np.concatenate([d.sample_ids for d in datasets])
+    row_numbers = np.concatenate([d.row_numbers for d in datasets])
+    row_files = tuple(f for d in datasets for f in d.row_files)
+    files = [f for r in reports for f in r.files]
+    id_rows: dict[int, list[int]] = {}
+    for i, sample_id in enumerate(sample_ids.tolist()):
+        id_rows.setdefault(sample_id, []).append(i)
+    duplicates = {k: v for k, v in id_rows.items() if len(v) > 1}
+    conflicting = [k for k, v in duplicates.items() if len(set(y[v].tolist())) > 1]
+    named = any(row_files)
+    by_reason: Counter[str] = Counter()
+    for r in reports:
+        by_reason.update(r.dropped_by_reason)
+    report = ValidationReport(
+        sha256=reports[0].sha256
+        if len(reports) == 1
+        else hashlib.sha256("".join(f"{r.sha256}\n" for r in reports).encode()).hexdigest(),
+        rows_read=sum(r.rows_read for r in reports),
+        rows_kept=len(y),
+        dropped=[d for r in reports for d in r.dropped],
+        dropped_by_reason=dict(by_reason),
+        duplicate_sample_ids={str(k): row_numbers[v].tolist() for k, v in duplicates.items()},
+        conflicting_sample_ids={str(k): row_numbers[duplicates[k]].tolist() for k in conflicting},
+        duplicate_rows=sum(r.duplicate_rows for r in reports) + _repeated_across(datasets),
+        class_balance={"benign": int((y == 0).sum()), "malignant": int((y == 1).sum())},
+        missing={name: sum(r.missing.get(name, 0) for r in reports) for name in FEATURES},
+        header=all(r.header for r in reports),
+        files=files,
+        sample_id_files={str(k): [row_files[i] for i in v] for k, v in duplicates.items()} if named else {},
+    )
+    return Dataset(
+        X=np.concatenate([d.X for d in datasets]),
+        y=y,
+        sample_ids=sample_ids,
+        report=report,
+        row_numbers=row_numbers,
+        row_files=row_files,
+    )
+
+
+def _repeated_across(datasets: Sequence[Dataset]) -> int:
+    """Rows identical (sample id, scores, class) to a row of an earlier data set: for each distinct row, the
+    number of data sets holding it, minus one (repeats within one data set are that data set's own count)."""
+    holders: Counter[tuple[object, ...]] = Counter()
+    for d in datasets:
+        scores = np.where(np.isnan(d.X), -1.0, d.X)  # -1: missing (scores are 1..10)
+        rows = zip(d.sample_ids.tolist(), d.y.tolist(), scores.tolist(), strict=True)
+        holders.update({(sample_id, label, *row) for sample_id, label, row in rows})
+    return sum(n - 1 for n in holders.values())

@@ -16,7 +16,8 @@ from oncology_pipeline.testsuites import Suite, SuiteResult
 
 
 def validation_markdown(report: ValidationReport, source: str) -> str:
-    """The data validation report."""
+    """The data validation report: the counts, each file read, sample ids found in several files, and the
+    dropped rows (with their file when the data came from several)."""
     missing = ", ".join(f"{k} {v}" for k, v in report.missing.items() if v) or "none"
     lines = [
         f"# Data validation: {source}",
@@ -28,9 +29,28 @@ def validation_markdown(report: ValidationReport, source: str) -> str:
         f"{report.duplicate_rows}",
         f"- sha256: `{report.sha256}`",
     ]
+    if report.files:
+        lines += ["", "| file | rows read | rows kept | sha256 |", "|---|---:|---:|---|"]
+        lines += [
+            f"| {escape_markdown(f.source or '-')} | {f.rows_read} | {f.rows_kept} | `{f.sha256[:12]}` |"
+            for f in report.files
+        ]
+    across = [k for k, files in report.sample_id_files.items() if len(set(files)) > 1]
+    if across:
+        lines += ["", "| sample id in several files | rows | classes |", "|---|---|---|"]
+        lines += [
+            f"| {k} | {escape_markdown(', '.join(report.sample_id_rows(k)))} | "
+            f"{'conflicting' if k in report.conflicting_sample_ids else 'same'} |"
+            for k in across[:50]
+        ]
     if report.dropped:
-        lines += ["", "| row | field | reason |", "|---:|---|---|"]
-        lines += [f"| {d.row} | {d.field} | {d.reason} |" for d in report.dropped[:50]]
+        several = len({d.file for d in report.dropped}) > 1
+        lines += ["", "| file | row | field | reason |" if several else "| row | field | reason |"]
+        lines += ["|---|---:|---|---|" if several else "|---:|---|---|"]
+        lines += [
+            f"| {escape_markdown(d.file) + ' | ' if several else ''}{d.row} | {d.field} | {d.reason} |"
+            for d in report.dropped[:50]
+        ]
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oncology_model.data import COLUMNS, Dataset, load_csv, parse_csv
+from oncology_model.data import COLUMNS, Dataset, combine, load_csv, parse_csv
 from oncology_model.datamodel import FEATURES
 from oncology_model.errors import DataValidationError
 from tests.support.data import BENIGN_ROW, MALIGNANT_ROW, csv_bytes, synthetic_rows
@@ -330,3 +330,60 @@ def test_the_real_data_set_scores_are_within_range(real_dataset: Dataset) -> Non
     assert present.max() == 10
     assert np.array_equal(present, np.round(present))
     assert set(real_dataset.y.tolist()) == {0, 1}
+
+
+# --- several files: the training CSV and the labelled cases ------------------------------------------------------
+
+TRAINING = "s3://data/wisconsin.data"
+LABELLED = "s3://data/labelled/labelled-20261201T020000Z.csv"
+
+
+def test_combining_the_training_data_alone_changes_nothing(real_dataset: Dataset) -> None:
+    combined = combine([real_dataset])
+    assert combined.report == real_dataset.report  # counts, duplicates (46), conflicts, sha256: today's numbers
+    assert np.array_equal(combined.X, real_dataset.X, equal_nan=True)
+    assert combined.y.tolist() == real_dataset.y.tolist()
+    assert combined.sample_ids.tolist() == real_dataset.sample_ids.tolist()
+
+
+def test_combined_files_add_up_and_a_sample_id_in_two_files_is_a_duplicate_naming_both() -> None:
+    rows = _rows(100)
+    labelled: list[list[object]] = [
+        [10**15 + 1, *BENIGN_ROW, 2],
+        list(rows[8]),  # identical to training row 9
+        [rows[5][0], *BENIGN_ROW, 2],  # training row 6 has this id, malignant
+    ]
+    training = parse_csv(csv_bytes(rows), source=TRAINING)
+    cases = parse_csv(csv_bytes(labelled, header=list(COLUMNS)), source=LABELLED, need_both_classes=False)
+
+    combined = combine([training, cases])
+
+    assert combined.X.shape == (103, len(FEATURES))
+    assert combined.sample_ids.tolist() == [r[0] for r in rows + labelled]
+    assert combined.y.tolist() == [*training.y.tolist(), 0, 0, 0]
+    report = combined.report
+    assert [(f.source, f.rows_read, f.rows_kept) for f in report.files] == [(TRAINING, 100, 100), (LABELLED, 3, 3)]
+    assert (report.rows_read, report.rows_kept, report.class_balance) == (103, 103, {"benign": 53, "malignant": 50})
+    assert report.duplicate_sample_ids == {str(rows[8][0]): [9, 3], str(rows[5][0]): [6, 4]}
+    assert report.conflicting_sample_ids == {str(rows[5][0]): [6, 4]}
+    assert report.sample_id_rows(str(rows[5][0])) == [f"{TRAINING} row 6", f"{LABELLED} row 4"]
+    assert report.duplicate_rows == 1
+    assert report.sha256 not in {training.report.sha256, cases.report.sha256}
+    assert "103/103 rows kept from 2 files" in report.summary()
+
+
+def test_a_bad_labelled_file_names_the_file_and_the_row() -> None:
+    labelled = [[10**15 + i, *BENIGN_ROW, 2] for i in range(10)]
+    labelled[6][-1] = 3
+    raw = csv_bytes(labelled, header=list(COLUMNS))
+    with pytest.raises(DataValidationError) as caught:
+        parse_csv(raw, source=LABELLED, need_both_classes=False)
+    assert str(caught.value).splitlines()[0] == (
+        f"{LABELLED}: 1 of 10 rows are invalid, more than the allowed share of 5% (max_invalid_share); "
+        "most often class: class must be 2 (benign) or 4 (malignant) (1 rows)"
+    )
+    assert caught.value.problems == ["row 8: class: class must be 2 (benign) or 4 (malignant), got 3"]
+    tolerated = combine(
+        [parse_csv(csv_bytes(_rows(40))), parse_csv(raw, 0.1, source=LABELLED, need_both_classes=False)]
+    )
+    assert [(d.file, d.row, d.field) for d in tolerated.report.dropped] == [(LABELLED, 8, "class")]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from oncology_model.bundle import ModelMetadata
-from oncology_model.data import ValidationReport, parse_csv
+from oncology_model.data import ValidationReport, combine, parse_csv
 from oncology_model.evaluation import Estimate, Evaluation, GateDecision
 from oncology_model.training import TrainingConfig
 from oncology_pipeline.reports import (
@@ -65,6 +65,30 @@ def test_validation_markdown_lists_counts_and_dropped_rows_by_row_number(report:
         "|---:|---|---|",
         "| 5 | uniformity_of_cell_shape | must be an integer, got 'x' |",
         "| 10 | class | class must be 2 (benign) or 4 (malignant), got 3 |",
+    ]
+
+
+def test_validation_markdown_of_several_files_lists_each_and_names_the_file_of_every_problem() -> None:
+    rows = synthetic_rows(40)
+    labelled: list[list[object]] = [[10**15 + i, *rows[0][1:]] for i in range(9)] + [[rows[1][0], *rows[0][1:]]]
+    labelled[3][-1] = 3
+    training = parse_csv(csv_bytes(rows), source="s3://d/wisconsin.data")
+    cases = parse_csv(csv_bytes(labelled), 0.1, source="s3://d/labelled/labelled-1.csv", need_both_classes=False)
+    rows[2][1] = 11
+    bad = parse_csv(csv_bytes(rows), 0.1, source="s3://d/labelled/labelled-2.csv", need_both_classes=False)
+
+    lines = validation_markdown(combine([training, cases, bad]).report, "three files").splitlines()
+
+    files = lines[lines.index("| file | rows read | rows kept | sha256 |") + 2 :][:3]
+    assert [line.split(" | ")[:3] for line in files] == [
+        ["| s3://d/wisconsin.data", "40", "40"],
+        ["| s3://d/labelled/labelled-1.csv", "10", "9"],
+        ["| s3://d/labelled/labelled-2.csv", "40", "39"],
+    ]
+    assert f"| {rows[1][0]} | s3://d/wisconsin.data row 2, s3://d/labelled/labelled-1.csv row 10, " in "\n".join(lines)
+    assert lines[-2:] == [
+        "| s3://d/labelled/labelled-1.csv | 4 | class | class must be 2 (benign) or 4 (malignant), got 3 |",
+        "| s3://d/labelled/labelled-2.csv | 3 | clump_thickness | must be between 1 and 10, got 11 |",
     ]
 
 
