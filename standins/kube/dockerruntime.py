@@ -3,6 +3,11 @@
 What the demo, `make server` and the deploy tests run: pulls by digest from the registry with the node's
 credentials, containers configured from the pod spec, probes over HTTP on a port published on 127.0.0.1.
 Every container carries the stand-in's owner label, so a killed stand-in's leftovers are found and removed.
+
+The one route from a pod to a service on this machine: the name `host.docker.internal` (Docker's `host-gateway`,
+the default bridge's gateway), e.g. `AWS_ENDPOINT_URL_S3=http://host.docker.internal:<port>` in a Secret. The
+service must listen on that gateway's address (`host_gateway_address()`), not on 127.0.0.1, which containers
+cannot reach.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from standins.kube.runtime import ContainerSpec, PullError, StartError
 #: Every container the stand-in starts carries this label (value: the runtime's owner, `<process id>:<tag>`).
 OWNER_LABEL = "io.oncology-mlops.kube-standin"
 POD_LABEL = "io.oncology-mlops.kube-standin.pod"
+#: The name under which pods' containers reach this machine.
+HOST_ALIAS = "host.docker.internal"
 
 Credentials = Callable[[str], dict[str, str] | None]
 
@@ -96,6 +103,7 @@ class DockerRuntime:
             "labels": {OWNER_LABEL: self.owner, POD_LABEL: f"{spec.namespace}/{spec.pod}/{spec.name}"},
             "environment": spec.env,
             "ports": {f"{port}/tcp": ("127.0.0.1", None) for port in spec.ports},
+            "extra_hosts": {HOST_ALIAS: "host-gateway"},
             "read_only": spec.read_only,
             "tmpfs": spec.tmpfs,
             "cap_drop": spec.drop_capabilities or None,
@@ -191,6 +199,14 @@ class DockerRuntime:
             for client in self._clients:
                 client.close()
             self._clients.clear()
+
+
+def host_gateway_address(client: Any = None) -> str:
+    """The address `host.docker.internal` means inside pods (the default bridge's gateway, e.g. 172.17.0.1):
+    a service on this machine that pods must reach listens here."""
+    client = client or docker.from_env()
+    configs = client.networks.get("bridge").attrs["IPAM"]["Config"]
+    return str(next(c["Gateway"] for c in configs if ":" not in c.get("Gateway", ":")))
 
 
 def _process_alive(pid: str) -> bool:

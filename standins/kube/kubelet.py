@@ -1,14 +1,17 @@
 """The stand-in's kubelet: one thread per pod pulls, starts, probes and restarts its containers.
 
 What the real kubelet does and this one does too: pull per `imagePullPolicy` (`ErrImagePull`, then
-`ImagePullBackOff`), run each container as the pod spec says, the startup, readiness and liveness probes
-(`httpGet`; `initialDelaySeconds`, `periodSeconds`, `timeoutSeconds`, `failureThreshold`), a restart with
-exponential back-off when a container exits or fails its liveness probe (`CrashLoopBackOff`, `restartCount`),
-and the state behind the pod's phase, conditions and container statuses (`standins.kube.pods` shows them).
+`ImagePullBackOff`), make the environment from `env` and Secrets (`standins.kube.secretdata`; a missing Secret or
+key is `CreateContainerConfigError`, retried after at most a second), run each container as the pod spec says, the
+startup, readiness and liveness probes (`httpGet`; `initialDelaySeconds`, `periodSeconds`, `timeoutSeconds`,
+`failureThreshold`), a restart with exponential back-off when a container exits or fails its liveness probe
+(`CrashLoopBackOff`, `restartCount`), and the state behind the pod's phase, conditions and container statuses
+(`standins.kube.pods` shows them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -17,6 +20,7 @@ from typing import Any
 
 from standins.kube.pods import Container, Pod, ProbeState, now_text
 from standins.kube.runtime import ContainerRuntime, ContainerSpec, PullError, StartError, quantity
+from standins.kube.secretdata import ConfigError, SecretLookup, container_env
 
 JSON = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -25,7 +29,10 @@ PROBE_KINDS = ("startupProbe", "livenessProbe", "readinessProbe")
 
 
 def container_spec(pod: Pod, container: JSON) -> ContainerSpec:
-    """What Docker can honour of a container spec: command, env, ports, user, read-only root, limits."""
+    """What Docker can honour of a container spec: command, ports, user, read-only root, limits.
+
+    The environment is added by the kubelet when the container starts (`container_env`: Secrets may appear later).
+    """
     pod_security = pod.spec.get("securityContext") or {}
     security = container.get("securityContext") or {}
     uid = security.get("runAsUser", pod_security.get("runAsUser"))
@@ -52,7 +59,6 @@ def container_spec(pod: Pod, container: JSON) -> ContainerSpec:
         pull_policy=container.get("imagePullPolicy") or "IfNotPresent",
         command=container.get("command"),
         args=container.get("args"),
-        env={e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e},
         ports=ports,
         user=user,
         read_only=bool(security.get("readOnlyRootFilesystem")),
@@ -83,6 +89,7 @@ class Kubelet:
         max_backoff: float = 300.0,
         tick: float = 0.1,
         on_change: Callable[[Pod], None] = lambda pod: None,
+        secrets: SecretLookup = lambda namespace, name: None,
     ) -> None:
         self.runtime = runtime
         self._lock = lock
@@ -90,6 +97,7 @@ class Kubelet:
         self.max_backoff = max_backoff
         self.tick = tick
         self._on_change = on_change
+        self._secrets = secrets
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -164,6 +172,16 @@ class Kubelet:
                     self._on_change(pod)
                 return
             container.image_id = image_id
+        try:
+            spec = dataclasses.replace(spec, env=container_env(container.spec, pod.namespace, self._secrets))
+        except ConfigError as exc:
+            with self._lock:
+                container.retry_at = now + min(1.0, self.backoff)  # the pod worker retries the sync
+                waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+                if container.state != waiting:
+                    container.state = waiting
+                    self._on_change(pod)
+            return
         try:
             container_id = self.runtime.start(spec, container.restart_count)
         except StartError as exc:

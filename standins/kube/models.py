@@ -1,4 +1,4 @@
-"""The stand-in's store: Deployments and ReplicaSets (apps/v1), Services and Pods (v1), with validation.
+"""The stand-in's store: Deployments and ReplicaSets (apps/v1), Services, Pods and Secrets (v1), with validation.
 
 One `Backend` holds every object, the resource version counter and the lock that the HTTP handlers, the
 controller and the kubelet share; `reset()` empties it in one call.
@@ -11,9 +11,10 @@ import threading
 import uuid
 from typing import Any
 
-from standins.kube.exceptions import ApiError, already_exists, invalid, not_found
+from standins.kube.exceptions import ApiError, already_exists, bad_request, invalid, not_found
 from standins.kube.patches import json_patch, merge_patch, strategic_merge
 from standins.kube.pods import Pod, now_text
+from standins.kube.secretdata import normalize_secret
 from standins.kube.selectors import matches, parse_label_selector
 
 JSON = dict[str, Any]
@@ -22,7 +23,7 @@ SMP = "application/strategic-merge-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-GROUPS = {"deployments": "apps", "replicasets": "apps", "services": "", "pods": ""}
+GROUPS = {"deployments": "apps", "replicasets": "apps", "services": "", "pods": "", "secrets": ""}
 
 
 def owner_of(obj: JSON) -> str | None:
@@ -30,6 +31,27 @@ def owner_of(obj: JSON) -> str | None:
     owners = obj["metadata"].get("ownerReferences") or [{}]
     name: str | None = owners[0].get("name")
     return name
+
+
+def patched_copy(current: JSON, content_type: str, body: Any) -> JSON:
+    """`current` with a PATCH body applied in the format its content type names (a new object)."""
+    if content_type == SMP:
+        if not isinstance(body, dict):
+            raise invalid("strategic merge patch: the body must be a JSON object")
+        patched = strategic_merge(current, body)
+    elif content_type == MERGE_PATCH:
+        patched = merge_patch(current, body)
+    elif content_type == JSON_PATCH:
+        patched = json_patch(current, body)
+    else:
+        raise ApiError(
+            415,
+            "the body of the request was in an unknown format - accepted media types include: "
+            f"{JSON_PATCH}, {MERGE_PATCH}, {SMP} (this stand-in has no server-side apply)",
+        )
+    if not isinstance(patched, dict):
+        raise invalid("the patched object is not a JSON object")
+    return copy.deepcopy(patched)
 
 
 class Backend:
@@ -163,23 +185,7 @@ class Backend:
 
     def patch_deployment(self, namespace: str, name: str, content_type: str, body: Any, dry_run: bool) -> JSON:
         current = self.get("deployments", namespace, name)
-        if content_type == SMP:
-            if not isinstance(body, dict):
-                raise invalid("strategic merge patch: the body must be a JSON object")
-            patched = strategic_merge(current, body)
-        elif content_type == MERGE_PATCH:
-            patched = merge_patch(current, body)
-        elif content_type == JSON_PATCH:
-            patched = json_patch(current, body)
-        else:
-            raise ApiError(
-                415,
-                "the body of the request was in an unknown format - accepted media types include: "
-                f"{JSON_PATCH}, {MERGE_PATCH}, {SMP} (this stand-in has no server-side apply)",
-            )
-        if not isinstance(patched, dict):
-            raise invalid("the patched object is not a JSON object")
-        patched = copy.deepcopy(patched)
+        patched = patched_copy(current, content_type, body)
         meta = patched.setdefault("metadata", {})  # the server owns these fields; status has its own subresource
         if meta.get("name") != name:
             raise invalid(f"metadata.name: Invalid value: {meta.get('name')!r}: the name of the object must not change")
@@ -230,4 +236,66 @@ class Backend:
         obj["status"] = {"loadBalancer": {}}
         self.bump(obj)
         self.objects[("services", namespace, meta["name"])] = obj
+        return obj
+
+    # Secrets
+
+    def write_secret(self, namespace: str, manifest: JSON, previous: JSON | None = None, dry_run: bool = False) -> JSON:
+        """Create a Secret, or replace `previous` (PUT, or the result of a PATCH) if given."""
+        if not isinstance(manifest, dict):
+            raise bad_request("a Secret must be a JSON object")
+        obj = copy.deepcopy(manifest)
+        obj["apiVersion"], obj["kind"] = "v1", "Secret"
+        meta = obj.setdefault("metadata", {})
+        name = meta.get("name")
+        if not name:
+            raise invalid("metadata.name: Required value")
+        normalize_secret(obj, previous)
+        if previous is None:
+            if ("secrets", namespace, name) in self.objects:
+                raise already_exists("secrets", name)
+            meta.pop("resourceVersion", None)
+            meta.update(namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=now_text())
+        else:
+            if name != previous["metadata"]["name"]:
+                raise invalid(f"metadata.name: Invalid value: {name!r}: the name of the object must not change")
+            stated = meta.get("resourceVersion")
+            if stated and stated != previous["metadata"]["resourceVersion"]:
+                raise ApiError(
+                    409,
+                    f'Operation cannot be fulfilled on secrets "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again",
+                    reason="Conflict",
+                    details={"name": name, "kind": "secrets"},
+                )
+            for owned in ("uid", "resourceVersion", "creationTimestamp", "namespace"):
+                meta[owned] = previous["metadata"][owned]
+            if obj == previous:
+                return previous
+        if dry_run:
+            return obj
+        self.bump(obj)
+        self.objects[("secrets", namespace, name)] = obj
+        return obj
+
+    def replace_secret(self, namespace: str, name: str, manifest: JSON, dry_run: bool) -> JSON:
+        stated = (manifest.get("metadata") or {}).get("name") if isinstance(manifest, dict) else None
+        if stated != name:
+            raise bad_request(f"the name of the object ({stated}) does not match the name on the URL ({name})")
+        return self.write_secret(namespace, manifest, self.get("secrets", namespace, name), dry_run)
+
+    def patch_secret(self, namespace: str, name: str, content_type: str, body: Any, dry_run: bool) -> JSON:
+        current = self.get("secrets", namespace, name)
+        return self.write_secret(namespace, patched_copy(current, content_type, body), current, dry_run)
+
+    def find_secret(self, namespace: str, name: str) -> JSON | None:
+        """A copy of a Secret, or None (the kubelet's read)."""
+        with self.lock:
+            found = self.objects.get(("secrets", namespace, name))
+            return copy.deepcopy(found) if found is not None else None
+
+    def delete_secret(self, namespace: str, name: str) -> JSON:
+        obj = self.objects.pop(("secrets", namespace, name), None)
+        if obj is None:
+            raise not_found("secrets", name)
         return obj

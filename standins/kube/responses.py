@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from standins.kube import urls
 from standins.kube.exceptions import ApiError, bad_request, not_served
 from standins.kube.faults import Faults
-from standins.kube.models import Backend
+from standins.kube.models import GROUPS, Backend
 from standins.kube.proxy import Reply, ServiceProxy
 from standins.kube.selectors import field_filter
 
@@ -26,21 +26,22 @@ SERVER_VERSION = {
     "compiler": "none",
     "platform": "linux/amd64",
 }
-_KINDS = {"deployments": "Deployment", "replicasets": "ReplicaSet", "pods": "Pod", "services": "Service"}
-_VERSIONS = {"deployments": "apps/v1", "replicasets": "apps/v1", "pods": "v1", "services": "v1"}
+_KINDS = {
+    "deployments": "Deployment",
+    "replicasets": "ReplicaSet",
+    "pods": "Pod",
+    "services": "Service",
+    "secrets": "Secret",
+}
+_VERSIONS = {"deployments": "apps/v1", "replicasets": "apps/v1", "pods": "v1", "services": "v1", "secrets": "v1"}
 
 
-def _resource(name: str, kind: str, verbs: list[str], short: str) -> JSON:
-    singular = kind.lower()
-    return {
-        "name": name,
-        "singularName": singular,
-        "namespaced": True,
-        "kind": kind,
-        "verbs": verbs,
-        "shortNames": [short],
-        "categories": ["all"],
-    }
+def _resource(name: str, kind: str, verbs: list[str], short: str | None) -> JSON:
+    """A discovery entry; kinds with a short name are in the `all` category (as kubectl get all shows them)."""
+    entry: JSON = {"name": name, "singularName": kind.lower(), "namespaced": True, "kind": kind, "verbs": verbs}
+    if short:
+        entry.update(shortNames=[short], categories=["all"])
+    return entry
 
 
 _APPS_GROUP = {
@@ -56,6 +57,7 @@ _DISCOVERY: dict[str, JSON] = {
         "groupVersion": "v1",
         "resources": [
             _resource("pods", "Pod", ["get", "list"], "po"),
+            _resource("secrets", "Secret", ["create", "delete", "get", "list", "patch", "update"], None),
             _resource("services", "Service", ["create", "get", "list"], "svc"),
             {
                 "name": "services/proxy",
@@ -174,6 +176,9 @@ class Api:
             return _json(201, copy.deepcopy(self.backend.create_deployment(ns, _json_body(body))))
         if method == "POST" and ns is not None and resource == "services":
             return _json(201, copy.deepcopy(self.backend.create_service(ns, _json_body(body))))
+        if method == "POST" and ns is not None and resource == "secrets":
+            created = self.backend.write_secret(ns, _json_body(body), dry_run=query.get("dryRun") == "All")
+            return _json(201, copy.deepcopy(created))
         raise not_served(method, resource)
 
     def _item(
@@ -189,13 +194,19 @@ class Api:
     ) -> Reply:
         if method == "GET":
             return _json(200, copy.deepcopy(self.backend.get(resource, ns, name)))
-        if sub is None and method == "PATCH" and resource == "deployments":
+        dry_run = query.get("dryRun") == "All"
+        if sub is None and method == "PATCH" and resource in ("deployments", "secrets"):
             content_type = headers.get("content-type", "").split(";")[0].strip()
-            patched = self.backend.patch_deployment(
-                ns, name, content_type, _json_body(body), query.get("dryRun") == "All"
+            patch = self.backend.patch_deployment if resource == "deployments" else self.backend.patch_secret
+            return _json(200, copy.deepcopy(patch(ns, name, content_type, _json_body(body), dry_run)))
+        if sub is None and method == "PUT" and resource == "secrets":
+            return _json(200, copy.deepcopy(self.backend.replace_secret(ns, name, _json_body(body), dry_run)))
+        if sub is None and method == "DELETE" and resource in ("deployments", "secrets"):
+            delete = self.backend.delete_deployment if resource == "deployments" else self.backend.delete_secret
+            meta = delete(ns, name)["metadata"]
+            details = {"name": name, "group": GROUPS[resource], "kind": resource, "uid": meta["uid"]}
+            details = {k: v for k, v in details.items() if v}  # an empty group is omitted
+            return _json(
+                200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
             )
-            return _json(200, copy.deepcopy(patched))
-        if sub is None and method == "DELETE" and resource == "deployments":
-            self.backend.delete_deployment(ns, name)
-            return _json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
         raise not_served(method, f"{resource}/{name}")

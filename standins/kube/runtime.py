@@ -94,13 +94,15 @@ class ScriptedRuntime:
     """A runtime without containers, whose outcomes are data: for API-protocol tests only.
 
     Images in `unpullable` fail to pull, in `crashing` exit at once with code 1, in `unready` answer every
-    probe with failure; everything else runs and answers. Each pull takes `pull_seconds`.
+    probe with failure; everything else runs and answers. Each pull takes `pull_seconds`. `started` keeps the
+    spec of every container started (environment included), by container ID.
     """
 
     unpullable: set[str] = field(default_factory=set)
     crashing: set[str] = field(default_factory=set)
     unready: set[str] = field(default_factory=set)
     pull_seconds: float = 0.0
+    started: dict[str, ContainerSpec] = field(default_factory=dict)  # by container ID: what the kubelet asked for
     _images: dict[str, str] = field(default_factory=dict)
     _count: int = 0
 
@@ -114,6 +116,7 @@ class ScriptedRuntime:
         self._count += 1
         container_id = format(self._count, "064x")
         self._images[container_id] = spec.image
+        self.started[container_id] = spec
         return container_id
 
     def exit_code(self, container_id: str) -> int | None:

@@ -1,12 +1,13 @@
 """A STAND-IN for a Kubernetes cluster: the API over real HTTP, a deployment controller, and a kubelet whose
 pods are real Docker containers.
 
-This is NOT Kubernetes. No API server can be installed on this machine, so the deploy code runs against
-this focused double. It speaks the REST protocol of the official `kubernetes` client for what the project
-uses: apps/v1 Deployments (list by `labelSelector`, get, create, the three PATCH types, delete) and
-ReplicaSets; v1 Pods and Services, and the Service proxy. Errors are `Status` objects (401 without the
-bearer token, 404, 409, 415, 422); `watch` is refused (poll instead). Its pods run the pod template's image
-in Docker (pulled by digest with the node's registry credentials), probed for real; see `kubelet.py` and
+This is NOT Kubernetes. No API server can be installed on this machine, so the deploy code runs against this focused
+double. It speaks the REST protocol of the official `kubernetes` client for what the project uses: apps/v1
+Deployments (list by `labelSelector`, get, create, the three PATCH types, delete) and ReplicaSets; v1 Pods and
+Services, and the Service proxy; v1 Secrets (create, get, list, replace, patch, delete), which pods' containers read
+through `env[].valueFrom.secretKeyRef` and `envFrom[].secretRef`. Errors are `Status` objects (401 without the
+bearer token, 400, 404, 409, 415, 422); `watch` is refused (poll instead). Its pods run the pod template's image in
+Docker (pulled by digest with the node's registry credentials), probed for real; see `kubelet.py` and
 `controller.py` for what is honoured.
 
 Run it on its own: `python -m standins.kube --port 8001 --token demo --kubeconfig .work/kubeconfig.yaml
@@ -55,7 +56,13 @@ class KubeStandIn:
         self.runtime: ContainerRuntime = runtime if runtime is not None else DockerRuntime()
         self.step_interval = step_interval
         self.backend = Backend()
-        self.kubelet = Kubelet(self.runtime, self.backend.lock, backoff=backoff, on_change=self.backend.bump_pod)
+        self.kubelet = Kubelet(
+            self.runtime,
+            self.backend.lock,
+            backoff=backoff,
+            on_change=self.backend.bump_pod,
+            secrets=self.backend.find_secret,
+        )
         self.controller = Controller(self.backend, self.kubelet, progress_deadline)
         self.proxy = ServiceProxy(self.backend, self.runtime)
         self.api = Api(self.backend, self.proxy, token)
@@ -162,11 +169,13 @@ class KubeStandIn:
     def add_manifest(
         self, manifest: JSON, *, namespace: str | None = None, settle: bool = True, timeout: float = 120.0
     ) -> JSON:
-        """Create a Deployment or Service from a manifest; `settle` waits until a Deployment has rolled out."""
+        """Create a Deployment, Service or Secret from a manifest; `settle` waits until a Deployment has rolled out."""
         ns = namespace or manifest.get("metadata", {}).get("namespace") or "default"
         with self.backend.lock:
             if manifest.get("kind") == "Service":
                 return copy.deepcopy(self.backend.create_service(ns, manifest))
+            if manifest.get("kind") == "Secret":
+                return copy.deepcopy(self.backend.write_secret(ns, manifest))
             name = self.backend.create_deployment(ns, manifest)["metadata"]["name"]
         if settle and not self.wait_until(lambda: self.controller.complete(ns, name), timeout):
             raise RuntimeError(f"deployment {ns}/{name} did not roll out within {timeout:g} s: {self.pods(ns)}")
@@ -175,10 +184,10 @@ class KubeStandIn:
     def apply(
         self, path: str | Path, namespace: str, *, settle: bool = False, edit: Callable[[JSON], None] | None = None
     ) -> list[str]:
-        """Create the Deployments and Services of a manifest file (other kinds are skipped); their names."""
+        """Create the Deployments, Services and Secrets of a manifest file (other kinds are skipped); their names."""
         created = []
         for document in yaml.safe_load_all(Path(path).read_text()):
-            if isinstance(document, dict) and document.get("kind") in ("Deployment", "Service"):
+            if isinstance(document, dict) and document.get("kind") in ("Deployment", "Service", "Secret"):
                 if edit is not None:
                     edit(document)
                 self.add_manifest(document, namespace=namespace, settle=settle)

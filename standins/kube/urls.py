@@ -17,12 +17,15 @@ URLS: list[tuple[re.Pattern[str], str]] = [
         "service_proxy",
     ),
     (re.compile(rf"^/apis/apps/v1(?:/namespaces/{_NS})?/(?P<resource>deployments|replicasets)$"), "collection"),
-    (re.compile(rf"^/api/v1(?:/namespaces/{_NS})?/(?P<resource>pods|services)$"), "collection"),
+    (re.compile(rf"^/api/v1(?:/namespaces/{_NS})?/(?P<resource>pods|services|secrets)$"), "collection"),
     (
         re.compile(rf"^/apis/apps/v1/namespaces/{_NS}/(?P<resource>deployments|replicasets)/{_NAME}(?P<sub>/status)?$"),
         "item",
     ),
-    (re.compile(rf"^/api/v1/namespaces/{_NS}/(?P<resource>pods|services)/{_NAME}(?P<sub>/status)?$"), "item"),
+    (
+        re.compile(rf"^/api/v1/namespaces/{_NS}/(?P<resource>pods|services|secrets)/{_NAME}(?P<sub>/status)?$"),
+        "item",
+    ),
 ]
 
 

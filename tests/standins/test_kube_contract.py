@@ -49,7 +49,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
 @pytest.fixture(scope="module")
 def created(api: ApiClient) -> tuple[Any, Any]:
     """The manifest's Deployment and Service, created through the client (every test of the module reads them)."""
-    deployment, service = (d for d in yaml.safe_load_all(MANIFEST.read_text()) if d["kind"] != "PodDisruptionBudget")
+    documents = {d["kind"]: d for d in yaml.safe_load_all(MANIFEST.read_text())}  # it holds other kinds too
+    deployment, service = documents["Deployment"], documents["Service"]
     deployment["spec"]["template"]["spec"]["containers"][0]["image"] = IMAGE
     return (
         model(AppsV1Api(api).create_namespaced_deployment(NS, deployment), V1Deployment),
