@@ -1,6 +1,6 @@
 """The pipeline's alerts as Prefect automations (definitions only; `alerts.apply` puts them on a server).
 
-Both send one notification through a notification block. Their texts are Jinja templates that the Prefect
+Each sends one notification through a notification block. Their texts are Jinja templates that the Prefect
 server renders when it acts: `flow`, `flow_run`, `deployment` are read from its API, `event` is the event that
 triggered (or, for the proactive alert, opened the window), `ui_url` links into the Prefect UI.
 """
@@ -12,10 +12,11 @@ from uuid import UUID
 
 from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
 
+from tasks.monitor import RECALL_ALARM_EVENT
 from tasks.runs import NESTED_PREFIX
 
 #: Every flow of this project (the names in `@flow(name=...)`).
-PIPELINE_FLOWS = ("train-test-publish-deploy", "train", "test", "publish", "deploy", "rollback", "cleanup")
+PIPELINE_FLOWS = ("train-test-publish-deploy", "train", "test", "publish", "deploy", "rollback", "cleanup", "monitor")
 #: A run that ends in one of these states failed (TimedOut is a Failed state with its own name).
 FAILURE_STATES = ("Failed", "Crashed", "TimedOut")
 NIGHTLY_FLOW, NIGHTLY_DEPLOYMENT = "train-test-publish-deploy", "nightly"
@@ -25,7 +26,8 @@ NIGHTLY_DUE = ("Pending", "Late", "AwaitingConcurrencySlot", "Running")
 
 FAILED_RUN = "oncology: pipeline run failed"
 NIGHTLY_OVERDUE = "oncology: nightly not completed in time"
-NAMES = (FAILED_RUN, NIGHTLY_OVERDUE)
+RECALL_BELOW_GATE = "oncology: realised recall below the gate"
+NAMES = (FAILED_RUN, NIGHTLY_OVERDUE, RECALL_BELOW_GATE)
 TAGS = ["oncology", "alerts"]
 
 FAILED_SUBJECT = "[oncology] {{ flow.name }} {{ flow_run.state.name }}: {{ flow_run.name }}"
@@ -47,6 +49,17 @@ Scheduled for: {{ flow_run.expected_start_time }}
 Due since: {{ event.occurred }} ({{ event.event }})
 State now: {{ flow_run.state_name }}
 URL: {{ flow_run|ui_url }}"""
+
+
+RECALL_SUBJECT = "[oncology] realised recall of {{ event.payload.model_version }} below the gate"
+RECALL_BODY = """\
+Model version: {{ event.payload.model_version }}
+Realised recall: {{ event.payload.recall }} (95 % Wilson interval {{ event.payload.recall_low }} - \
+{{ event.payload.recall_high }}, {{ event.payload.confirmed_malignant }} confirmed malignant cases)
+The gate's minimum recall: {{ event.payload.min_recall }}
+Predictions from {{ event.payload.window_start }} to {{ event.payload.window_end }}
+Figures: {{ event.payload.performance }}
+Even the interval's upper bound is below the minimum (a one-sided test at 2.5 %)."""
 
 
 def _events(states: tuple[str, ...]) -> set[str]:
@@ -121,6 +134,27 @@ def nightly_overdue_alert(block_id: UUID, hours: float) -> AutomationCore:
     )
 
 
+def recall_alert(block_id: UUID) -> AutomationCore:
+    """One notification per recall-alarm event of the monitor flow: the version, its realised recall with the
+    interval and case count, the gate's minimum and the window."""
+    trigger = EventTrigger(
+        posture=Posture.Reactive,
+        expect={RECALL_ALARM_EVENT},
+        match={"prefect.resource.id": "oncology.model-version.*"},
+        for_each={"prefect.resource.id"},
+        threshold=1,
+        within=timedelta(0),
+    )
+    action = SendNotification(block_document_id=block_id, subject=RECALL_SUBJECT, body=RECALL_BODY)
+    return AutomationCore(
+        name=RECALL_BELOW_GATE,
+        description="The monitor flow found a serving version's realised recall credibly below the gate's minimum.",
+        tags=TAGS,
+        trigger=trigger,
+        actions=[action],
+    )
+
+
 def alert_automations(block_id: UUID, nightly_deadline_hours: float) -> list[AutomationCore]:
     """Every alert of the pipeline, delivered through the notification block `block_id`."""
-    return [failed_run_alert(block_id), nightly_overdue_alert(block_id, nightly_deadline_hours)]
+    return [failed_run_alert(block_id), nightly_overdue_alert(block_id, nightly_deadline_hours), recall_alert(block_id)]

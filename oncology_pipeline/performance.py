@@ -65,7 +65,7 @@ class LoggedCases:
         return {case: record.time for case, record in self.cases.items()}
 
 
-def read_prediction_log(records: Iterable[Mapping[str, Any]]) -> LoggedCases:
+def logged_cases(records: Iterable[Mapping[str, Any]]) -> LoggedCases:
     """Validate the log's records (dicts of its JSON lines); invalid ones are counted and listed, never used.
 
     A case id logged more than once (a client reusing a request id) counts once; when its records disagree on the
@@ -228,7 +228,7 @@ def measure_performance(
     """Each model version's realised performance on the confirmed cases, with the recall alarm decided.
 
     Args:
-        log: the prediction log of the window (`read_prediction_log`).
+        log: the prediction log of the window (`logged_cases`).
         outcomes: confirmed diagnoses by case id (`read_outcomes`).
         window_start: the start of the window the log covers.
         window_end: its end.

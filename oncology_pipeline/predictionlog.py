@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from oncology_pipeline import s3store
@@ -27,13 +27,31 @@ class LogWindow:
     unreadable: list[str] = field(default_factory=list)
 
 
-def hour_prefixes(prefix: str, start: datetime, end: datetime) -> list[str]:
-    """The hour partitions `[start, end)` touches, oldest first."""
-    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+def _partition_hour(key: str, prefix: str) -> datetime | None:
+    """The hour of a log object's partition (`<prefix>/date=YYYY-MM-DD/hour=HH/...`); None for another key."""
+    parts = key.removeprefix(f"{prefix}/").split("/")
+    try:
+        return datetime.strptime(f"{parts[0]} {parts[1]}", "date=%Y-%m-%d hour=%H").replace(tzinfo=UTC)
+    except (IndexError, ValueError):
+        return None
+
+
+def window_keys(s3: Any, bucket: str, prefix: str, start: datetime, end: datetime) -> list[str]:
+    """The log objects of the hour partitions `[start, end)` touches: one listing from the start's date on
+    (partition keys sort by time), whatever the window's length."""
+    first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     found = []
-    while hour < end:
-        found.append(f"{prefix}/date={hour:%Y-%m-%d}/hour={hour:%H}/")
-        hour += timedelta(hours=1)
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket,
+        Prefix=f"{prefix}/",
+        StartAfter=f"{prefix}/date={first:%Y-%m-%d}",  # sorts before that date's keys
+    )
+    with s3store.s3_errors(f"s3://{bucket}/{prefix}/"):
+        for page in pages:
+            for item in page.get("Contents", []):
+                hour = _partition_hour(item["Key"], prefix)
+                if hour is not None and first <= hour < end:
+                    found.append(item["Key"])
     return found
 
 
@@ -45,19 +63,15 @@ def record_time(record: dict[str, Any]) -> datetime:
 def read_window(s3: Any, bucket: str, prefix: str, start: datetime, end: datetime) -> LogWindow:
     """Every record of `[start, end)`; an object that is not gzip'd JSON lines is named in `unreadable`."""
     window = LogWindow(start, end)
-    paginator = s3.get_paginator("list_objects_v2")
-    for hour in hour_prefixes(prefix, start, end):
-        with s3store.s3_errors(f"s3://{bucket}/{hour}"):
-            pages = list(paginator.paginate(Bucket=bucket, Prefix=hour))
-        for item in (item for page in pages for item in page.get("Contents", [])):
-            body = s3store.get_bytes(s3, bucket, item["Key"])
-            window.objects += 1
-            try:
-                lines = gzip.decompress(body or b"").splitlines()
-                records = [json.loads(line) for line in lines if line.strip()]
-                times = [record_time(r) for r in records]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                window.unreadable.append(f"s3://{bucket}/{item['Key']}: {exc}")
-                continue
-            window.records.extend(r for r, when in zip(records, times, strict=True) if start <= when < end)
+    for key in window_keys(s3, bucket, prefix, start, end):
+        body = s3store.get_bytes(s3, bucket, key)
+        window.objects += 1
+        try:
+            lines = gzip.decompress(body or b"").splitlines()
+            records = [json.loads(line) for line in lines if line.strip()]
+            times = [record_time(r) for r in records]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            window.unreadable.append(f"s3://{bucket}/{key}: {exc}")
+            continue
+        window.records.extend(r for r, when in zip(records, times, strict=True) if start <= when < end)
     return window

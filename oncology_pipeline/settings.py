@@ -106,7 +106,9 @@ class PipelineSettings(BaseSettings):
     rollout_poll_seconds: float = Field(default=2, gt=0)
 
     # Monitoring: the prediction log joined to confirmed diagnoses
-    monitor_window_hours: float = Field(default=24, gt=0, description="the prediction log window the monitor reads")
+    monitor_lookback_days: float = Field(
+        default=30, gt=0, description="the prediction log the monitor joins outcomes to (diagnoses come days later)"
+    )
     min_confirmed_malignant: int = Field(
         default=30, ge=1, description="confirmed malignant cases before a realised-recall alert may fire"
     )

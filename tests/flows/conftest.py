@@ -45,6 +45,7 @@ def stack(proxy: FaultProxy, real_csv: bytes, tmp_path: Path) -> Iterator[Stack]
         "data_bucket": f"data-{suffix}",
         "model_bucket": f"models-{suffix}",
         "metrics_bucket": f"metrics-{suffix}",
+        "prediction_log_bucket": f"logs-{suffix}",
         "work_dir": str(tmp_path / "work"),
         "bootstrap_resamples": 200,
     }

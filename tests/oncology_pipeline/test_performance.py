@@ -14,8 +14,8 @@ from oncology_pipeline.performance import (
     Performance,
     VersionPerformance,
     joined_cases,
+    logged_cases,
     measure_performance,
-    read_prediction_log,
     recall_alarm,
     wilson_rate,
 )
@@ -68,7 +68,7 @@ def known_join() -> tuple[list[dict[str, Any]], dict[str, Outcome]]:
 
 def measure(records: list[dict[str, Any]], outcomes: dict[str, Outcome], min_recall: float = 0.95) -> Performance:
     return measure_performance(
-        read_prediction_log(records),
+        logged_cases(records),
         outcomes,
         window_start=T0,
         window_end=T0 + timedelta(hours=24),
@@ -116,7 +116,7 @@ def test_the_log_counts_invalid_repeated_and_ambiguous_records_and_leaves_them_o
         "req-5": outcome("req-5", Prediction.MALIGNANT, 2),
     }
 
-    log = read_prediction_log(records)
+    log = logged_cases(records)
     performance = measure(records, outcomes)
 
     assert (log.records, log.invalid, log.repeated, log.ambiguous) == (7, 3, 2, frozenset({"req-5"}))
