@@ -32,7 +32,7 @@ from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.fingerprint import Plan
 from oncology_pipeline.settings import PipelineSettings, load_settings
 from oncology_pipeline.summary import STAGES, PipelineSummary
-from tasks.data import download_training_data
+from tasks.data import download_labelled_data, download_training_data
 from tasks.fingerprint import fingerprint_inputs, plan_run, remember_fingerprint, report_no_change
 from tasks.housekeeping import tidy_local
 from tasks.releases import read_release, record_uri, stage_times, update_release
@@ -81,7 +81,7 @@ def train_test_publish_deploy(
     plan = Plan("resume", "model_version given: release that candidate", model_version) if model_version else None
     try:
         if plan is None:
-            inputs = fingerprint_inputs(settings, download_training_data(settings))
+            inputs = fingerprint_inputs(settings, download_training_data(settings), download_labelled_data(settings))
             plan = plan_run(settings, inputs, force)
             if plan.action == "no-change":
                 summary.skip(dict.fromkeys(STAGES, "no change: production was built from the same inputs"))

@@ -1,5 +1,5 @@
-"""Flow `train`: data -> validate -> champion -> train, evaluate, gate, package -> upload a candidate (the seed's
-`make train`).
+"""Flow `train`: data (the training CSV and the labelled cases) -> validate -> champion -> train, evaluate, gate,
+package -> upload a candidate (the seed's `make train`).
 
 Training never changes production: an approved model is a candidate under models/<version>/, released by the
 pipeline flow (test -> publish -> deploy -> verify -> promote)."""
@@ -15,9 +15,9 @@ from prefect import flow, tags
 from oncology_model.errors import QualityGateFailed
 from oncology_model.training import Estimator
 from oncology_pipeline import layout
-from oncology_pipeline.releases import lock_sha256
+from oncology_pipeline.releases import lock_sha256, training_files
 from oncology_pipeline.settings import load_settings
-from tasks.data import download_training_data, validate_data
+from tasks.data import download_labelled_data, download_training_data, validate_data
 from tasks.releases import announce_candidate, update_release
 from tasks.runs import run_name, stamp_run
 from tasks.training import (
@@ -65,7 +65,8 @@ def train(
     version = stamp_run("train", version)
     with tags("data"):
         data = download_training_data(settings)
-        dataset = validate_data(data.path, data.source.uri, settings.max_invalid_share, settings.max_missing_share)
+        labelled = download_labelled_data(settings)
+        dataset = validate_data(data, labelled, settings.max_invalid_share, settings.max_missing_share)
     with tags("train"):
         champion = load_champion(fetch_model_bundle(settings))
         bundle_dir = settings.run_dir(version) / "model"
@@ -89,6 +90,9 @@ def train(
                 "rows_read": dataset.report.rows_read,
                 "rows_kept": dataset.report.rows_kept,
             },
+            "training_data": [
+                f.model_dump(mode="json") for f in training_files([data, *labelled], dataset.report.files)
+            ],
             "code": {"revision": metadata.git_revision, "lock_sha256": lock_sha256(Path.cwd())},
             "training": settings.training_config().model_dump(mode="json"),
             "metrics": {name: est.model_dump(mode="json") for name, est in evaluation.metrics.items()},

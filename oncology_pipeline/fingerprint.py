@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, Field, computed_field
 
-from oncology_pipeline.releases import ReleaseRecord
+from oncology_pipeline.releases import DataFile, ReleaseRecord
+from oncology_pipeline.s3store import CachedDownload
 
 #: The code a model and its image are made from: the model package (training and serving) and the image recipe
 #: (the dependency lock has a field of its own, `lock_sha256`).
@@ -23,11 +25,13 @@ CODE_PATHS = ("oncology_model", "Dockerfile")
 
 
 class Fingerprint(BaseModel):
-    """The inputs of one model: data, configuration, code and base image."""
+    """The inputs of one model: data (the training CSV and the labelled cases), configuration, code and base
+    image."""
 
     data_uri: str
     data_etag: str
     data_sha256: str
+    labelled_data: list[DataFile] = Field(default_factory=list, description="the labelled cases' files, by key")
     config_sha256: str
     code_sha256: str
     lock_sha256: str | None
@@ -36,8 +40,9 @@ class Fingerprint(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def digest(self) -> str:
-        """sha256 over every other field: equal digests, equal inputs."""
-        fields = self.model_dump(exclude={"digest"})
+        """sha256 over every other field: equal digests, equal inputs. No labelled files: the digest of the inputs
+        before there were any (a production model trained on the training CSV alone keeps its fingerprint)."""
+        fields = self.model_dump(exclude={"digest"} if self.labelled_data else {"digest", "labelled_data"})
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -63,6 +68,14 @@ def code_sha256(project_dir: Path, paths: tuple[str, ...] = CODE_PATHS) -> str:
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def data_files(downloads: Sequence[CachedDownload]) -> list[DataFile]:
+    """Downloaded files as the fingerprint names them (bucket, key, ETag, sha256 of the bytes), sorted by key."""
+    return [
+        DataFile(bucket=d.source.bucket, key=d.source.key, etag=d.source.etag, sha256=file_sha256(d.path))
+        for d in sorted(downloads, key=lambda d: (d.source.bucket, d.source.key))
+    ]
 
 
 Action = Literal["no-change", "resume", "full"]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from oncology_model.data import FileSummary
 from oncology_pipeline import layout, modelstore, s3store
 from oncology_pipeline.summary import STAGES, table_cell
 
@@ -32,6 +34,46 @@ class StageTimes(BaseModel):
     outcome: str = "running"
 
 
+class DataFile(BaseModel):
+    """One input data file as it was read: the S3 object, its ETag and the sha256 of its bytes."""
+
+    bucket: str
+    key: str
+    etag: str
+    sha256: str
+
+    @property
+    def uri(self) -> str:
+        """`s3://bucket/key`."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class TrainingFile(DataFile):
+    """A file a version trained on, with the rows validation read from it and kept."""
+
+    rows_read: int
+    rows_kept: int
+
+
+def training_files(downloads: Sequence[s3store.CachedDownload], files: Sequence[FileSummary]) -> list[TrainingFile]:
+    """The record's `training_data`: each downloaded file with its validation counts (`files`: the validation
+    report's, the same files in the same order)."""
+    read = [f.source for f in files]
+    if read != [d.source.uri for d in downloads]:
+        raise ValueError(f"training_files: the report's files {read} are not the downloads, in order")
+    return [
+        TrainingFile(
+            bucket=d.source.bucket,
+            key=d.source.key,
+            etag=d.source.etag,
+            sha256=f.sha256,
+            rows_read=f.rows_read,
+            rows_kept=f.rows_kept,
+        )
+        for d, f in zip(downloads, files, strict=True)
+    ]
+
+
 class ReleaseRecord(BaseModel):
     """Everything about one version's way to production (or why it stopped)."""
 
@@ -41,7 +83,10 @@ class ReleaseRecord(BaseModel):
     superseded_by: str | None = None
     outcome: str = "running"
     fingerprint: dict[str, Any] = Field(default_factory=dict, description="the inputs (fingerprint.Fingerprint)")
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict, description="the data trained on, all files together")
+    training_data: list[TrainingFile] = Field(
+        default_factory=list, description="every file trained on: the training CSV, then the labelled cases by key"
+    )
     code: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)

@@ -131,9 +131,30 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def list_objects(s3: Any, bucket: str, prefix: str, page_size: int = 1000) -> list[S3Object]:
+    """Every object under `prefix/` (all pages), sorted by key; "folder" markers (keys ending in '/') left out."""
+    found: list[S3Object] = []
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{prefix}/", PaginationConfig={"PageSize": page_size}
+    )
+    with s3_errors(f"s3://{bucket}/{prefix}/"):
+        for page in pages:
+            found += [
+                S3Object(bucket, item["Key"], int(item["Size"]), item["ETag"].strip('"'))
+                for item in page.get("Contents", [])
+                if not item["Key"].endswith("/")
+            ]
+    return sorted(found, key=lambda o: o.key)
+
+
 def download_cached(s3: Any, bucket: str, key: str, cache_dir: Path) -> CachedDownload:
     """Download unless the cache holds the same ETag (and version); writes the cache file atomically."""
-    source = head(s3, bucket, key)
+    return download_listed(s3, head(s3, bucket, key), cache_dir)
+
+
+def download_listed(s3: Any, source: S3Object, cache_dir: Path) -> CachedDownload:
+    """`download_cached` of an object whose ETag is known (from `head` or `list_objects`): no HEAD request."""
+    bucket, key = source.bucket, source.key
     path = cache_dir / bucket / key
     marker = path.with_name(path.name + ".etag")
     stamp = f"{source.etag} {source.version_id or ''}".strip()

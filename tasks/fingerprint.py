@@ -29,19 +29,23 @@ def _base_image(settings: PipelineSettings) -> str:
 
 
 @task(name="fingerprint_inputs", tags=["data"], cache_policy=NO_CACHE)
-def fingerprint_inputs(settings: PipelineSettings, data: s3store.CachedDownload) -> Fingerprint:
-    """The data (ETag, sha256), the model settings, the code and lock, and the base image, hashed."""
+def fingerprint_inputs(
+    settings: PipelineSettings, data: s3store.CachedDownload, labelled: list[s3store.CachedDownload]
+) -> Fingerprint:
+    """The data (training CSV and labelled files: ETag, sha256), the model settings, the code and lock, and the
+    base image, hashed."""
     project = Path.cwd()
     found = Fingerprint(
         data_uri=data.source.uri,
         data_etag=data.source.etag,
         data_sha256=fingerprint.file_sha256(data.path),
+        labelled_data=fingerprint.data_files(labelled),
         config_sha256=fingerprint.config_sha256(settings.model_inputs()),
         code_sha256=fingerprint.code_sha256(project),
         lock_sha256=releases.lock_sha256(project),
         base_image=_base_image(settings),
     )
-    get_run_logger().info("inputs fingerprint %s", found.digest[:12])
+    get_run_logger().info("inputs fingerprint %s (%d labelled files)", found.digest[:12], len(labelled))
     return found
 
 
@@ -86,6 +90,7 @@ def report_no_change(plan: Plan, inputs: Fingerprint) -> str:
         "| input | value |\n|---|---|\n"
         f"| data | `{inputs.data_uri}` |\n"
         f"| data ETag, sha256 | `{inputs.data_etag.strip(chr(34))}`, `{inputs.data_sha256[:12]}` |\n"
+        f"| labelled cases | {_labelled(inputs)} |\n"
         f"| settings | sha256 `{inputs.config_sha256[:12]}` |\n"
         f"| code (oncology_model, Dockerfile) | sha256 `{inputs.code_sha256[:12]}` |\n"
         f"| dependency lock (uv.lock) | sha256 `{(inputs.lock_sha256 or '-')[:12]}` |\n"
@@ -93,3 +98,9 @@ def report_no_change(plan: Plan, inputs: Fingerprint) -> str:
     )
     create_markdown_artifact(markdown=text, key="no-change", description=f"No change: {plan.version} keeps serving")
     return f"no change: {plan.version} stays in production"
+
+
+def _labelled(inputs: Fingerprint) -> str:
+    """The labelled files of the fingerprint in one table cell: how many, and the last by key."""
+    files = inputs.labelled_data
+    return f"{len(files)} files, the last `{files[-1].uri}`" if files else "none"

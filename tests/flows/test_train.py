@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 
@@ -11,12 +12,15 @@ from prefect.client.schemas.objects import StateType
 
 from flows.train import TrainOutcome, train
 from oncology_model.classifier import Classifier
+from oncology_model.data import COLUMNS
 from oncology_model.errors import DataValidationError
+from oncology_pipeline import layout, s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.modelstore import read_pointer
 from oncology_pipeline.releases import read_record
 from oncology_pipeline.versioning import VERSION_PATTERN
 from tests.flows.conftest import Stack, bucket_keys
+from tests.support.data import BENIGN_ROW, MALIGNANT_ROW, csv_bytes
 from tests.support.invariant import seed_production
 from tests.support.prefect_runs import artifacts, flow_run, task_runs
 
@@ -26,6 +30,17 @@ def s3_data_uri(stack: Stack) -> str:
 
 
 FAKE_IMAGE = "registry.local/oncology-webservice@sha256:" + "e" * 64
+#: Confirmed cases as the monitor flow writes them: header, sample ids from 10^15, both classes.
+LABELLED = csv_bytes(
+    [[10**15 + 1, *BENIGN_ROW, 2], [10**15 + 2, *MALIGNANT_ROW, 4], [10**15 + 3, *BENIGN_ROW, 2]], header=COLUMNS
+)
+
+
+def _add_labelled(stack: Stack, run: str, data: bytes = LABELLED) -> str:
+    """Upload a labelled file where the monitor flow writes them; returns its key."""
+    key = layout.labelled_key(stack.settings.labelled_prefix, run)
+    s3store.put_bytes(stack.s3, stack.settings.data_bucket, key, data, "text/csv")
+    return key
 
 
 def _in_production(stack: Stack, outcome: TrainOutcome) -> None:
@@ -60,6 +75,17 @@ def test_train_stores_a_candidate_with_metrics_and_release_record_and_leaves_pro
     record = read_record(stack.s3, settings.model_bucket, version)
     assert record is not None and record.outcome.startswith("candidate") and not record.production
     assert record.gate["passed"] is True and record.data["sha256"] and record.code["lock_sha256"]
+    etag = stack.s3.head_object(Bucket=settings.data_bucket, Key=settings.data_key)["ETag"].strip('"')
+    assert [f.model_dump() for f in record.training_data] == [
+        {
+            "bucket": settings.data_bucket,
+            "key": settings.data_key,
+            "etag": etag,
+            "sha256": record.data["sha256"],
+            "rows_read": 699,
+            "rows_kept": 699,
+        }
+    ]
     metrics = json.loads(
         stack.s3.get_object(Bucket=settings.metrics_bucket, Key=f"trainer/metrics/metrics-{version}.json")[
             "Body"
@@ -101,14 +127,25 @@ def test_train_stores_a_candidate_with_metrics_and_release_record_and_leaves_pro
     assert all(a.key for a in artifacts(run_id))  # no keyless duplicates
 
 
-def test_second_run_uses_the_etag_cache_compares_with_the_champion_and_grows_the_history(stack: Stack) -> None:
+def test_second_run_uses_the_etag_cache_trains_on_a_new_labelled_file_and_grows_the_history(
+    stack: Stack, real_csv: bytes
+) -> None:
     first: TrainOutcome = train(overrides=stack.overrides)
     _in_production(stack, first)
+    labelled_key = _add_labelled(stack, "20261201T020000Z")
     stack.proxy.log.clear()
     second: TrainOutcome = train(overrides=stack.overrides)
     data_key = f"/{stack.settings.data_bucket}/{stack.settings.data_key}"
     assert stack.proxy.count("HEAD", data_key) == 1
     assert stack.proxy.count("GET", data_key) == 0  # same ETag: served from the local cache
+    assert stack.proxy.count("GET", f"/{stack.settings.data_bucket}/{labelled_key}") == 1  # its ETag from the listing
+    record = read_record(stack.s3, stack.settings.model_bucket, second.version)
+    assert record is not None
+    assert [(f.key, f.sha256, f.rows_kept) for f in record.training_data] == [
+        (stack.settings.data_key, hashlib.sha256(real_csv).hexdigest(), 699),
+        (labelled_key, hashlib.sha256(LABELLED).hexdigest(), 3),
+    ]
+    assert record.data["rows_kept"] == 702  # trained on both
 
     pointer = read_pointer(stack.s3, stack.settings.model_bucket, "models")
     assert pointer is not None and pointer.model_version == first.version  # training never moves production
@@ -120,6 +157,7 @@ def test_second_run_uses_the_etag_cache_compares_with_the_champion_and_grows_the
     rows = list(csv.DictReader(io.StringIO(history.decode())))
     assert [r["model_version"] for r in rows] == [first.version, second.version]
     assert rows[1]["champion_version"] == first.version and rows[1]["gate_passed"] == "True"
+    assert (rows[0]["rows_kept"], rows[1]["rows_kept"]) == ("699", "702")
 
 
 def test_transient_faults_are_retried_and_survived(stack: Stack) -> None:
@@ -213,13 +251,34 @@ def test_a_feature_missing_in_more_than_max_missing_share_fails_validation_namin
     with pytest.raises(DataValidationError) as failure:
         state.result()
     assert str(failure.value).startswith(
-        "bare_nuclei is missing in 16 of 699 valid rows, more than the allowed share of 1% (max_missing_share)"
+        f"{s3_data_uri(stack)}: bare_nuclei is missing in 16 of 699 valid rows, more than the allowed share of 1% "
+        "(max_missing_share)"
     )
     run_id = state.state_details.flow_run_id
     assert run_id is not None
     assert task_runs(run_id)["validate_data"].state_type is StateType.FAILED
     assert "train_candidate" not in task_runs(run_id)
     assert not [k for k in bucket_keys(stack.s3, stack.settings.model_bucket) if k.startswith("models/")]
+
+
+def test_a_bad_labelled_file_fails_validation_naming_the_file_and_the_row(stack: Stack) -> None:
+    _add_labelled(stack, "20261201T020000Z")
+    key = _add_labelled(stack, "20261202T020000Z", LABELLED.replace(b"\n1000000000000002,", b"\n1000000000000002x,"))
+    state = train(overrides=stack.overrides, return_state=True)
+    assert state.type is StateType.FAILED
+    with pytest.raises(DataValidationError) as failure:
+        state.result()
+    assert (
+        str(failure.value)
+        .splitlines()[0]
+        .startswith(
+            f"s3://{stack.settings.data_bucket}/{key}: 1 of 3 rows are invalid, more than the allowed share of 5%"
+        )
+    )
+    assert failure.value.problems == ["row 3: sample_id: must be a positive integer, got '1000000000000002x'"]
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    assert "train_candidate" not in task_runs(run_id)
 
 
 def test_per_run_training_settings_reach_the_split_the_folds_the_threshold_and_the_bundle(stack: Stack) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from oncology_model.errors import QualityGateFailed
 from oncology_pipeline.errors import SuiteFailed
 from oncology_pipeline.fingerprint import Fingerprint, code_sha256, config_sha256, plan_run
-from oncology_pipeline.releases import ReleaseRecord
+from oncology_pipeline.releases import DataFile, ReleaseRecord
 from oncology_pipeline.settings import PipelineSettings
 from oncology_pipeline.testsuites import run_suite
 from tasks.expected_failures import ExpectedFailures
@@ -35,6 +37,18 @@ def test_the_digest_changes_with_every_input_and_only_with_them() -> None:
     assert Fingerprint.model_validate(INPUTS.model_dump(exclude={"digest"})).digest == INPUTS.digest
     for field in ("data_etag", "data_sha256", "config_sha256", "code_sha256", "lock_sha256", "base_image"):
         assert INPUTS.model_copy(update={field: "x"}).digest != INPUTS.digest, field
+
+
+def test_labelled_files_enter_the_digest_and_without_them_it_is_the_digest_from_before_them() -> None:
+    before = {k: v for k, v in INPUTS.model_dump().items() if k not in {"digest", "labelled_data"}}
+    assert INPUTS.digest == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    case = DataFile(bucket="data", key="labelled/labelled-1.csv", etag="e1", sha256="7" * 64)
+    night = INPUTS.model_copy(update={"labelled_data": [case]})
+    assert night.digest != INPUTS.digest
+    assert Fingerprint.model_validate(night.model_dump(exclude={"digest"})).digest == night.digest
+    for field in ("key", "etag", "sha256"):
+        other = night.model_copy(update={"labelled_data": [case.model_copy(update={field: "x"})]})
+        assert other.digest != night.digest, field
 
 
 def test_settings_that_shape_the_model_change_the_config_hash_and_others_do_not() -> None:

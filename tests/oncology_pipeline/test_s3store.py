@@ -19,6 +19,7 @@ from mypy_boto3_s3 import S3Client
 
 from oncology_pipeline import aws, layout, modelstore, s3store
 from oncology_pipeline.errors import ConfigurationError, PromotionConflict, is_transient
+from oncology_pipeline.fingerprint import Fingerprint, data_files
 from oncology_pipeline.settings import PipelineSettings
 from oncology_pipeline.versioning import new_version
 from standins.aws import create_buckets
@@ -238,6 +239,45 @@ def test_download_cached_of_an_object_replaced_between_head_and_get_is_worth_a_r
 
 
 # --- small objects ----------------------------------------------------------------------------------
+
+
+# --- labelled files: listed, downloaded by ETag, fingerprinted ----------------------------------------------------
+
+
+def test_labelled_files_are_listed_page_by_page_cached_by_etag_and_change_the_fingerprint_only_when_added(
+    s3: S3Client, settings: PipelineSettings, proxy: FaultProxy
+) -> None:
+    bucket, prefix = settings.data_bucket, settings.labelled_prefix
+    for run in ("2", "1", "3"):
+        s3store.put_bytes(s3, bucket, layout.labelled_key(prefix, run), DATA + run.encode(), "text/csv")
+    s3store.put_bytes(s3, bucket, f"{prefix}/", b"", "application/x-directory")  # a console "folder"
+    s3store.put_bytes(s3, bucket, f"{prefix}-old/labelled-9.csv", DATA, "text/csv")  # not under the prefix
+    base = {
+        "data_uri": f"s3://{bucket}/data.csv",
+        "data_etag": "e",
+        "data_sha256": "1" * 64,
+        "config_sha256": "2" * 64,
+        "code_sha256": "3" * 64,
+        "lock_sha256": None,
+        "base_image": "base",
+    }
+
+    def night() -> Fingerprint:
+        listed = s3store.list_objects(s3, bucket, prefix, page_size=2)
+        downloads = [s3store.download_listed(s3, obj, settings.cache_dir) for obj in listed]
+        return Fingerprint.model_validate({**base, "labelled_data": data_files(downloads)})
+
+    proxy.log.clear()
+    first = night()
+    assert [f.key for f in first.labelled_data] == [f"{prefix}/labelled-{run}.csv" for run in ("1", "2", "3")]
+    assert first.labelled_data[0].sha256 == hashlib.sha256(DATA + b"1").hexdigest()
+    assert proxy.count("GET", f"/{bucket}?list-type=2") == 2  # two pages of two
+    assert proxy.count("GET", f"/{bucket}/{prefix}/labelled-") == 3 and proxy.count("HEAD", f"/{bucket}/") == 0
+    assert night().digest == first.digest  # nothing changed: the same fingerprint
+    assert proxy.count("GET", f"/{bucket}/{prefix}/labelled-") == 3  # and no download
+    s3store.put_bytes(s3, bucket, layout.labelled_key(prefix, "4"), DATA + b"4", "text/csv")
+    assert night().digest != first.digest
+    assert first.digest != Fingerprint.model_validate(base).digest
 
 
 def test_put_bytes_head_exists_and_get_bytes_agree(s3: S3Client, settings: PipelineSettings) -> None:
