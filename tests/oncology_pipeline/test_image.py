@@ -337,3 +337,66 @@ def test_only_old_smoke_test_containers_of_this_repository_are_swept(docker_clie
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
         docker_client.images.remove(info.id, force=True)
+
+
+def test_sigterm_writes_every_logged_prediction_to_s3_once(built_image: BuiltImage, docker_client: Any) -> None:
+    """The image's prediction log under 16 concurrent clients, then SIGTERM (what a pod's termination sends): every
+    answered request id is in S3 exactly once (S3: a moto server on the Docker bridge, as pods reach it)."""
+    import gzip
+    import json
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    from standins.aws import moto_server
+    from standins.kube.dockerruntime import host_gateway_address
+
+    with moto_server(address=host_gateway_address(docker_client)) as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="logs", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        environment = {
+            "ONCOLOGY_LOG_BUCKET": "logs",
+            "AWS_ENDPOINT_URL_S3": f"http://host.docker.internal:{endpoint.rsplit(':', 1)[1]}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "eu-central-1",
+        }
+        container = docker_client.containers.run(
+            built_image.info.id,
+            detach=True,
+            read_only=True,
+            environment=environment,
+            extra_hosts={"host.docker.internal": "host-gateway"},
+            ports={"8000/tcp": ("127.0.0.1", None)},
+        )
+        try:
+            container.reload()
+            url = f"http://127.0.0.1:{container.ports['8000/tcp'][0]['HostPort']}"
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(OSError):
+                    if urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200:
+                        break
+                assert time.monotonic() < deadline, container.logs().decode()[-2000:]
+                time.sleep(0.2)
+
+            def predict(n: int) -> str:
+                body = json.dumps(EXAMPLE_MALIGNANT if n % 2 else EXAMPLE_BENIGN).encode()
+                headers = {"content-type": "application/json", "x-request-id": f"load-{n}"}
+                request = urllib.request.Request(f"{url}/v1/predictions", data=body, headers=headers)
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return str(answer.headers["x-request-id"])
+
+            with ThreadPoolExecutor(16) as pool:
+                answered = list(pool.map(predict, range(1000)))
+            container.stop(timeout=30)  # SIGTERM, then SIGKILL after 30 s
+            assert container.wait(timeout=5)["StatusCode"] == 0
+        finally:
+            container.remove(force=True)
+        logged = [
+            json.loads(line)["request_id"]
+            for item in s3.list_objects_v2(Bucket="logs").get("Contents", [])
+            for line in gzip.decompress(s3.get_object(Bucket="logs", Key=item["Key"])["Body"].read()).splitlines()
+        ]
+    assert sorted(logged) == sorted(answered) and len(set(logged)) == 1000
