@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import flow, tags
 
-from oncology_pipeline.performance import joined_cases, logged_cases
+from oncology_pipeline.performance import Performance, joined_cases, logged_cases
 from oncology_pipeline.settings import load_settings
 from tasks.monitor import (
     add_labelled_cases,
@@ -30,6 +30,7 @@ class MonitorOutcome:
     alarms: list[str]
     labelled: str | None
     s3_uris: list[str]
+    performance: Performance
 
 
 @flow(
@@ -63,6 +64,7 @@ def monitor(lookback_days: float | None = None, overrides: dict[str, Any] | None
         alarms=performance.alarms,
         labelled=new_file,
         s3_uris=[*written, *([new_file] if new_file else [])],
+        performance=performance,
     )
 
 

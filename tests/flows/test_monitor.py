@@ -54,6 +54,7 @@ def test_monitor_joins_outcomes_reports_performance_and_labels_each_case_once(st
     assert (old["served"], old["confirmed"], old["tp"], old["fn"]) == (10, 10, 4, 6)
     assert old["sensitivity"]["value"] == 0.4 and old["recall_alarm"] is True
     assert (new["served"], new["confirmed"], new["tn"], new["fp"]) == (3, 2, 2, 0) and new["recall_alarm"] is False
+    assert first.labelled is not None
     labelled = stack.s3.get_object(Bucket=stack.settings.data_bucket, Key=first.labelled.split("/", 3)[3])
     lines = labelled["Body"].read().decode().splitlines()
     assert lines[0].startswith("sample_id,clump_thickness") and len(lines) == 1 + 12
