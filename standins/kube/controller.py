@@ -5,6 +5,8 @@ It follows kube-controller-manager's rules: one ReplicaSet per pod-template hash
 `maxSurge`, scale-down of unhealthy old pods first and then of available ones within `maxUnavailable`,
 `minReadySeconds` before a pod counts as available, `status.observedGeneration` and the replica counts,
 and the `Available` / `Progressing` conditions (`NewReplicaSetAvailable`, `ProgressDeadlineExceeded`).
+Scaled-down pods are deleted gracefully (`Pod.terminate`): a terminating pod is no replica and not available, and a
+rolling update does not wait for it to finish; `Recreate` does, as it promises no overlap of old and new pods.
 The pods themselves are run by the kubelet (`standins.kube.kubelet`).
 """
 
@@ -233,8 +235,11 @@ class Controller:
         if spec["strategy"].get("type") == "Recreate":
             if old_pods:  # every old pod goes before any new one starts
                 for pod in old_pods:
-                    pod.deleting = True
+                    self._delete_pod(pod)
                 return True
+            old_sets = self.backend.owned("replicasets", ns, deployment["metadata"]["name"])
+            if any(self.backend.terminating_of(ns, rs["metadata"]["name"]) for rs in old_sets if rs is not new_rs):
+                return False  # and has stopped: kube-controller-manager's oldPodsRunning
             max_surge, max_unavailable = 0, desired
         else:
             rolling = spec["strategy"].get("rollingUpdate") or {}
@@ -246,7 +251,7 @@ class Controller:
         total = len(new_pods) + len(old_pods)
         if len(new_pods) > desired:
             for pod in new_pods[desired:]:
-                pod.deleting = True
+                self._delete_pod(pod)
             moved = True
         elif len(new_pods) < desired:
             for _ in range(min(desired - len(new_pods), desired + max_surge - total)):
@@ -259,9 +264,14 @@ class Controller:
         unhealthy = [pod for pod in old_pods if not pod.available(min_ready, now)]
         healthy = [pod for pod in old_pods if pod.available(min_ready, now)]
         for pod in [*unhealthy, *reversed(healthy)][: max(0, allowed)]:
-            pod.deleting = True
+            self._delete_pod(pod)
             moved = True
         return moved
+
+    def _delete_pod(self, pod: Pod) -> None:
+        """The ReplicaSet controller's delete: graceful, with the pod's own grace period."""
+        if pod.terminate():
+            self.backend.bump_pod(pod)
 
     def _prune_history(self, ns: str, deployment: JSON, owned: list[JSON], new_rs: JSON) -> None:
         limit = deployment["spec"].get("revisionHistoryLimit", 10)

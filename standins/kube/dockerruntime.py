@@ -1,7 +1,8 @@
 """The stand-in's Docker runtime: pods' containers run on the local Docker engine.
 
 What the demo, `make server` and the deploy tests run: pulls by digest from the registry with the node's
-credentials, containers configured from the pod spec, probes over HTTP on a port published on 127.0.0.1.
+credentials, containers configured from the pod spec, probes over HTTP on a port published on 127.0.0.1, preStop
+commands by `docker exec`, and a stop as `docker stop` (SIGTERM, SIGKILL after the timeout).
 Every container carries the stand-in's owner label, so a killed stand-in's leftovers are found and removed.
 
 The one route from a pod to a service on this machine: the name `host.docker.internal` (Docker's `host-gateway`,
@@ -13,6 +14,7 @@ cannot reach.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -165,6 +167,32 @@ class DockerRuntime:
             return bytes(self.client.api.logs(container_id, tail=20)).decode(errors="replace").strip()
         except docker.errors.DockerException:
             return ""
+
+    def exec(self, container_id: str, command: list[str], timeout: float) -> int | None:
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(container_id, command, stdout=False, stderr=False)["Id"]
+            api.exec_start(exec_id, detach=True)
+            deadline = time.monotonic() + timeout
+            while True:
+                found = api.exec_inspect(exec_id)
+                if not found.get("Running"):
+                    return int(found.get("ExitCode") or 0)
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.1)
+        except docker.errors.DockerException as exc:
+            explanation = getattr(exc, "explanation", None) or str(exc)
+            raise StartError(f"cannot exec {command} in container {container_id[:12]}: {explanation}") from exc
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        try:
+            self.client.api.stop(container_id, timeout=max(0, math.ceil(timeout)))
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: being removed
+                raise
 
     def remove(self, container_id: str) -> None:
         try:

@@ -7,6 +7,14 @@ startup, readiness and liveness probes (`httpGet`; `initialDelaySeconds`, `perio
 `failureThreshold`), a restart with exponential back-off when a container exits or fails its liveness probe
 (`CrashLoopBackOff`, `restartCount`), and the state behind the pod's phase, conditions and container statuses
 (`standins.kube.pods` shows them).
+
+A deleted pod terminates as the kubelet's killContainer does it, in the pod's thread, so that nothing waits for it
+(the controller counts a terminating pod as no replica, the proxy sends it no traffic): for every running container
+at once, the `lifecycle.preStop` hook (`exec`, `sleep`, `httpGet`; a failure is logged and termination goes on),
+bounded by the grace period, which counts from the hook's start; then SIGTERM with the rest of the grace period (at
+least `minimum_grace`, the kubelet's 2 s) before SIGKILL (`ContainerRuntime.stop`); then removal, and the pod is gone.
+A grace period of 0 kills at once, as does the stand-in stopping (its wait stays bounded); a grace period shortened
+by a later DELETE kills when the shorter one ends.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ JSON = dict[str, Any]
 log = logging.getLogger(__name__)
 
 PROBE_KINDS = ("startupProbe", "livenessProbe", "readinessProbe")
+MINIMUM_GRACE_SECONDS = 2.0  # the kubelet's minimumGracePeriodInSeconds, for the stop after a preStop hook
 
 
 def container_spec(pod: Pod, container: JSON) -> ContainerSpec:
@@ -88,6 +97,7 @@ class Kubelet:
         backoff: float = 10.0,
         max_backoff: float = 300.0,
         tick: float = 0.1,
+        minimum_grace: float = MINIMUM_GRACE_SECONDS,
         on_change: Callable[[Pod], None] = lambda pod: None,
         secrets: SecretLookup = lambda namespace, name: None,
     ) -> None:
@@ -96,24 +106,33 @@ class Kubelet:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.tick = tick
+        self.minimum_grace = minimum_grace
         self._on_change = on_change
         self._secrets = secrets
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._living: dict[int, Pod] = {}  # by id(): pods whose thread runs
 
     def run(self, pod: Pod) -> None:
         """Start living `pod` in a thread of its own."""
+        with self._lock:
+            self._living[id(pod)] = pod
         thread = threading.Thread(target=self._live, args=(pod,), name=f"kubelet-{pod.name}", daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()]
         self._threads.append(thread)
         thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop every pod's thread; each removes its containers."""
+        """Stop every pod's thread; each removes its containers at once (terminating ones too)."""
         self._stopped.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
+
+    def terminating(self) -> int:
+        """How many deleted pods are not yet gone (their containers are being stopped)."""
+        with self._lock:
+            return sum(pod.deleting for pod in self._living.values())
 
     def _live(self, pod: Pod) -> None:
         try:
@@ -130,12 +149,105 @@ class Kubelet:
                         pod.ready_since = None
                 self._stopped.wait(self.tick)
         finally:
-            for container in pod.containers:
-                if container.container_id:
-                    self.runtime.remove(container.container_id)
+            self._terminate(pod)
+
+    # termination
+
+    def _terminate(self, pod: Pod) -> None:
+        """Stop the pod's containers (see the module docstring), then mark the pod gone."""
+        running = [(c, c.container_id) for c in pod.containers if c.container_id]
+        try:
+            started = time.monotonic()
+            killers = [
+                threading.Thread(
+                    target=self._kill, args=(pod, c, cid, started), name=f"kubelet-kill-{c.name}", daemon=True
+                )
+                for c, cid in running
+                if not self._cut_short(pod)
+            ]
+            for killer in killers:
+                killer.start()
+            while any(killer.is_alive() for killer in killers) and not self._cut_short(pod):
+                self._stopped.wait(self.tick)
+            for _, cid in running:  # SIGKILL whatever still runs (cut short), and remove
+                self.runtime.remove(cid)
+            bound = time.monotonic() + 5.0
+            for killer in killers:
+                killer.join(timeout=max(0.0, bound - time.monotonic()))
+        finally:
             with self._lock:
+                self._living.pop(id(pod), None)
                 pod.gone = True
                 self._on_change(pod)
+
+    def _cut_short(self, pod: Pod) -> bool:
+        """No more grace: the stand-in stops, the pod was deleted with a grace period of 0 (or never was deleted: the
+        pod's thread failed), or a shortened grace period has run out."""
+        return (
+            self._stopped.is_set()
+            or not pod.deletion_grace
+            or (pod.kill_by is not None and time.monotonic() >= pod.kill_by)
+        )
+
+    def _kill(self, pod: Pod, container: Container, container_id: str, started: float) -> None:
+        """The kubelet's killContainer: preStop within the grace period, then stop with what is left of it."""
+        grace = int(pod.deletion_grace or 0)
+        hook = (container.spec.get("lifecycle") or {}).get("preStop")
+        try:
+            code = self.runtime.exit_code(container_id)
+            if code is None:  # only a running container gets its hook and signals
+                if hook and grace > 0:
+                    self._pre_stop(pod, container, container_id, hook, started + grace)
+                    grace -= int(time.monotonic() - started)
+                if self._cut_short(pod):
+                    return
+                self.runtime.stop(container_id, max(float(grace), self.minimum_grace))
+                code = self.runtime.exit_code(container_id)
+            with self._lock:
+                container.ready = False
+                container.state = {
+                    "terminated": {
+                        "exitCode": code,
+                        "reason": "Completed" if code == 0 else "Error",
+                        "finishedAt": now_text(),
+                        "containerID": f"docker://{container_id}",
+                    }
+                }
+                self._on_change(pod)
+        except Exception:  # the pod's thread removes the container all the same
+            log.exception("kubelet: stopping pod %s/%s container %s", pod.namespace, pod.name, container.name)
+
+    def _pre_stop(self, pod: Pod, container: Container, container_id: str, hook: JSON, deadline: float) -> None:
+        """Run a preStop hook until it ends or the grace period does; a failure is logged (FailedPreStopHook)."""
+        left = max(0.0, deadline - time.monotonic())
+        failure = ""
+        try:
+            if "exec" in hook:
+                command = [str(part) for part in hook["exec"].get("command") or []]
+                code = self.runtime.exec(container_id, command, left)
+                if code is None:
+                    failure = f"exec {command} did not end within the grace period"
+                elif code != 0:
+                    failure = f"exec {command} exited with {code}"
+            elif "sleep" in hook:
+                end = time.monotonic() + min(float(hook["sleep"].get("seconds", 0)), left)
+                while not self._cut_short(pod) and time.monotonic() < end:
+                    self._stopped.wait(max(0.0, min(self.tick, end - time.monotonic())))
+            elif "httpGet" in hook:
+                http = hook["httpGet"]
+                port = probe_port(container.spec, http.get("port"))
+                if port is None or not self.runtime.http_get(container_id, port, str(http.get("path", "/")), left):
+                    failure = f"httpGet {http.get('path', '/')} on port {http.get('port')} failed"
+        except Exception as exc:  # any runtime error is the hook's failure
+            failure = f"{type(exc).__name__}: {exc}"
+        if failure:
+            log.warning(
+                "kubelet: FailedPreStopHook pod %s/%s container %s: %s",
+                pod.namespace,
+                pod.name,
+                container.name,
+                failure,
+            )
 
     def _advance(self, pod: Pod, container: Container) -> None:
         now = time.monotonic()

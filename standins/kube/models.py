@@ -116,11 +116,19 @@ class Backend:
         return [obj for obj in self.select(resource, namespace, None) if owner_of(obj) == owner]
 
     def pods_of(self, namespace: str, replicaset: str) -> list[Pod]:
-        """The live (not deleting) pods of a ReplicaSet, oldest first."""
+        """The live (not terminating) pods of a ReplicaSet, oldest first: its replicas."""
         return [
             pod
             for (ns, _), pod in self.pods.items()
             if ns == namespace and pod.owner.get("name") == replicaset and not pod.deleting
+        ]
+
+    def terminating_of(self, namespace: str, replicaset: str) -> list[Pod]:
+        """The pods of a ReplicaSet that were deleted and whose containers have not yet all exited."""
+        return [
+            pod
+            for (ns, _), pod in self.pods.items()
+            if ns == namespace and pod.owner.get("name") == replicaset and pod.deleting and not pod.gone
         ]
 
     def ready_endpoints(self, namespace: str, selector: JSON) -> list[Pod]:
@@ -211,8 +219,22 @@ class Backend:
         for rs in self.owned("replicasets", namespace, name):
             self.objects.pop(("replicasets", namespace, rs["metadata"]["name"]), None)
             for pod in self.pods_of(namespace, rs["metadata"]["name"]):
-                pod.deleting = True
+                pod.terminate()
+                self.bump_pod(pod)
         return obj
+
+    # Pods
+
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None, dry_run: bool) -> JSON:
+        """Delete a pod gracefully (`Pod.terminate`); the Pod as it is now (with its deletionTimestamp)."""
+        pod = self.pods.get((namespace, name))
+        if pod is None or pod.gone:
+            raise not_found("pods", name)
+        if dry_run:
+            return pod.to_json()
+        if pod.terminate(grace_seconds):
+            self.bump_pod(pod)
+        return pod.to_json()
 
     # Services
 

@@ -1,19 +1,33 @@
 """Pods as the stand-in keeps them: object metadata and spec, the kubelet's record of each container, and the
-Pod object (phase, conditions, container statuses) as the API server answers it."""
+Pod object (phase, conditions, container statuses) as the API server answers it.
+
+Deletion is graceful, as the API server records it (`Pod.terminate`): `metadata.deletionTimestamp` (now + the grace
+period) and `deletionGracePeriodSeconds` (the DELETE's `gracePeriodSeconds`, else the spec's
+`terminationGracePeriodSeconds`, 30 by default; negative counts as 1); a later DELETE may only shorten it; 0 removes
+the object at once. A terminating pod is not ready (out of the Service's endpoints) and is no ReplicaSet's replica;
+the kubelet (`standins.kube.kubelet`) stops its containers and the pod is gone once they have exited.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 JSON = dict[str, Any]
+DEFAULT_GRACE_SECONDS = 30
+
+
+def timestamp(when: datetime) -> str:
+    """A time as the API server writes timestamps."""
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def now_text() -> str:
     """The current time as the API server writes timestamps."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timestamp(datetime.now(UTC))
 
 
 @dataclass
@@ -75,13 +89,41 @@ class Pod:
     created: str = field(default_factory=now_text)
     resource_version: int = 0
     containers: list[Container] = field(default_factory=list)
-    deleting: bool = False
+    deletion_time: datetime | None = None  # metadata.deletionTimestamp
+    deletion_grace: int | None = None  # metadata.deletionGracePeriodSeconds
+    kill_by: float | None = None  # time.monotonic() by which a shortened grace period ends
     gone: bool = False
     ready_since: float | None = None
 
     def __post_init__(self) -> None:
         if not self.containers:
             self.containers = [Container(spec=c) for c in self.spec.get("containers", [])]
+
+    @property
+    def deleting(self) -> bool:
+        """Terminating: deleted, its containers not yet all exited."""
+        return self.deletion_time is not None
+
+    def terminate(self, grace_seconds: int | None = None) -> bool:
+        """Graceful deletion as the API server records it (see the module docstring); False when nothing changes
+        (already terminating with a grace period no longer than this one)."""
+        spec_grace = self.spec.get("terminationGracePeriodSeconds")
+        period = grace_seconds if grace_seconds is not None else spec_grace
+        period = DEFAULT_GRACE_SECONDS if period is None else (1 if int(period) < 0 else int(period))
+        now = datetime.now(UTC)
+        if self.deletion_time is None or self.deletion_grace is None:
+            when = now + timedelta(seconds=period)
+        elif grace_seconds is None or period >= self.deletion_grace:
+            return False
+        else:  # only shortened: the timestamp moves back by the difference, never into the past
+            when = self.deletion_time - timedelta(seconds=self.deletion_grace - period)
+            if when < now:
+                when, period = now, min(period, 1)
+            self.kill_by = time.monotonic() + (when - now).total_seconds()
+        self.deletion_time, self.deletion_grace = when, period
+        if period == 0:
+            self.gone = True  # removed from the API at once; the kubelet kills its containers
+        return True
 
     @property
     def ready(self) -> bool:
@@ -115,8 +157,9 @@ class Pod:
             "resourceVersion": str(self.resource_version),
             "ownerReferences": [self.owner],
         }
-        if self.deleting:
-            metadata["deletionTimestamp"] = now_text()
+        if self.deletion_time is not None:
+            metadata["deletionTimestamp"] = timestamp(self.deletion_time)
+            metadata["deletionGracePeriodSeconds"] = self.deletion_grace
         return {
             "apiVersion": "v1",
             "kind": "Pod",

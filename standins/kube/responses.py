@@ -56,7 +56,7 @@ _DISCOVERY: dict[str, JSON] = {
         "kind": "APIResourceList",
         "groupVersion": "v1",
         "resources": [
-            _resource("pods", "Pod", ["get", "list"], "po"),
+            _resource("pods", "Pod", ["delete", "get", "list"], "po"),
             _resource("secrets", "Secret", ["create", "delete", "get", "list", "patch", "update"], None),
             _resource("services", "Service", ["create", "get", "list"], "svc"),
             {
@@ -91,6 +91,20 @@ def _json_body(body: bytes) -> Any:
         return json.loads(body or b"null")
     except json.JSONDecodeError as exc:
         raise bad_request(f"the request body is not JSON: {exc}") from exc
+
+
+def _grace_seconds(query: dict[str, str], body: bytes) -> int | None:
+    """A DELETE's `gracePeriodSeconds`: from the DeleteOptions body if it has one, else from the query."""
+    options = _json_body(body) if body.strip() else None
+    value = options.get("gracePeriodSeconds") if isinstance(options, dict) else None
+    if value is None:
+        value = query.get("gracePeriodSeconds")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise bad_request(f"gracePeriodSeconds: not an integer: {value!r}") from None
 
 
 def _strip_type(obj: JSON) -> JSON:
@@ -201,6 +215,9 @@ class Api:
             return _json(200, copy.deepcopy(patch(ns, name, content_type, _json_body(body), dry_run)))
         if sub is None and method == "PUT" and resource == "secrets":
             return _json(200, copy.deepcopy(self.backend.replace_secret(ns, name, _json_body(body), dry_run)))
+        if sub is None and method == "DELETE" and resource == "pods":
+            deleted = self.backend.delete_pod(ns, name, _grace_seconds(query, body), dry_run)
+            return _json(200, copy.deepcopy(deleted))
         if sub is None and method == "DELETE" and resource in ("deployments", "secrets"):
             delete = self.backend.delete_deployment if resource == "deployments" else self.backend.delete_secret
             meta = delete(ns, name)["metadata"]

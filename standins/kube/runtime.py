@@ -1,13 +1,15 @@
 """What the stand-in's kubelet asks of a container runtime, and a scripted runtime that runs no containers.
 
 The real one is `standins.kube.dockerruntime.DockerRuntime`. `ScriptedRuntime` answers the same calls from
-data (images that cannot be pulled, that crash, that never get ready), for tests of the API protocol alone,
-where starting containers would only add minutes. `quantity` reads Kubernetes resource quantities (`512Mi`, `500m`).
+data (images that cannot be pulled, that crash, that never get ready, that take long to stop), for tests of the API
+protocol alone, where starting containers would only add minutes; it keeps the signals each container got, in order.
+`quantity` reads Kubernetes resource quantities (`512Mi`, `500m`).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -64,8 +66,15 @@ class ContainerRuntime(Protocol):
     def logs(self, container_id: str) -> str:
         """The last lines the container wrote."""
 
+    def exec(self, container_id: str, command: list[str], timeout: float) -> int | None:
+        """Run `command` in the running container (a preStop hook); its exit code (None: still running at `timeout`)."""
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds if the container still runs; returns once it has exited (the
+        CRI's StopContainer). No error when it is gone."""
+
     def remove(self, container_id: str) -> None:
-        """Stop and remove the container (no error when it is gone)."""
+        """Remove the container, killing it (SIGKILL) if it still runs (no error when it is gone)."""
 
     def close(self) -> None:
         """Release what the runtime holds."""
@@ -89,21 +98,42 @@ def quantity(text: str | int | float) -> float:
 # --- scripted ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ContainerEvent:
+    """What happened to a scripted container: `exec` (a preStop command, `detail`), `SIGTERM` (`detail`: the
+    timeout before SIGKILL), `SIGKILL`, `exited` (`detail`: the exit code) or `removed`; `at` is `time.monotonic()`."""
+
+    at: float
+    container_id: str
+    what: str
+    detail: str = ""
+
+
 @dataclass
 class ScriptedRuntime:
     """A runtime without containers, whose outcomes are data: for API-protocol tests only.
 
     Images in `unpullable` fail to pull, in `crashing` exit at once with code 1, in `unready` answer every
     probe with failure; everything else runs and answers. Each pull takes `pull_seconds`. `started` keeps the
-    spec of every container started (environment included), by container ID.
+    spec of every container started (environment included), by container ID. A container exits at once on
+    SIGTERM (code 0) unless its image is in `stop_seconds`: then it takes that long (`math.inf`: it ignores SIGTERM),
+    and is killed (137) if that is longer than the stop's timeout. `events` lists each container's preStop commands,
+    signals, exit and removal in order. With `published`, every port of a running container has an address named
+    after it (nothing listens there): for tests of which pods the Service proxy chooses.
     """
 
     unpullable: set[str] = field(default_factory=set)
     crashing: set[str] = field(default_factory=set)
     unready: set[str] = field(default_factory=set)
     pull_seconds: float = 0.0
+    stop_seconds: dict[str, float] = field(default_factory=dict)
+    published: bool = False
     started: dict[str, ContainerSpec] = field(default_factory=dict)  # by container ID: what the kubelet asked for
+    events: list[ContainerEvent] = field(default_factory=list)
     _images: dict[str, str] = field(default_factory=dict)
+    _exits: dict[str, int] = field(default_factory=dict)
+    _killed: dict[str, threading.Event] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _count: int = 0
 
     def pull(self, image: str, policy: str) -> str:
@@ -120,6 +150,8 @@ class ScriptedRuntime:
         return container_id
 
     def exit_code(self, container_id: str) -> int | None:
+        if container_id in self._exits:
+            return self._exits[container_id]
         image = self._images.get(container_id)
         return 1 if image is None or image in self.crashing else None
 
@@ -127,13 +159,48 @@ class ScriptedRuntime:
         return self._images.get(container_id) not in self.unready
 
     def address(self, container_id: str, port: int) -> tuple[str, int] | None:
-        return None
+        running = self.published and self.exit_code(container_id) is None
+        return (f"{container_id[-12:]}.scripted.invalid", port) if running else None
 
     def logs(self, container_id: str) -> str:
         return "scripted crash" if self._images.get(container_id) in self.crashing else ""
 
+    def exec(self, container_id: str, command: list[str], timeout: float) -> int | None:
+        self._event(container_id, "exec", " ".join(command))
+        return 0 if self.exit_code(container_id) is None else 126
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        if self.exit_code(container_id) is not None:
+            return
+        self._event(container_id, "SIGTERM", f"{timeout:g}")
+        takes = self.stop_seconds.get(self._images.get(container_id, ""), 0.0)
+        killed = self._killed.setdefault(container_id, threading.Event())
+        if not killed.wait(min(takes, timeout)):  # else removed (killed) meanwhile
+            self._finish(container_id, killed=takes > timeout)
+
     def remove(self, container_id: str) -> None:
-        self._images.pop(container_id, None)
+        if container_id in self._images:
+            self._finish(container_id, killed=True)
+        self._killed.setdefault(container_id, threading.Event()).set()
+        if self._images.pop(container_id, None) is not None:
+            self._event(container_id, "removed")
 
     def close(self) -> None:
         self._images.clear()
+
+    def events_of(self, container_id: str) -> list[str]:
+        """What happened to one container, in order (`exec`, `SIGTERM`, `SIGKILL`, `exited`, `removed`)."""
+        return [event.what for event in list(self.events) if event.container_id == container_id]
+
+    def _finish(self, container_id: str, *, killed: bool) -> None:
+        """The container exits (once): at SIGKILL with 137, else with 0 (it handled SIGTERM)."""
+        with self._lock:
+            if self.exit_code(container_id) is not None:
+                return
+            self._exits[container_id] = 137 if killed else 0
+        if killed:
+            self._event(container_id, "SIGKILL")
+        self._event(container_id, "exited", str(self._exits[container_id]))
+
+    def _event(self, container_id: str, what: str, detail: str = "") -> None:
+        self.events.append(ContainerEvent(time.monotonic(), container_id, what, detail))

@@ -7,8 +7,9 @@ Deployments (list by `labelSelector`, get, create, the three PATCH types, delete
 Services, and the Service proxy; v1 Secrets (create, get, list, replace, patch, delete), which pods' containers read
 through `env[].valueFrom.secretKeyRef` and `envFrom[].secretRef`. Errors are `Status` objects (401 without the
 bearer token, 400, 404, 409, 415, 422); `watch` is refused (poll instead). Its pods run the pod template's image in
-Docker (pulled by digest with the node's registry credentials), probed for real; see `kubelet.py` and
-`controller.py` for what is honoured.
+Docker (pulled by digest with the node's registry credentials), probed for real, and end gracefully when deleted
+(preStop, SIGTERM, SIGKILL after the grace period; `DELETE pod` with `gracePeriodSeconds`); see `kubelet.py`,
+`pods.py` and `controller.py` for what is honoured.
 
 Run it on its own: `python -m standins.kube --port 8001 --token demo --kubeconfig .work/kubeconfig.yaml
 --apply deployments/webservice.yaml`.
@@ -94,7 +95,8 @@ class KubeStandIn:
         return self
 
     def stop(self) -> None:
-        """Stop serving, stop the controller, and remove every container this stand-in started."""
+        """Stop serving, stop the controller, and remove every container this stand-in started (at once, terminating
+        pods' too: no grace period is waited for)."""
         self._stop.set()
         for forward in self._forwards:
             forward.stop()
@@ -118,9 +120,13 @@ class KubeStandIn:
             self.controller.step()
 
     def reset(self) -> None:
-        """Forget every object; their pods' containers are removed."""
+        """Forget every object; their pods terminate (gracefully, in the background)."""
         for pod in self.backend.reset():
-            pod.deleting = True
+            pod.terminate()
+
+    def wait_for_terminations(self, timeout: float = 60.0) -> bool:
+        """Wait until no deleted pod is still terminating (every container of theirs has exited and is removed)."""
+        return self.wait_until(lambda: self.kubelet.terminating() == 0, timeout)
 
     def write_kubeconfig(
         self, path: str | Path, *, token: str | None = None, context: str = "kube-standin", namespace: str = "default"

@@ -1,10 +1,12 @@
-"""The stand-in's pods are Docker containers of the pod template's image, configured and probed as the spec says.
+"""The stand-in's pods are Docker containers of the pod template's image, configured, probed and stopped as the spec
+says.
 
 Every call goes through the official kubernetes client; what Docker runs is checked with Docker.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,3 +138,59 @@ def test_stopping_removes_every_container_and_starting_removes_leftovers(
         running = standin_containers(docker_client, standin)
         assert len(running) == 2
     assert docker_client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={runtime.owner}"}) == []
+
+
+#: Exits 0 at SIGTERM only if SIGUSR1 (its preStop hook) came first, 3 otherwise.
+POLITE = """
+import signal, sys, time
+hooked = []
+signal.signal(signal.SIGUSR1, lambda *_: hooked.append(1))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0 if hooked else 3))
+while True:
+    time.sleep(0.1)
+"""
+#: Ignores SIGTERM: only SIGKILL ends it (137).
+STUBBORN = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_a_deleted_pod_runs_pre_stop_then_gets_sigterm_and_sigkill_after_the_grace_period(
+    docker_client: Any, tmp_path: Path
+) -> None:
+    hook = {"preStop": {"exec": {"command": ["sh", "-c", "kill -USR1 1"]}}}
+    containers = [
+        {"name": "polite", "image": docker_env.BASE_IMAGE, "command": ["python3", "-c", POLITE], "lifecycle": hook},
+        {"name": "stubborn", "image": docker_env.BASE_IMAGE, "command": ["python3", "-c", STUBBORN]},
+    ]
+    labels = {"app": "graceful"}
+    manifest = {
+        "metadata": {"name": "graceful", "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"terminationGracePeriodSeconds": 2, "containers": containers},
+            },
+        },
+    }
+    with _standin() as standin:
+        standin.add_manifest(manifest, namespace=NS, timeout=60)
+        core = CoreV1Api(_client(standin, tmp_path))
+        pods: Any = core.list_namespaced_pod(NS, label_selector="app=graceful")
+        (pod,) = pods.items
+        with standin.backend.lock:
+            record = standin.backend.pods[(NS, pod.metadata.name)]
+        started = time.monotonic()
+        core.delete_namespaced_pod(pod.metadata.name, NS)
+        assert standin.wait_until(lambda: record.gone, 30)
+        took = time.monotonic() - started
+        codes = {c.name: (c.state.get("terminated") or {}).get("exitCode") for c in record.containers}
+        assert codes == {"polite": 0, "stubborn": 137}  # preStop before SIGTERM; SIGKILL for the one ignoring it
+        assert 2 <= took < 10  # the grace period, and not much more
+        for status in pod.status.container_statuses:
+            with pytest.raises(docker.errors.NotFound):
+                docker_client.containers.get(status.container_id.removeprefix("docker://"))
