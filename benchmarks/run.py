@@ -57,6 +57,8 @@ BATCH_ROWS = 1000
 SEED = "seed-style: Flask + gunicorn, DataFrame + `Pipeline.predict`"
 OURS = "ours: `python -m oncology_model serve`"
 OURS_CONTAINER = "ours: a container of the built image"
+LOG_OFF = "ours, prediction log off"
+LOG_ON = "ours, prediction log on (to a local S3: moto)"
 
 
 @dataclass
@@ -278,6 +280,55 @@ def http_load(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: Target
         + " post.lua URL`.",
     ]
     return lines
+
+
+def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: Targets) -> list[str]:
+    """One worker with the prediction log off and one with it on (writing to a moto server), side by side."""
+    import urllib.request
+
+    import boto3
+
+    from oncology_model.datamodel import EXAMPLE_MALIGNANT
+    from standins.aws import moto_server
+
+    body = json.dumps(EXAMPLE_MALIGNANT).encode()
+    _, (_, off_command, off_port, env) = _servers(bundle, 1)
+    _, (_, on_command, on_port, _) = _servers(bundle, 1)
+    with moto_server() as endpoint, contextlib.ExitStack() as stack:
+        aws = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+        credentials = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench", "region_name": "us-east-1"}
+        boto3.client("s3", endpoint_url=endpoint, **credentials).create_bucket(Bucket="bench-log")
+        logging_env = {**env, **aws, "AWS_ENDPOINT_URL_S3": endpoint, "ONCOLOGY_LOG_BUCKET": "bench-log"}
+        servers = [
+            stack.enter_context(process_server(LOG_OFF, off_command, off_port, env)),
+            stack.enter_context(process_server(LOG_ON, on_command, on_port, logging_env)),
+        ]
+        check_answers(servers, body)
+        results = side_by_side(wrk, servers, "/v1/predictions", body, (16,), rounds, seconds)
+        with urllib.request.urlopen(servers[1].url + "/metrics", timeout=10) as answer:
+            metrics = answer.read().decode()
+    logged = re.search(r'oncology_prediction_log_records_total\{outcome="logged"\} (\S+)', metrics)
+    written = re.search(r'oncology_prediction_log_records_total\{outcome="written"\} (\S+)', metrics)
+    dropped = re.search(r'oncology_prediction_log_records_total\{outcome="dropped"\} (\S+)', metrics)
+    if not (logged and written and dropped) or float(logged[1]) == 0:
+        raise SystemExit(f"the logging server logged nothing: {metrics[-500:]}")
+    off, on = Summary.of(results[(LOG_OFF, 16)]), Summary.of(results[(LOG_ON, 16)])
+    targets.add(
+        "prediction log on ≥ 90 % of off, 16 connections, one worker",
+        f"{on.rps / off.rps:.0%}",
+        on.rps >= 0.9 * off.rps,
+    )
+    targets.add("p99 ≤ 5 ms with the prediction log on, 16 connections", f"{on.p99_ms:.2f} ms", on.p99_ms <= 5)
+    return [
+        "## The prediction log: off and on, side by side",
+        "",
+        f"One worker each, `POST /v1/predictions`, 16 connections, {rounds} rounds of {seconds} s, turns as above; "
+        f"the logging server writes to a moto server on loopback (`ONCOLOGY_LOG_BUCKET`, `AWS_ENDPOINT_URL_S3`). "
+        f"It logged {float(logged[1]):,.0f} records, wrote {float(written[1]):,.0f} to S3 by the end of the load "
+        f"(the rest within the flush interval) and dropped {float(dropped[1]):,.0f}.",
+        "",
+        *_load_table(results, [LOG_OFF, LOG_ON], (16,)),
+    ]
 
 
 def batch(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: Targets) -> list[str]:
@@ -567,6 +618,7 @@ def main() -> int:
         ("in-process latency", lambda: prediction(bundle, targets)),
         ("HTTP load, side by side", lambda: http_load(bundle, wrk, args.rounds, args.seconds, targets)),
         ("batch endpoint", lambda: batch(bundle, wrk, args.rounds, args.seconds, targets)),
+        ("prediction log", lambda: prediction_log(bundle, wrk, args.rounds, args.seconds, targets)),
         ("py-spy profile", lambda: profile(bundle, wrk, args.seconds)),
     ]
     if args.image:

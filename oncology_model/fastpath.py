@@ -179,12 +179,12 @@ class Front:
             return None
         try:
             if route == PREDICT:
-                row = _astuple(_decode_one(body))
-                probability = model.probability(row)
+                tumor = _decode_one(body)
+                probability = model.probability(_astuple(tumor))
                 label = model.label(probability)
                 self.metrics.predicted(label)
                 if self.log is not None:
-                    self.log.add(rid, (row,), ((label, probability),), batch=False)
+                    self.log.add(rid, (tumor,), ((label, probability),), batch=False)
                 return _encode(PredictionOut(label, probability, model.version))
             tumors = _decode_batch(body).tumors
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # ValidationError is a DecodeError too
@@ -195,10 +195,9 @@ class Front:
         if len(tumors) > self.max_batch:
             return None  # FastAPI answers 413, naming the count and the limit
         scores = np.fromiter(_chain(map(_astuple, tumors)), dtype=np.float64, count=len(tumors) * len(FEATURES))
-        rows = scores.reshape(len(tumors), len(FEATURES))
-        results = model.predict_rows(rows)
+        results = model.predict_rows(scores.reshape(len(tumors), len(FEATURES)))
         if self.log is not None:
-            self.log.add(rid, rows.tolist(), results, batch=True)
+            self.log.add(rid, tumors, results, batch=True)
         malignant = sum(label is Prediction.MALIGNANT for label, _ in results)
         self.metrics.predicted(Prediction.MALIGNANT, malignant)
         self.metrics.predicted(Prediction.BENIGN, len(results) - malignant)

@@ -318,7 +318,7 @@ def create_app(settings: ServiceSettings | None = None) -> Service:
         prediction, probability = model.predict(tumor)
         metrics.predicted(prediction)
         if app.front.log is not None:
-            app.front.log.add(request.scope[REQUEST_ID_KEY], (tumor.as_row(),), ((prediction, probability),), False)
+            app.front.log.add(request.scope[REQUEST_ID_KEY], (tumor.model_dump(),), ((prediction, probability),), False)
         return PredictionOut(prediction=prediction, probability_malignant=probability, model_version=model.version)
 
     @app.post(
@@ -330,7 +330,7 @@ def create_app(settings: ServiceSettings | None = None) -> Service:
             raise PayloadTooLarge(f"tumors: {len(batch.tumors)} items, more than the limit of {settings.max_batch}")
         predictions = model.predict_many(batch.tumors)
         if app.front.log is not None:
-            app.front.log.add(request.scope[REQUEST_ID_KEY], [t.as_row() for t in batch.tumors], predictions, True)
+            app.front.log.add(request.scope[REQUEST_ID_KEY], [t.model_dump() for t in batch.tumors], predictions, True)
         for label in Prediction:
             metrics.predicted(label, sum(p is label for p, _ in predictions))
         return BatchOut(

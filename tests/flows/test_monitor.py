@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 
-from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, FEATURES, Prediction
+from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, Prediction
 from oncology_model.predictionlog import PredictionLog
 from oncology_pipeline import layout
 from oncology_pipeline.labelled import sample_id
 from tests.flows.conftest import Stack, bucket_keys
 
 OLD, NEW = "20261125T020000Z-402c5853", "20261202T020000Z-9b1e77a0"
-MALIGNANT = [float(EXAMPLE_MALIGNANT[f]) for f in FEATURES]
-BENIGN = [float(EXAMPLE_BENIGN[f]) for f in FEATURES]
 
 
 def _serve(stack: Stack, version: str, answers: dict[str, Prediction]) -> None:
@@ -22,7 +20,9 @@ def _serve(stack: Stack, version: str, answers: dict[str, Prediction]) -> None:
         stack.s3, stack.settings.prediction_log_bucket, "predictions", pod=f"pod-{version[-8:]}", model_version=version
     )
     for request, label in answers.items():
-        log.add(request, [MALIGNANT if label is Prediction.MALIGNANT else BENIGN], [(label, 0.5)], batch=False)
+        log.add(
+            request, [EXAMPLE_MALIGNANT if label is Prediction.MALIGNANT else EXAMPLE_BENIGN], [(label, 0.5)], False
+        )
     log.close()
 
 

@@ -109,7 +109,7 @@ def _log(s3: Any, bucket: str, **options: Any) -> PredictionLog:
 
 
 def _add(log: PredictionLog, name: str, rows: int = 1) -> None:
-    log.add(name, [[1.0] * 9] * rows, [(Prediction.BENIGN, 0.1)] * rows, batch=rows > 1)
+    log.add(name, [EXAMPLE_BENIGN] * rows, [(Prediction.BENIGN, 0.1)] * rows, batch=rows > 1)
 
 
 def test_s3_down_then_back_drops_only_beyond_the_cap_and_writes_nothing_twice(
