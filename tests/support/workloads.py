@@ -86,7 +86,7 @@ def push_workloads(
 
 
 def fast_probes(document: JSON) -> None:
-    """The real manifest with probes every second and a 20 s progress deadline (tests wait less)."""
+    """The real manifest with probes every second, a 1-s preStop and a 20 s progress deadline (tests wait less)."""
     if document.get("kind") != "Deployment":
         return
     document["spec"]["progressDeadlineSeconds"] = 20
@@ -94,6 +94,7 @@ def fast_probes(document: JSON) -> None:
     container["imagePullPolicy"] = "Always"  # every pod pulls by digest with the node's credentials
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         container[probe]["periodSeconds"] = 1
+    container["lifecycle"]["preStop"]["sleep"]["seconds"] = 1
 
 
 def one_replica(document: JSON) -> None:
@@ -129,6 +130,7 @@ def model_version_served(api: ApiClient, namespace: str) -> str:
 
 
 def standin_containers(client: Any, standin: KubeStandIn) -> list[Any]:
-    """The Docker containers this stand-in runs now."""
+    """The Docker containers this stand-in runs once the pods it is deleting have terminated (preStop, SIGTERM)."""
+    assert standin.wait_for_terminations(60), "pods still terminating after 60 s"
     owner = getattr(standin.runtime, "owner", "")
     return list(client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}))
