@@ -10,7 +10,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,7 +19,25 @@ from standins.kube.models import Backend
 from standins.kube.runtime import ContainerRuntime
 
 JSON = dict[str, Any]
-_FORWARDED_HEADERS = ("content-type", "accept", "content-length")
+#: Not passed on by the proxy (hop-by-hop, RFC 9110 7.6.1, and what the connection to the pod sets itself); every
+#: other header goes both ways, as through the API server's proxy and a port-forward (e.g. X-Request-ID).
+_NOT_FORWARDED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "authorization",
+        "content-length",
+        "content-type",
+        "date",
+        "server",
+    }
+)
 
 
 @dataclass
@@ -29,6 +47,7 @@ class Reply:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _service_port(service: JSON, port: str | None) -> JSON:
@@ -95,10 +114,14 @@ class ServiceProxy:
         host, host_port = self.endpoint(namespace, service, port)
         connection = http.client.HTTPConnection(host, host_port, timeout=30)
         try:
-            sent = {k: v for k, v in headers.items() if k.lower() in _FORWARDED_HEADERS}
+            sent = {k: v for k, v in headers.items() if k.lower() not in _NOT_FORWARDED}
+            if "content-type" in headers:
+                sent["content-type"] = headers["content-type"]
             connection.request(method, path or "/", body=body or None, headers=sent)
             answer = connection.getresponse()
-            return Reply(answer.status, answer.read(), answer.getheader("content-type") or "application/octet-stream")
+            passed = [(k, v) for k, v in answer.getheaders() if k.lower() not in _NOT_FORWARDED]
+            content_type = answer.getheader("content-type") or "application/octet-stream"
+            return Reply(answer.status, answer.read(), content_type, passed)
         except OSError as exc:
             raise ApiError(503, f'error trying to reach service "{service}": {exc}') from exc
         finally:
@@ -140,6 +163,8 @@ class ReplyHandler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(reply.body)
 
