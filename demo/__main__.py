@@ -67,6 +67,8 @@ def main() -> int:
             out(f"Prefect UI: {api.removesuffix('/api')}/runs/flow-run/{run_id}\n")
         else:
             out(f"Prefect runs are in {os.environ['PREFECT_HOME']}: `make server` shows them in the UI.\n")
+        if stack.service_url and "deploy" in summary.stages and state.is_completed():
+            _close_the_loop(stack.service_url, version)
         if stack.service_url and "deploy" in summary.stages and SERVE_SECONDS > 0:
             out("".join(f"{line}\n" for line in describe_service(stack.service_url)))
             out(
@@ -78,6 +80,36 @@ def main() -> int:
             except KeyboardInterrupt:
                 out("Stopped.\n")
     return 0 if state.is_completed() else 1
+
+
+def _close_the_loop(url: str, version: str) -> None:
+    """Traffic with request ids, their confirmed diagnoses, the monitor flow: what the loop saw."""
+    from demo.loop import send_traffic, wait_for_log, write_outcomes
+    from flows.monitor import monitor
+    from oncology_pipeline.settings import load_settings
+
+    out = sys.stdout.write
+    start = time.perf_counter()
+    settings = load_settings()
+    traffic = send_traffic(url, version)
+    logged = wait_for_log(settings, set(traffic.diagnoses))
+    outcomes = write_outcomes(settings, version, traffic.diagnoses)
+    result = monitor()
+    out(
+        f"\nThe loop ({time.perf_counter() - start:.0f} s): {len(traffic.diagnoses)} predictions served with request "
+        f"ids, {logged} in the prediction log (s3://{settings.prediction_log_bucket}/{settings.prediction_log_prefix}/)"
+        f", their diagnoses confirmed in {outcomes}; the monitor joined {result.joined}:\n"
+    )
+    for perf in result.performance.versions:
+        rates = "; ".join(
+            f"{name} {rate.value:.3f} (95 % CI {rate.ci_low:.3f}-{rate.ci_high:.3f}, n={rate.trials})"
+            if rate.value is not None
+            else f"{name} n/a"
+            for name, rate in (("recall", perf.sensitivity), ("specificity", perf.specificity))
+        )
+        out(f"  {perf.model_version}: {perf.served} served, {perf.confirmed} confirmed; {rates}\n")
+    if result.labelled:
+        out(f"New labelled cases for the next nightly: {result.labelled}\n")
 
 
 if __name__ == "__main__":

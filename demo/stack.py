@@ -21,11 +21,16 @@ from oncology_pipeline.registry import ecr_login
 from oncology_pipeline.settings import PipelineSettings
 from standins.aws import create_buckets, moto_server, seed_training_data
 from standins.kube import DockerRuntime, KubeStandIn
+from standins.kube.dockerruntime import host_gateway_address
 
 LOCAL_REGISTRY = "127.0.0.1:5000"
 LOCAL_BASE_IMAGE = "oncology-base:bookworm"
 STANDIN_TOKEN = "demo-standin-token"
 MANIFEST = Path(__file__).resolve().parents[1] / "deployments" / "webservice.yaml"
+#: The Secret the manifest's pods take their prediction-log credentials from (envFrom, optional).
+LOG_SECRET = "oncology-prediction-log"
+#: The pods write their prediction log this often (the service's default, 30 s, is long for a demo).
+LOG_FLUSH_SECONDS = 2
 #: The manifest's progressDeadlineSeconds is 300; the stand-in gives up sooner so that a failed demo rollout
 #: is rolled back within minutes.
 PROGRESS_DEADLINE = 60.0
@@ -93,6 +98,24 @@ def _relabel(team: str) -> Callable[[JSON], None]:
     return edit
 
 
+def _log_secret(settings: PipelineSettings) -> JSON:
+    """The Secret that points the pods' prediction log at the local S3 (moto, through the Docker bridge's
+    gateway: `host.docker.internal` in the pods); on EKS the ServiceAccount's IAM role takes its place."""
+    port = (settings.s3_endpoint_url or "").rsplit(":", 1)[-1]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": LOG_SECRET},
+        "type": "Opaque",
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+            "AWS_ENDPOINT_URL_S3": f"http://host.docker.internal:{port}",
+            "ONCOLOGY_LOG_FLUSH_SECONDS": str(LOG_FLUSH_SECONDS),
+        },
+    }
+
+
 def _start_cluster(
     running: ExitStack, settings: PipelineSettings, work_dir: Path, standin_port: int, forward_port: int
 ) -> tuple[dict[str, str], str, str]:
@@ -106,6 +129,7 @@ def _start_cluster(
     standin = running.enter_context(
         KubeStandIn(STANDIN_TOKEN, runtime=runtime, port=standin_port, progress_deadline=PROGRESS_DEADLINE)
     )
+    standin.add_manifest(_log_secret(settings), namespace=settings.kube_namespace)
     standin.apply(MANIFEST, settings.kube_namespace, edit=_relabel(settings.team))
     kubeconfig = standin.write_kubeconfig(work_dir / "kubeconfig.yaml", namespace=settings.kube_namespace)
     try:
@@ -134,7 +158,10 @@ def local_stack(
     with ExitStack() as running:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # moto takes any key; real ones aren't needed
             stack.env[key] = os.environ.setdefault(key, "local-stand-in")
-        endpoint = running.enter_context(moto_server(moto_port))
+        stack.publish_skipped = _docker_problem()
+        # Pods (Docker containers) write the prediction log to it: it listens on the Docker bridge's gateway then
+        address = host_gateway_address() if stack.publish_skipped is None else "127.0.0.1"
+        endpoint = running.enter_context(moto_server(moto_port, address))
         stack.env |= {
             "ONCOLOGY_S3_ENDPOINT_URL": endpoint,
             "ONCOLOGY_AWS_ENDPOINT_URL": endpoint,
@@ -146,7 +173,6 @@ def local_stack(
         create_buckets(s3, settings)
         seed_training_data(s3, settings, sample_data_csv())
 
-        stack.publish_skipped = _docker_problem()
         if stack.publish_skipped is None:
             stack.env["ONCOLOGY_REGISTRY_ADDRESS"] = LOCAL_REGISTRY
             stack.stand_ins.append(f"ECR registry: the local registry at {LOCAL_REGISTRY} (ECR token from moto)")

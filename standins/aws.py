@@ -19,15 +19,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def moto_server(port: int | None = None) -> Iterator[str]:
-    """Run a moto server on loopback and yield its endpoint URL."""
+def moto_server(port: int | None = None, address: str = "127.0.0.1") -> Iterator[str]:
+    """Run a moto server on `address` (loopback; the Docker bridge's gateway when pods must reach it) and yield
+    its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
     port = port or free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address=address, port=port, verbose=False)
     server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{address}:{port}"
     finally:
         server.stop()
 
