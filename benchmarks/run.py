@@ -296,8 +296,13 @@ def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: T
     _, (_, on_command, on_port, _) = _servers(bundle, 1)
     with moto_server() as endpoint, contextlib.ExitStack() as stack:
         aws = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-        credentials = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench", "region_name": "us-east-1"}
-        boto3.client("s3", endpoint_url=endpoint, **credentials).create_bucket(Bucket="bench-log")
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            region_name="us-east-1",
+        ).create_bucket(Bucket="bench-log")
         logging_env = {**env, **aws, "AWS_ENDPOINT_URL_S3": endpoint, "ONCOLOGY_LOG_BUCKET": "bench-log"}
         servers = [
             stack.enter_context(process_server(LOG_OFF, off_command, off_port, env)),
