@@ -94,8 +94,10 @@ def test_a_port_forward_answers_like_the_service(
 
     standin, _ = serving_pods
     url = standin.port_forward(NS, "oncology-webservice", "http")
-    with urllib.request.urlopen(f"{url}/v1/model", timeout=10) as answer:
+    request = urllib.request.Request(f"{url}/v1/model", headers={"X-Request-ID": "through-the-forward"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
         assert json.loads(answer.read())["model_version"] == workloads.current_version
+        assert answer.headers["x-request-id"] == "through-the-forward"  # end-to-end headers pass both ways
 
 
 def test_a_failing_liveness_probe_restarts_the_container(
