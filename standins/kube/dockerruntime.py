@@ -211,7 +211,9 @@ class DockerRuntime:
         while True:
             doomed = [
                 container
-                for container in self.client.containers.list(all=True, filters={"label": OWNER_LABEL})
+                for container in self.client.containers.list(
+                    all=True, filters={"label": OWNER_LABEL}, ignore_removed=True
+                )
                 if (everything_of_mine and container.labels.get(OWNER_LABEL) == self.owner)
                 or not _process_alive(container.labels.get(OWNER_LABEL, "").split(":", 1)[0])
             ]

@@ -24,7 +24,7 @@ from tests.conftest import BuiltImage
 from tests.oncology_pipeline.conftest import PROJECT_DIR
 from tests.support import docker_env
 
-PIPELINE_ONLY = ("prefect", "boto3", "botocore", "docker", "kubernetes", "pytest", "moto")
+PIPELINE_ONLY = ("prefect", "docker", "kubernetes", "pytest", "moto")
 
 #: One worker runs this module: its smoke tests count the smoke-test containers of the session's image, which is
 #: shared by every worker of the run.
@@ -50,7 +50,7 @@ def test_build_context_holds_dockerfile_runtime_wheels_and_the_bundle(
     assert (build_context / ".dockerignore").is_file()
     wheels = sorted(p.name for p in (build_context / "wheels").iterdir())
     dists = {name.split("-")[0].lower() for name in wheels if name.endswith(".whl")}
-    assert {"numpy", "scikit_learn", "skops", "fastapi", "uvicorn", "pydantic", "pydantic_settings"} <= dists
+    assert {"numpy", "scikit_learn", "skops", "fastapi", "uvicorn", "pydantic", "pydantic_settings", "boto3"} <= dists
     assert "oncology_mlops" in dists
     assert not dists & {_project(name) for name in PIPELINE_ONLY}
     assert all("cp311" in name or "py3-none-any" in name or "abi3" in name for name in wheels if name.endswith(".whl"))
@@ -132,11 +132,11 @@ def test_the_image_is_labelled_and_configured(
 def test_the_image_holds_runtime_dependencies_only(built_image: BuiltImage, docker_client: Any) -> None:
     probe = (
         "import importlib.util as u; "
-        f"print(' '.join(m for m in {[*PIPELINE_ONLY, 'pip', 'oncology_model', 'sklearn', 'skops']!r} "
+        f"print(' '.join(m for m in {[*PIPELINE_ONLY, 'pip', 'boto3', 'oncology_model', 'sklearn', 'skops']!r} "
         "if u.find_spec(m)))"
     )
     found = docker_client.containers.run(built_image.info.id, ["python", "-c", probe], remove=True, read_only=True)
-    assert found.decode().split() == ["oncology_model", "sklearn", "skops"]
+    assert found.decode().split() == ["boto3", "oncology_model", "sklearn", "skops"]  # boto3: the prediction log
     assert b"curl" not in docker_client.containers.run(
         built_image.info.id, ["sh", "-c", "command -v curl || echo none"], remove=True
     )

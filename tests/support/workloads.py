@@ -133,4 +133,4 @@ def standin_containers(client: Any, standin: KubeStandIn) -> list[Any]:
     """The Docker containers this stand-in runs once the pods it is deleting have terminated (preStop, SIGTERM)."""
     assert standin.wait_for_terminations(60), "pods still terminating after 60 s"
     owner = getattr(standin.runtime, "owner", "")
-    return list(client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}))
+    return list(client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}, ignore_removed=True))
