@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Screenshots of the Prefect UI as a person sees it: a finished pipeline run's page, its artifacts tab, the
-# train stage's artifacts tab, and the rendered pipeline summary, quality gate, deploy and release artifacts.
+# train stage's artifacts tab, the rendered pipeline summary, quality gate, deploy and release artifacts, and the
+# latest monitor run's artifacts (performance, outcomes).
 # PNGs go to docs/.
 # Needs `make server` (or any Prefect server at PREFECT_API_URL) and Chromium (`apt-get install -y chromium`).
 # Usage: scripts/screenshots.sh [FLOW_RUN_ID]   (default: the latest completed train-test-publish-deploy run)
@@ -41,3 +42,9 @@ shoot docs/prefect-pipeline-summary.png "$ui/artifacts/artifact/$(artifact pipel
 shoot docs/prefect-gate-artifact.png "$ui/artifacts/artifact/$(artifact quality-gate "$train_id")"
 shoot docs/prefect-deploy-artifact.png "$ui/artifacts/artifact/$(artifact deploy "$deploy_id")"
 shoot docs/prefect-release-artifact.png "$ui/artifacts/artifact/$(artifact release "$run_id" "$train_id" "$deploy_id")"
+# The latest completed monitor run: its artifacts tab and its performance and outcomes artifacts.
+monitor_id=$(query flow_runs '{"flows": {"name": {"any_": ["monitor"]}},
+  "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "sort": "END_TIME_DESC", "limit": 1}' | first id)
+shoot docs/prefect-monitor-artifacts.png "$ui/v2/runs/flow-run/$monitor_id?tab=Artifacts"
+shoot docs/prefect-performance-artifact.png "$ui/artifacts/artifact/$(artifact performance "$monitor_id")"
+shoot docs/prefect-outcomes-artifact.png "$ui/artifacts/artifact/$(artifact outcomes "$monitor_id")"
