@@ -216,7 +216,7 @@ class PredictionLog:
             waiting = len(self._entries)
         while (everything or waiting > 0) and (entries := self._take()):
             waiting -= len(entries)
-            for hour, lines, records in self._encoded(entries):
+            for hour, lines, records in self._by_hour(entries):
                 self._seq += 1
                 key = log_key(self.prefix, self.pod, self.start_stamp, self._seq, hour)
                 body = gzip.compress(lines, compresslevel=1)  # the fastest: JSON lines still shrink ~8x
@@ -252,7 +252,7 @@ class PredictionLog:
             delay = min(delay * 2, 30)
 
     @staticmethod
-    def _encoded(entries: list[_Entry]) -> list[tuple[datetime, bytes, int]]:
+    def _by_hour(entries: list[_Entry]) -> list[tuple[datetime, bytes, int]]:
         """The entries' lines, one group per hour of prediction time: (hour, lines, record count)."""
         groups: dict[int, list[_Entry]] = {}
         for entry in entries:

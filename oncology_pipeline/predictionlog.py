@@ -18,7 +18,7 @@ from oncology_pipeline import s3store
 
 @dataclass
 class LogWindow:
-    """The records of one window, by case id, and what reading them found."""
+    """The records of one window, and what reading them found."""
 
     start: datetime
     end: datetime
@@ -40,19 +40,12 @@ def window_keys(s3: Any, bucket: str, prefix: str, start: datetime, end: datetim
     """The log objects of the hour partitions `[start, end)` touches: one listing from the start's date on
     (partition keys sort by time), whatever the window's length."""
     first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    found = []
-    pages = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket,
-        Prefix=f"{prefix}/",
-        StartAfter=f"{prefix}/date={first:%Y-%m-%d}",  # sorts before that date's keys
-    )
-    with s3store.s3_errors(f"s3://{bucket}/{prefix}/"):
-        for page in pages:
-            for item in page.get("Contents", []):
-                hour = _partition_hour(item["Key"], prefix)
-                if hour is not None and first <= hour < end:
-                    found.append(item["Key"])
-    return found
+    after = f"{prefix}/date={first:%Y-%m-%d}"  # sorts before that date's keys
+    return [
+        o.key
+        for o in s3store.list_objects(s3, bucket, prefix, start_after=after)
+        if (hour := _partition_hour(o.key, prefix)) is not None and first <= hour < end
+    ]
 
 
 def record_time(record: dict[str, Any]) -> datetime:

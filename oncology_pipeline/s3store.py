@@ -131,11 +131,15 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def list_objects(s3: Any, bucket: str, prefix: str, page_size: int = 1000) -> list[S3Object]:
-    """Every object under `prefix/` (all pages), sorted by key; "folder" markers (keys ending in '/') left out."""
+def list_objects(
+    s3: Any, bucket: str, prefix: str, page_size: int = 1000, start_after: str | None = None
+) -> list[S3Object]:
+    """Every object under `prefix/` (all pages; with `start_after`, only keys that sort after it), sorted by key;
+    "folder" markers (keys ending in '/') left out."""
     found: list[S3Object] = []
+    after = {} if start_after is None else {"StartAfter": start_after}
     pages = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=f"{prefix}/", PaginationConfig={"PageSize": page_size}
+        Bucket=bucket, Prefix=f"{prefix}/", PaginationConfig={"PageSize": page_size}, **after
     )
     with s3_errors(f"s3://{bucket}/{prefix}/"):
         for page in pages:

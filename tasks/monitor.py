@@ -124,7 +124,8 @@ def add_labelled_cases(settings: PipelineSettings, run: str, cases: list[JoinedC
     run finds its own file and writes nothing); its URI, or None when there is nothing new."""
     s3 = aws_client(settings, "s3")
     key = layout.labelled_key(settings.labelled_prefix, run)
-    files = [o for o in s3store.list_objects(s3, settings.data_bucket, settings.labelled_prefix) if o.key != key]
+    listed = s3store.list_objects(s3, settings.data_bucket, settings.labelled_prefix)
+    files = [o for o in listed if o.key != key]
     known = labelled.known_ids(s3store.get_bytes(s3, o.bucket, o.key) or b"" for o in files)
     fresh = labelled.new_cases(cases, known)
     log = get_run_logger()
@@ -132,7 +133,7 @@ def add_labelled_cases(settings: PipelineSettings, run: str, cases: list[JoinedC
         log.info("no new confirmed cases: %d joined, all in the %d labelled files", len(cases), len(files))
         return None
     uri = f"s3://{settings.data_bucket}/{key}"
-    if s3store.exists(s3, settings.data_bucket, key):
+    if len(files) < len(listed):  # the listing holds this run's own file
         log.info("%s exists (this run wrote it before a retry)", uri)
         return uri
     s3store.put_bytes(s3, settings.data_bucket, key, labelled.labelled_csv(fresh), "text/csv", if_match=s3store.ABSENT)
