@@ -62,6 +62,15 @@ Figures: {{ event.payload.performance }}
 Even the interval's upper bound is below the minimum (a one-sided test at 2.5 %)."""
 
 
+def _notify(
+    block_id: UUID, name: str, description: str, trigger: EventTrigger, subject: str, body: str
+) -> AutomationCore:
+    """An automation that sends one notification (`subject`, `body`) through the block `block_id` when `trigger`
+    fires."""
+    action = SendNotification(block_document_id=block_id, subject=subject, body=body)
+    return AutomationCore(name=name, description=description, tags=TAGS, trigger=trigger, actions=[action])
+
+
 def _events(states: tuple[str, ...]) -> set[str]:
     return {f"prefect.flow-run.{state}" for state in states}
 
@@ -82,14 +91,8 @@ def failed_run_alert(block_id: UUID) -> AutomationCore:
         threshold=1,
         within=timedelta(0),
     )
-    action = SendNotification(block_document_id=block_id, subject=FAILED_SUBJECT, body=FAILED_BODY)
-    return AutomationCore(
-        name=FAILED_RUN,
-        description=f"A run of {', '.join(PIPELINE_FLOWS)} ended {', '.join(FAILURE_STATES)}: flow, run, reason, URL.",
-        tags=TAGS,
-        trigger=trigger,
-        actions=[action],
-    )
+    description = f"A run of {', '.join(PIPELINE_FLOWS)} ended {', '.join(FAILURE_STATES)}: flow, run, reason, URL."
+    return _notify(block_id, FAILED_RUN, description, trigger, FAILED_SUBJECT, FAILED_BODY)
 
 
 def nightly_overdue_alert(block_id: UUID, hours: float) -> AutomationCore:
@@ -120,18 +123,9 @@ def nightly_overdue_alert(block_id: UUID, hours: float) -> AutomationCore:
         within=within,
     )
     shown = f"{hours:g}"
-    action = SendNotification(
-        block_document_id=block_id,
-        subject=OVERDUE_SUBJECT.replace("__HOURS__", shown),
-        body=OVERDUE_BODY.replace("__HOURS__", shown),
-    )
-    return AutomationCore(
-        name=NIGHTLY_OVERDUE,
-        description=f"{NIGHTLY_FLOW}/{NIGHTLY_DEPLOYMENT} has not Completed within {shown} h of becoming due.",
-        tags=TAGS,
-        trigger=trigger,
-        actions=[action],
-    )
+    description = f"{NIGHTLY_FLOW}/{NIGHTLY_DEPLOYMENT} has not Completed within {shown} h of becoming due."
+    subject, body = (text.replace("__HOURS__", shown) for text in (OVERDUE_SUBJECT, OVERDUE_BODY))
+    return _notify(block_id, NIGHTLY_OVERDUE, description, trigger, subject, body)
 
 
 def recall_alert(block_id: UUID) -> AutomationCore:
@@ -145,14 +139,8 @@ def recall_alert(block_id: UUID) -> AutomationCore:
         threshold=1,
         within=timedelta(0),
     )
-    action = SendNotification(block_document_id=block_id, subject=RECALL_SUBJECT, body=RECALL_BODY)
-    return AutomationCore(
-        name=RECALL_BELOW_GATE,
-        description="The monitor flow found a serving version's realised recall credibly below the gate's minimum.",
-        tags=TAGS,
-        trigger=trigger,
-        actions=[action],
-    )
+    description = "The monitor flow found a serving version's realised recall credibly below the gate's minimum."
+    return _notify(block_id, RECALL_BELOW_GATE, description, trigger, RECALL_SUBJECT, RECALL_BODY)
 
 
 def alert_automations(block_id: UUID, nightly_deadline_hours: float) -> list[AutomationCore]:
