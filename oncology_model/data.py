@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
+from oncology_model import textfiles
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Prediction
 from oncology_model.errors import DataValidationError
 
@@ -26,17 +27,10 @@ MISSING_MARKERS = frozenset({"?", ""})
 IMPUTABLE = frozenset({"bare_nuclei"})
 _ID_ALIASES = frozenset({"sample_id", "sample_code_number", "id"})
 _MAX_LISTED = 10
-_SHOWN = 24  # characters of a bad value quoted in a message
 #: An integer as the file may spell it: ASCII digits only, an optional minus, at most 18 significant digits
 #: (so it fits an int64); `_DIGITS` is any run of ASCII digits, for the message about a too-long one.
 _INTEGER = re.compile(r"(-?)0*([0-9]{1,18})")
 _DIGITS = re.compile(r"-?[0-9]+")
-_OTHER_BOMS = {
-    b"\xff\xfe\x00\x00": "UTF-32",
-    b"\x00\x00\xfe\xff": "UTF-32",
-    b"\xff\xfe": "UTF-16",
-    b"\xfe\xff": "UTF-16",
-}
 
 
 class DroppedRow(BaseModel):
@@ -112,13 +106,6 @@ class Dataset:
     row_files: tuple[str, ...]
 
 
-def _shown(text: str) -> str:
-    """A value as messages quote it: escaped (no control characters, no line breaks) and cut short."""
-    if len(text) <= _SHOWN:
-        return repr(text)
-    return f"{text[:_SHOWN]!r}... ({len(text)} characters)"
-
-
 def _integer(text: str) -> int | None:
     """The integer `text` spells in ASCII digits (at most 18 significant ones), else None."""
     match = _INTEGER.fullmatch(text)
@@ -127,17 +114,15 @@ def _integer(text: str) -> int | None:
 
 def _decode(raw: bytes) -> str:
     """The file as text (UTF-8, with or without a byte-order mark); DataValidationError naming the row."""
-    for bom, encoding in _OTHER_BOMS.items():
-        if raw.startswith(bom):
-            raise DataValidationError(
-                f"the file is not UTF-8 text: it starts with a {encoding} byte-order mark; save it as UTF-8"
-            )
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        row = raw[: exc.start].count(b"\n") + 1
+        return textfiles.utf8_text(raw)
+    except textfiles.NotUtf8 as exc:
+        if exc.bom:
+            raise DataValidationError(
+                f"the file is not UTF-8 text: it starts with a {exc.bom} byte-order mark; save it as UTF-8"
+            ) from None
         raise DataValidationError(
-            f"the file is not UTF-8 text (byte {exc.start}): save it as UTF-8", [f"row {row}: {exc.reason}"]
+            f"the file is not UTF-8 text (byte {exc.byte}): save it as UTF-8", [f"row {exc.row}: {exc.reason}"]
         ) from None
 
 
@@ -166,7 +151,9 @@ def _is_header(cells: list[str]) -> bool:
 def _check_header(cells: list[str]) -> None:
     names = [c.strip().lower() for c in cells]
     if len(names) != len(COLUMNS) or names[0] not in _ID_ALIASES or tuple(names[1:]) != COLUMNS[1:]:
-        shown = ", ".join(_shown(c) for c in cells[: len(COLUMNS) + 1]) + (", ..." if len(cells) > len(COLUMNS) else "")
+        shown = ", ".join(textfiles.shown(c) for c in cells[: len(COLUMNS) + 1]) + (
+            ", ..." if len(cells) > len(COLUMNS) else ""
+        )
         raise DataValidationError(
             "header row does not match the expected columns",
             [f"row 1: expected {', '.join(COLUMNS)}; got {shown}"],
@@ -182,10 +169,10 @@ def _parse_score(text: str, name: str) -> float:
         raise ValueError("missing value (only bare_nuclei may be missing)")
     score = _integer(value)
     if score is None and not _DIGITS.fullmatch(value):
-        raise ValueError(f"must be an integer, got {_shown(value)}")
+        raise ValueError(f"must be an integer, got {textfiles.shown(value)}")
     if score is None or not SCORE_MIN <= score <= SCORE_MAX:
         raise ValueError(
-            f"must be between {SCORE_MIN} and {SCORE_MAX}, got {_shown(value) if score is None else score}"
+            f"must be between {SCORE_MIN} and {SCORE_MAX}, got {textfiles.shown(value) if score is None else score}"
         )
     return float(score)
 
@@ -195,9 +182,9 @@ def _parse_row(cells: list[str]) -> tuple[int, list[float], int]:
     id_text = cells[0].strip()
     sample_id = _integer(id_text)
     if sample_id is None and _DIGITS.fullmatch(id_text):
-        raise ValueError(f"{ID_COLUMN}: must have at most 18 digits, got {_shown(id_text)}")
+        raise ValueError(f"{ID_COLUMN}: must have at most 18 digits, got {textfiles.shown(id_text)}")
     if sample_id is None or sample_id <= 0:
-        raise ValueError(f"{ID_COLUMN}: must be a positive integer, got {_shown(id_text)}")
+        raise ValueError(f"{ID_COLUMN}: must be a positive integer, got {textfiles.shown(id_text)}")
     scores = []
     for name, text in zip(FEATURES, cells[1:-1], strict=True):
         try:
@@ -209,7 +196,7 @@ def _parse_row(cells: list[str]) -> tuple[int, list[float], int]:
     try:
         prediction = Prediction.from_class(label)
     except ValueError:
-        shown = _shown(label_text) if label is None else label
+        shown = textfiles.shown(label_text) if label is None else label
         raise ValueError(f"{CLASS_COLUMN}: class must be 2 (benign) or 4 (malignant), got {shown}") from None
     return sample_id, scores, int(prediction is Prediction.MALIGNANT)
 

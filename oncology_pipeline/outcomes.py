@@ -17,19 +17,13 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from oncology_model import textfiles
 from oncology_model.datamodel import Prediction
 from oncology_model.predictionlog import CASE_ID
 
 OUTCOME_COLUMNS: tuple[str, ...] = ("request_id", "diagnosis", "confirmed_at")
 #: Problems listed in the report (the counts hold them all).
 MAX_PROBLEMS = 100
-_SHOWN = 24  # characters of a bad value quoted in a message
-_OTHER_BOMS = {
-    b"\xff\xfe\x00\x00": "UTF-32",
-    b"\x00\x00\xfe\xff": "UTF-32",
-    b"\xff\xfe": "UTF-16",
-    b"\xfe\xff": "UTF-16",
-}
 
 
 class Rule(StrEnum):
@@ -131,23 +125,15 @@ class _Refused(Exception):
         self.rule, self.row, self.detail = rule, row, detail
 
 
-def _shown(text: str) -> str:
-    """A value as messages quote it: escaped (no control characters, no line breaks) and cut short."""
-    if len(text) <= _SHOWN:
-        return repr(text)
-    return f"{text[:_SHOWN]!r}... ({len(text)} characters)"
-
-
 def _decode(raw: bytes) -> str:
     """The file as text (UTF-8, with or without a byte-order mark)."""
-    for bom, encoding in _OTHER_BOMS.items():
-        if raw.startswith(bom):
-            raise _Refused(Rule.NOT_UTF8, 1, f"starts with a {encoding} byte-order mark: save it as UTF-8")
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        row = raw[: exc.start].count(b"\n") + 1
-        raise _Refused(Rule.NOT_UTF8, row, f"not UTF-8 at byte {exc.start} ({exc.reason}): save it as UTF-8") from None
+        return textfiles.utf8_text(raw)
+    except textfiles.NotUtf8 as exc:
+        if exc.bom:
+            raise _Refused(Rule.NOT_UTF8, 1, f"starts with a {exc.bom} byte-order mark: save it as UTF-8") from None
+        detail = f"not UTF-8 at byte {exc.byte} ({exc.reason}): save it as UTF-8"
+        raise _Refused(Rule.NOT_UTF8, exc.row, detail) from None
 
 
 def _records(raw: bytes) -> list[tuple[int, list[str]]]:
@@ -167,7 +153,7 @@ def _records(raw: bytes) -> list[tuple[int, list[str]]]:
         raise _Refused(Rule.WRONG_HEADER, 1, f"the file is empty: expected the header {expected}")
     line, header = records[0]
     if tuple(c.strip().lower() for c in header) != OUTCOME_COLUMNS:
-        shown = ", ".join(_shown(c) for c in header[: len(OUTCOME_COLUMNS) + 1])
+        shown = ", ".join(textfiles.shown(c) for c in header[: len(OUTCOME_COLUMNS) + 1])
         more = ", ..." if len(header) > len(OUTCOME_COLUMNS) + 1 else ""
         raise _Refused(Rule.WRONG_HEADER, line, f"expected the header {expected}; got {shown}{more}")
     return records[1:]
@@ -191,30 +177,33 @@ def _check_row(name: str, line: int, cells: list[str], known_cases: Mapping[str,
     if not CASE_ID.fullmatch(case):
         return problem(
             Rule.BAD_CASE_ID,
-            f"request_id must be <request id> or <request id>/<row> (1-128 of A-Z a-z 0-9 . _ : -), got {_shown(case)}",
+            "request_id must be <request id> or <request id>/<row> (1-128 of A-Z a-z 0-9 . _ : -), "
+            f"got {textfiles.shown(case)}",
         )
     if diagnosis_text not in ("2", "4"):
         return problem(
-            Rule.BAD_DIAGNOSIS, f"diagnosis must be 2 (benign) or 4 (malignant), got {_shown(diagnosis_text)}"
+            Rule.BAD_DIAGNOSIS, f"diagnosis must be 2 (benign) or 4 (malignant), got {textfiles.shown(diagnosis_text)}"
         )
     try:
         confirmed_at = datetime.fromisoformat(time_text)
     except ValueError:
         return problem(
             Rule.BAD_CONFIRMED_AT,
-            f"confirmed_at must be an ISO 8601 time such as 2026-12-05T10:00:00Z, got {_shown(time_text)}",
+            f"confirmed_at must be an ISO 8601 time such as 2026-12-05T10:00:00Z, got {textfiles.shown(time_text)}",
         )
     if confirmed_at.utcoffset() is None:
-        return problem(Rule.BAD_CONFIRMED_AT, f"confirmed_at has no time zone (add Z or +hh:mm): {_shown(time_text)}")
+        return problem(
+            Rule.BAD_CONFIRMED_AT, f"confirmed_at has no time zone (add Z or +hh:mm): {textfiles.shown(time_text)}"
+        )
     predicted_at = known_cases.get(case)
     if predicted_at is None:
-        return problem(Rule.UNKNOWN_CASE, f"case {_shown(case)} is not in the prediction log read")
+        return problem(Rule.UNKNOWN_CASE, f"case {textfiles.shown(case)} is not in the prediction log read")
     confirmed_at = confirmed_at.astimezone(UTC)
     predicted_at = _utc(predicted_at, f"the prediction time of {case!r}")
     if confirmed_at < predicted_at:
         return problem(
             Rule.CONFIRMED_BEFORE_PREDICTION,
-            f"case {_shown(case)} confirmed at {confirmed_at.isoformat()}, before its prediction at "
+            f"case {textfiles.shown(case)} confirmed at {confirmed_at.isoformat()}, before its prediction at "
             f"{predicted_at.isoformat()}",
         )
     diagnosis = Prediction.from_class(int(diagnosis_text))
@@ -238,7 +227,7 @@ def _resolve(
         if len({o.diagnosis for _, o in rows}) > 1:
             conflicting += 1
             listed = "; ".join(f"{o.class_code} at {_where(o)}" for _, o in rows)
-            detail = f"case {_shown(case)} has conflicting diagnoses, none used: {listed}"
+            detail = f"case {textfiles.shown(case)} has conflicting diagnoses, none used: {listed}"
             problems += [
                 (i, OutcomeProblem(file=o.file, row=o.row, rule=Rule.CONFLICTING_DIAGNOSIS, detail=detail))
                 for i, o in rows
@@ -246,7 +235,7 @@ def _resolve(
             continue
         kept = min(rows, key=lambda row: row[1].confirmed_at)  # min() keeps the first of equals
         used[case] = kept
-        detail = f"case {_shown(case)} again with the same diagnosis: used once, from {_where(kept[1])}"
+        detail = f"case {textfiles.shown(case)} again with the same diagnosis: used once, from {_where(kept[1])}"
         problems += [
             (i, OutcomeProblem(file=o.file, row=o.row, rule=Rule.DUPLICATE, detail=detail))
             for i, o in rows
