@@ -16,8 +16,9 @@ from oncology_model.evaluation import (
     QualityGate,
     compare,
     evaluate,
+    repeated_cv_estimate,
 )
-from oncology_model.training import TrainedModel, TrainingConfig, train
+from oncology_model.training import TrainedModel, TrainingConfig, repeated_cross_validation, train
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,21 @@ def make_candidate(
     champion: Champion | None = None,
     save_rejected: bool = True,
 ) -> Candidate:
-    """Train on `dataset`, evaluate on the hold-out (bootstrap intervals), gate against `gate` and the champion,
-    and save the bundle to `directory` (a model the gate rejects only when `save_rejected`)."""
+    """Train on `dataset`, evaluate on the hold-out (bootstrap intervals) and by repeated cross-validation of all
+    of `dataset`, gate the floors on the latter and the champion comparison on the former, and save the bundle to
+    `directory` (a model the gate rejects only when `save_rejected`)."""
+    gate = gate or GateThresholds()
     model = train(dataset, config)
+    folds = repeated_cross_validation(dataset, config, folds=gate.cv_folds, repeats=gate.cv_repeats)
+    repeated = repeated_cv_estimate(
+        [(f.y, f.proba, f.threshold) for f in folds], repeats=gate.cv_repeats, train_rows=folds[0].train_rows
+    )
     split = model.split
     threshold = model.threshold.threshold
     proba = model.pipeline.predict_proba(split.X_test)[:, 1]
     evaluation = evaluate(
         split.y_test, proba, threshold=threshold, n_bootstrap=resamples, seed=config.seed, cv_scores=model.cv_scores
-    )
+    ).model_copy(update={"repeated_cv": repeated})
     comparison = None
     if champion is not None:
         comparison = compare(

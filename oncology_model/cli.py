@@ -51,6 +51,10 @@ def format_evaluation(metadata: object) -> str:
         lines.append(f"{name:<12} {est.value:>8.4f}   [{est.ci_low:.4f}, {est.ci_high:.4f}]")
     for name, scores in ev.cv_scores.items():
         lines.append(f"cv {name:<9} {sum(scores) / len(scores):>8.4f}   folds {', '.join(f'{s:.3f}' for s in scores)}")
+    if ev.repeated_cv is not None:
+        cv = ev.repeated_cv
+        lines += ["", f"{cv.repeats} x {cv.folds}-fold cross-validation of all {cv.rows} rows (the gate's floors)"]
+        lines += [f"{name:<12} {e.value:>8.4f}   [{e.ci_low:.4f}, {e.ci_high:.4f}]" for name, e in cv.metrics.items()]
     if metadata.gate is not None:
         lines += ["", f"quality gate   {'PASSED' if metadata.gate.passed else 'FAILED'}"]
         lines += [f"  - {reason}" for reason in metadata.gate.reasons]

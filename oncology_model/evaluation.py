@@ -1,11 +1,16 @@
-"""Hold-out metrics with bootstrap confidence intervals, and the quality gate."""
+"""Hold-out metrics with bootstrap confidence intervals, repeated cross-validation estimates, and the quality
+gate: its absolute floors are judged on the repeated cross-validation (stable as the data grows and the split
+moves), its champion comparison on the paired hold-out rows."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import rankdata
+from scipy.stats import t as student_t
 
 #: The confusion matrix's counts at the decision threshold.
 COUNTS: tuple[str, ...] = ("tn", "fp", "fn", "tp")
@@ -22,13 +27,34 @@ class Estimate(BaseModel):
     ci_high: float
 
 
+#: The metrics the gate's floors judge.
+FLOOR_METRICS: tuple[str, ...] = ("recall", "roc_auc", "accuracy", "specificity")
+CV_INTERVAL = (
+    "95 % t interval over the folds with the Nadeau-Bengio corrected variance (1/(folds x repeats) + "
+    "test rows/train rows) x s^2 (fold scores of repeated cross-validation are correlated)"
+)
+
+
+class RepeatedCv(BaseModel):
+    """The training procedure's metrics over repeated stratified cross-validation of all the data: per metric
+    the mean of the fold scores and its corrected 95 % interval (`CV_INTERVAL`)."""
+
+    folds: int
+    repeats: int
+    rows: int
+    metrics: dict[str, Estimate]
+    interval: str = CV_INTERVAL
+
+
 class Evaluation(BaseModel):
-    """Hold-out metrics (malignant is the positive class) and cross-validation scores."""
+    """Hold-out metrics (malignant is the positive class), cross-validation scores of the training split, and the
+    repeated cross-validation the gate's floors judge (None in bundles made before it existed)."""
 
     n_test: int
     threshold: float
     metrics: dict[str, Estimate]
     cv_scores: dict[str, list[float]] = Field(default_factory=dict)
+    repeated_cv: RepeatedCv | None = None
 
     def value(self, name: str) -> float:
         """The point estimate of one metric."""
@@ -91,6 +117,31 @@ def evaluate(
     return Evaluation(n_test=len(y), threshold=threshold, metrics=metrics, cv_scores=cv_scores or {})
 
 
+def repeated_cv_estimate(
+    folds: Sequence[tuple[NDArray[np.int64], NDArray[np.float64], float]], *, repeats: int, train_rows: int
+) -> RepeatedCv:
+    """Mean and corrected 95 % interval of each floor metric over `folds` (labels, probabilities, threshold), the
+    folds of `repeats` repetitions, each model trained on about `train_rows` rows (Nadeau & Bengio, 2003)."""
+    scores: dict[str, list[float]] = {name: [] for name in FLOOR_METRICS}
+    rows = 0
+    for y, proba, threshold in folds:
+        table = _metric_table(np.asarray(y)[None, :], np.asarray(proba)[None, :], threshold)
+        for name in FLOOR_METRICS:
+            scores[name].append(float(table[name][0]))
+        rows += len(y)
+    k = len(folds)
+    test_rows = rows / k
+    quantile = float(student_t.ppf(0.975, k - 1))
+    metrics = {}
+    for name, values in scores.items():
+        mean = float(np.mean(values))
+        half = quantile * float(np.sqrt((1 / k + test_rows / train_rows) * np.var(values, ddof=1)))
+        metrics[name] = Estimate(
+            value=round(mean, 6), ci_low=round(max(0.0, mean - half), 6), ci_high=round(min(1.0, mean + half), 6)
+        )
+    return RepeatedCv(folds=k // repeats, repeats=repeats, rows=rows // repeats, metrics=metrics)
+
+
 class Difference(BaseModel):
     """Challenger minus champion for one metric on the same rows, with its paired bootstrap 95 % interval."""
 
@@ -137,7 +188,8 @@ def compare(
 
 
 class GateThresholds(BaseModel):
-    """Minimum hold-out values, and when a challenger counts as worse than the champion."""
+    """Minimum values of the repeated cross-validation's means, its folds and repeats, and when a challenger
+    counts as worse than the champion on the hold-out."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -152,6 +204,8 @@ class GateThresholds(BaseModel):
         description="worse than the champion: the whole 95 % interval of (challenger - champion) is below -margin",
     )
     compared_metrics: tuple[str, ...] = ("recall", "roc_auc", "accuracy")
+    cv_folds: int = Field(default=5, ge=2, le=20, description="folds of the cross-validation the floors judge")
+    cv_repeats: int = Field(default=5, ge=1, le=20, description="repetitions (reshuffles) of those folds")
 
 
 class GateDecision(BaseModel):
@@ -164,7 +218,7 @@ class GateDecision(BaseModel):
 
 
 class QualityGate:
-    """Thresholds plus a champion comparison on the same hold-out data."""
+    """Floors on the repeated cross-validation plus a champion comparison on the same hold-out rows."""
 
     def __init__(self, thresholds: GateThresholds | None = None) -> None:
         self.thresholds = thresholds or GateThresholds()
@@ -175,20 +229,26 @@ class QualityGate:
         comparison: dict[str, Difference] | None = None,
         champion_version: str | None = None,
     ) -> GateDecision:
-        """Pass only if every threshold holds and no compared metric is worse than the champion's: worse means
-        the paired 95 % interval of the difference lies entirely below `-champion_margin`."""
+        """Pass only if the repeated cross-validation's mean of every floor metric reaches its minimum and no
+        compared metric is worse than the champion's: worse means the paired 95 % hold-out interval of the
+        difference lies entirely below `-champion_margin`."""
         t = self.thresholds
+        floors = challenger.repeated_cv
+        if floors is None:
+            raise ValueError("the gate judges its floors on repeated cross-validation; this evaluation has none")
         failures: list[str] = []
         passes: list[str] = []
+        how = f"mean of {floors.repeats}x{floors.folds}-fold cross-validation"
         for name, minimum in (
             ("recall", t.min_recall),
             ("roc_auc", t.min_roc_auc),
             ("accuracy", t.min_accuracy),
             ("specificity", t.min_specificity),
         ):
-            value = challenger.value(name)
-            (passes if value >= minimum else failures).append(
-                f"{name} {value:.4f} {'>=' if value >= minimum else '<'} minimum {minimum:.4f}"
+            e = floors.metrics[name]
+            (passes if e.value >= minimum else failures).append(
+                f"{name} {e.value:.4f} {'>=' if e.value >= minimum else '<'} minimum {minimum:.4f} "
+                f"({how}, 95 % [{e.ci_low:.4f}, {e.ci_high:.4f}])"
             )
         if comparison is None:
             passes.append("no champion in production: first model")

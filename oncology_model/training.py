@@ -13,7 +13,13 @@ from sklearn.base import ClassifierMixin
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_validate, train_test_split
+from sklearn.model_selection import (
+    RepeatedStratifiedKFold,
+    StratifiedKFold,
+    cross_val_predict,
+    cross_validate,
+    train_test_split,
+)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -169,6 +175,17 @@ def _check_enough_rows(dataset: Dataset, config: TrainingConfig) -> None:
         )
 
 
+def fit_with_threshold(
+    X: NDArray[np.float64], y: NDArray[np.int64], config: TrainingConfig
+) -> tuple[Pipeline, ThresholdChoice]:
+    """Choose the decision threshold on `config.cv_folds` out-of-fold probabilities of (`X`, `y`), then fit on
+    all of it: the training procedure, applied alike to the training split and to each gate fold."""
+    folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
+    out_of_fold = cross_val_predict(build_pipeline(config), X, y, cv=folds, method="predict_proba")[:, 1]
+    threshold = choose_threshold(y, out_of_fold, config.target_recall, config.decision_threshold)
+    return build_pipeline(config).fit(X, y), threshold
+
+
 def train(dataset: Dataset, config: TrainingConfig) -> TrainedModel:
     """Cross-validate on the training part, choose the decision threshold on its out-of-fold probabilities
     (never on the hold-out that gates the model), then fit on all of it. Same data and config, same model.
@@ -178,9 +195,40 @@ def train(dataset: Dataset, config: TrainingConfig) -> TrainedModel:
     folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
     cv = cross_validate(build_pipeline(config), split.X_train, split.y_train, cv=folds, scoring=CV_SCORING)
     cv_scores = {name: [round(float(s), 6) for s in cv[f"test_{name}"]] for name in CV_SCORING}
-    out_of_fold = cross_val_predict(
-        build_pipeline(config), split.X_train, split.y_train, cv=folds, method="predict_proba"
-    )[:, 1]
-    threshold = choose_threshold(split.y_train, out_of_fold, config.target_recall, config.decision_threshold)
-    pipeline = build_pipeline(config).fit(split.X_train, split.y_train)
+    pipeline, threshold = fit_with_threshold(split.X_train, split.y_train, config)
     return TrainedModel(pipeline=pipeline, split=split, cv_scores=cv_scores, threshold=threshold)
+
+
+@dataclass(frozen=True)
+class FoldPrediction:
+    """One held-out fold of a repeated cross-validation: its labels, the probabilities of the model trained
+    without it, and that model's own decision threshold; `train_rows` is how many rows that model saw."""
+
+    y: NDArray[np.int64]
+    proba: NDArray[np.float64]
+    threshold: float
+    train_rows: int
+
+
+def repeated_cross_validation(
+    dataset: Dataset, config: TrainingConfig, *, folds: int, repeats: int
+) -> list[FoldPrediction]:
+    """The whole training procedure (threshold choice included) run on each fold's remainder of `dataset` and
+    judged on the fold: `repeats` shuffles (seeded by `config.seed`) of `folds` stratified folds. It estimates
+    how well the procedure does on this data, independently of any one hold-out split.
+    Raises DataValidationError when a class has too few rows for the folds and the inner cross-validation."""
+    needed = max(folds, math.ceil((config.cv_folds + 1) * folds / (folds - 1)))
+    counts = {"benign": int(np.sum(dataset.y == 0)), "malignant": int(np.sum(dataset.y == 1))}
+    if min(counts.values()) < needed:
+        have = ", ".join(f"{name} {n}" for name, n in counts.items())
+        raise DataValidationError(
+            f"too few rows for the gate's cross-validation: {have}; {folds} folds with {config.cv_folds}-fold "
+            f"threshold choice inside each need at least {needed} valid rows of each class"
+        )
+    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=config.seed)
+    predictions = []
+    for train_rows, test_rows in splitter.split(dataset.X, dataset.y):
+        pipeline, threshold = fit_with_threshold(dataset.X[train_rows], dataset.y[train_rows], config)
+        proba = pipeline.predict_proba(dataset.X[test_rows])[:, 1]
+        predictions.append(FoldPrediction(dataset.y[test_rows], proba, threshold.threshold, len(train_rows)))
+    return predictions

@@ -14,6 +14,7 @@ cannot reach.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import os
 import threading
@@ -233,10 +234,14 @@ class DockerRuntime:
 
 def host_gateway_address(client: Any = None) -> str:
     """The address `host.docker.internal` means inside pods (the default bridge's gateway, e.g. 172.17.0.1):
-    a service on this machine that pods must reach listens here."""
+    a service on this machine that pods must reach listens here. Docker lists the gateway in the bridge's IPAM
+    configuration only when it was set; otherwise it is the first address of the subnet, as Docker assigns it."""
     client = client or docker.from_env()
-    configs = client.networks.get("bridge").attrs["IPAM"]["Config"]
-    return str(next(c["Gateway"] for c in configs if ":" not in c.get("Gateway", ":")))
+    for config in client.networks.get("bridge").attrs["IPAM"]["Config"]:
+        subnet = ipaddress.ip_network(config["Subnet"])
+        if subnet.version == 4:
+            return str(config.get("Gateway") or next(subnet.hosts()))
+    raise RuntimeError("Docker's default bridge network has no IPv4 subnet: pods cannot reach this machine")
 
 
 def _process_alive(pid: str) -> bool:

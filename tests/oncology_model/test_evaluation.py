@@ -8,14 +8,17 @@ from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
 
 from oncology_model.evaluation import (
+    FLOOR_METRICS,
     METRICS,
     Difference,
     Estimate,
     Evaluation,
     GateThresholds,
     QualityGate,
+    RepeatedCv,
     compare,
     evaluate,
+    repeated_cv_estimate,
 )
 
 RATES = ("accuracy", "precision", "recall", "f1", "specificity", "roc_auc")
@@ -129,9 +132,13 @@ GOOD = {"recall": 0.98, "roc_auc": 0.99, "accuracy": 0.96, "specificity": 0.95}
 
 
 def _evaluation(**values: float) -> Evaluation:
+    """An evaluation whose repeated cross-validation means are GOOD with `values` changed; its hold-out is all 0.5
+    (the floors judge the cross-validation, never the hold-out)."""
     merged = {**GOOD, **values}
-    metrics = {name: Estimate(value=merged.get(name, 0.9), ci_low=0.0, ci_high=1.0) for name in METRICS}
-    return Evaluation(n_test=140, threshold=0.25, metrics=metrics)
+    hold_out = {name: Estimate(value=0.5, ci_low=0.0, ci_high=1.0) for name in METRICS}
+    cv = {name: Estimate(value=merged[name], ci_low=0.0, ci_high=1.0) for name in FLOOR_METRICS}
+    repeated = RepeatedCv(folds=5, repeats=5, rows=699, metrics=cv)
+    return Evaluation(n_test=140, threshold=0.25, metrics=hold_out, repeated_cv=repeated)
 
 
 def test_gate_passes_a_good_first_model_and_says_there_is_no_champion() -> None:
@@ -139,7 +146,9 @@ def test_gate_passes_a_good_first_model_and_says_there_is_no_champion() -> None:
     assert decision.passed is True
     assert decision.champion_version is None
     assert "no champion in production: first model" in decision.reasons
-    assert any(r.startswith("recall 0.9800 >= minimum 0.9500") for r in decision.reasons)
+    assert "recall 0.9800 >= minimum 0.9500 (mean of 5x5-fold cross-validation, 95 % [0.0000, 1.0000])" in (
+        decision.reasons
+    )
 
 
 @pytest.mark.parametrize(
@@ -149,7 +158,7 @@ def test_gate_passes_a_good_first_model_and_says_there_is_no_champion() -> None:
 def test_gate_fails_on_each_threshold(metric: str, minimum: float) -> None:
     decision = QualityGate().decide(_evaluation(**{metric: minimum - 0.01}))
     assert decision.passed is False
-    assert decision.reasons == [f"{metric} {minimum - 0.01:.4f} < minimum {minimum:.4f}"]
+    assert [r.split(" (")[0] for r in decision.reasons] == [f"{metric} {minimum - 0.01:.4f} < minimum {minimum:.4f}"]
 
 
 @pytest.mark.parametrize(
@@ -170,7 +179,7 @@ def test_gate_uses_custom_thresholds() -> None:
     gate = QualityGate(GateThresholds(min_recall=0.99))
     decision = gate.decide(_evaluation(recall=0.98))
     assert decision.passed is False
-    assert decision.reasons == ["recall 0.9800 < minimum 0.9900"]
+    assert [r.split(" (")[0] for r in decision.reasons] == ["recall 0.9800 < minimum 0.9900"]
 
 
 def _diff(challenger: float, champion: float, low: float, high: float) -> Difference:
@@ -228,7 +237,7 @@ def test_a_paired_comparison_finds_a_clearly_better_challenger_and_agrees_with_e
     assert comparison["recall"].challenger == evaluate(y, better, n_bootstrap=100).value("recall")
     assert comparison["recall"].champion == evaluate(y, p, n_bootstrap=100).value("recall")
     decision = QualityGate(GateThresholds(min_recall=0, min_roc_auc=0, min_accuracy=0, min_specificity=0)).decide(
-        evaluate(y, p, n_bootstrap=100), compare(y, (p, 0.5), (better, 0.5), n_bootstrap=300), "v-better"
+        _evaluation(), compare(y, (p, 0.5), (better, 0.5), n_bootstrap=300), "v-better"
     )
     assert decision.passed is False  # the old, better model stays: the new one is worse with 95 % confidence
 
@@ -240,3 +249,32 @@ def test_gate_thresholds_refuse_values_outside_0_1(field: str, value: float) -> 
 
     with pytest.raises(ValidationError):
         GateThresholds.model_validate({field: value})
+
+
+def test_the_gate_refuses_an_evaluation_without_repeated_cross_validation() -> None:
+    evaluation = _evaluation().model_copy(update={"repeated_cv": None})
+    with pytest.raises(ValueError, match="repeated cross-validation"):
+        QualityGate().decide(evaluation)
+
+
+# --- repeated cross-validation estimate --------------------------------------------------------------------------
+
+
+def test_repeated_cv_estimate_is_the_mean_of_the_folds_with_the_corrected_t_interval() -> None:
+    from scipy.stats import t
+
+    folds = [(Y, P, 0.5), (Y, P, 0.75), (Y, P, 0.42), (Y, P, 0.35)]
+    recalls = [0.75, 0.5, 1.0, 1.0]  # of the four malignant rows (0.9, 0.8, 0.45, 0.7) at each threshold
+    estimate = repeated_cv_estimate(folds, repeats=2, train_rows=30)
+    half = t.ppf(0.975, 3) * np.sqrt((1 / 4 + 10 / 30) * np.var(recalls, ddof=1))
+    recall = estimate.metrics["recall"]
+    assert recall.value == pytest.approx(np.mean(recalls))
+    assert recall.ci_low == pytest.approx(max(0.0, np.mean(recalls) - half), abs=1e-6)
+    assert recall.ci_high == pytest.approx(min(1.0, np.mean(recalls) + half), abs=1e-6)
+    assert (estimate.folds, estimate.repeats, estimate.rows) == (2, 2, 20)
+    assert set(estimate.metrics) == set(FLOOR_METRICS)
+
+
+def test_identical_folds_give_a_zero_width_interval() -> None:
+    estimate = repeated_cv_estimate([(Y, P, 0.5)] * 5, repeats=1, train_rows=40)
+    assert all(e.ci_low == e.value == e.ci_high for e in estimate.metrics.values())
