@@ -12,7 +12,7 @@ from uuid import UUID
 
 from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
 
-from tasks.monitor import RECALL_ALARM_EVENT
+from tasks.monitor import DRIFT_EVENT, RECALL_ALARM_EVENT
 from tasks.runs import NESTED_PREFIX
 
 #: Every flow of this project (the names in `@flow(name=...)`).
@@ -27,7 +27,8 @@ NIGHTLY_DUE = ("Pending", "Late", "AwaitingConcurrencySlot", "Running")
 FAILED_RUN = "oncology: pipeline run failed"
 NIGHTLY_OVERDUE = "oncology: nightly not completed in time"
 RECALL_BELOW_GATE = "oncology: realised recall below the gate"
-NAMES = (FAILED_RUN, NIGHTLY_OVERDUE, RECALL_BELOW_GATE)
+INPUT_DRIFT = "oncology: input drift"
+NAMES = (FAILED_RUN, NIGHTLY_OVERDUE, RECALL_BELOW_GATE, INPUT_DRIFT)
 TAGS = ["oncology", "alerts"]
 
 FAILED_SUBJECT = "[oncology] {{ flow.name }} {{ flow_run.state.name }}: {{ flow_run.name }}"
@@ -60,6 +61,16 @@ The gate's minimum recall: {{ event.payload.min_recall }}
 Predictions from {{ event.payload.window_start }} to {{ event.payload.window_end }}
 Figures: {{ event.payload.performance }}
 Even the interval's upper bound is below the minimum (a one-sided test at 2.5 %)."""
+
+DRIFT_SUBJECT = "[oncology] input drift for {{ event.payload.model_version }}: {{ event.payload.features }}"
+DRIFT_BODY = """\
+Model version: {{ event.payload.model_version }}
+Drifting: {{ event.payload.features }}
+Window: {{ event.payload.window_start }} to {{ event.payload.window_end }} ({{ event.payload.rows }} predictions)
+Rule: Holm-adjusted chi-square p below {{ event.payload.alpha }} and PSI above its no-drift 95th percentile
+Figures and chart: {{ event.payload.drift }}
+Retraining waits for confirmed cases: {{ event.payload.new_confirmed_cases }} new this run; the nightly retrains \
+when they arrive, never on drift alone."""
 
 
 def _notify(
@@ -131,18 +142,36 @@ def nightly_overdue_alert(block_id: UUID, hours: float) -> AutomationCore:
 def recall_alert(block_id: UUID) -> AutomationCore:
     """One notification per recall-alarm event of the monitor flow: the version, its realised recall with the
     interval and case count, the gate's minimum and the window."""
-    trigger = EventTrigger(
+    description = "The monitor flow found a serving version's realised recall credibly below the gate's minimum."
+    return _notify(
+        block_id, RECALL_BELOW_GATE, description, _per_version(RECALL_ALARM_EVENT), RECALL_SUBJECT, RECALL_BODY
+    )
+
+
+def _per_version(event: str) -> EventTrigger:
+    """Fires once for each `event` of a model version."""
+    return EventTrigger(
         posture=Posture.Reactive,
-        expect={RECALL_ALARM_EVENT},
+        expect={event},
         match={"prefect.resource.id": "oncology.model-version.*"},
         for_each={"prefect.resource.id"},
         threshold=1,
         within=timedelta(0),
     )
-    description = "The monitor flow found a serving version's realised recall credibly below the gate's minimum."
-    return _notify(block_id, RECALL_BELOW_GATE, description, trigger, RECALL_SUBJECT, RECALL_BODY)
+
+
+def drift_alert(block_id: UUID) -> AutomationCore:
+    """One notification per drift event of the monitor flow: the version, the drifting inputs, the window and how
+    many confirmed cases retraining has."""
+    description = "The monitor flow found the inputs of a serving version drifting from its training data."
+    return _notify(block_id, INPUT_DRIFT, description, _per_version(DRIFT_EVENT), DRIFT_SUBJECT, DRIFT_BODY)
 
 
 def alert_automations(block_id: UUID, nightly_deadline_hours: float) -> list[AutomationCore]:
     """Every alert of the pipeline, delivered through the notification block `block_id`."""
-    return [failed_run_alert(block_id), nightly_overdue_alert(block_id, nightly_deadline_hours), recall_alert(block_id)]
+    return [
+        failed_run_alert(block_id),
+        nightly_overdue_alert(block_id, nightly_deadline_hours),
+        recall_alert(block_id),
+        drift_alert(block_id),
+    ]

@@ -6,18 +6,12 @@ an outcomes file as a pathology lab would send them; the monitor flow joins them
 
 from __future__ import annotations
 
-import json
+import random
 import time
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
-
-from oncology_model.data import parse_csv
-from oncology_model.datamodel import FEATURES
-from oncology_model.sample_data import sample_data_csv
+from demo import traffic
 from oncology_pipeline import aws, predictionlog, s3store
 from oncology_pipeline.settings import PipelineSettings
 
@@ -33,28 +27,20 @@ class Traffic:
     seconds: float
 
 
+def demo_sample(count: int) -> list[tuple[traffic.Row, int]]:
+    """`count` distinct rows of the data set with their classes, a seeded random sample: the file's order is not
+    random (its first rows differ from the rest, which the drift watch would rightly call drift)."""
+    rows, classes = traffic.real_rows()
+    return [(rows[n], classes[n]) for n in random.Random(0).sample(range(len(rows)), count)]
+
+
 def send_traffic(url: str, run: str, count: int = REQUESTS) -> Traffic:
-    """POST `count` rows of the data set to the service (8 at a time), each with its own X-Request-ID."""
-    data = parse_csv(sample_data_csv())
-    complete = ~np.isnan(data.X).any(axis=1)
-    rows, labels = data.X[complete][:count], data.y[complete][:count]
-    start = time.perf_counter()
-
-    def post(n: int) -> tuple[str, int]:
-        request_id = f"demo-{run}-{n:04d}"
-        body = json.dumps(dict(zip(FEATURES, map(int, rows[n]), strict=True))).encode()
-        request = urllib.request.Request(
-            f"{url}/v1/predictions",
-            data=body,
-            headers={"content-type": "application/json", "x-request-id": request_id},
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            assert answer.headers["x-request-id"] == request_id
-        return request_id, 4 if labels[n] else 2
-
-    with ThreadPoolExecutor(8) as pool:
-        diagnoses = dict(pool.map(post, range(len(rows))))
-    return Traffic(diagnoses, time.perf_counter() - start)
+    """POST `count` rows of `demo_sample` to the service (8 at a time), each with its own X-Request-ID."""
+    sample = demo_sample(count)
+    sent = traffic.send(url, [row for row, _ in sample], f"demo-{run}")
+    if sent.failures:
+        raise RuntimeError(f"{len(sent.failures)} of {len(sent.ids)} requests failed: {sent.failure_counts()}")
+    return Traffic(dict(zip(sent.ids, (label for _, label in sample), strict=True)), sent.seconds)
 
 
 def wait_for_log(settings: PipelineSettings, ids: set[str], timeout: float = 30) -> int:

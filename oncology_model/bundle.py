@@ -24,6 +24,7 @@ from oncology_model.datamodel import FEATURES
 from oncology_model.errors import BundleError
 from oncology_model.evaluation import Evaluation, GateDecision
 from oncology_model.files import staged_directory
+from oncology_model.reference import Reference, make_reference
 from oncology_model.training import ThresholdChoice, TrainedModel, TrainingConfig
 
 MODEL_FILE = "model.skops"
@@ -58,6 +59,9 @@ class ModelMetadata(BaseModel):
     golden: list[GoldenCase] = Field(
         default_factory=list, description="hold-out rows with their expected probabilities (deploy verification)"
     )
+    reference: Reference | None = Field(
+        default=None, description="the training split's score counts and predicted-malignant rows (drift monitor)"
+    )
 
 
 def describe_model(
@@ -85,6 +89,9 @@ def describe_model(
         threshold=model.threshold,
         git_revision=git_revision(),
         golden=golden_set(model),
+        reference=make_reference(
+            model.split.X_train, model.pipeline.predict_proba(model.split.X_train)[:, 1] >= model.threshold.threshold
+        ),
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from oncology_model.data import ValidationReport
 from oncology_model.evaluation import Evaluation, GateDecision
 from oncology_model.training import ThresholdChoice
+from oncology_pipeline.driftwatch import DriftWatch
 from oncology_pipeline.image import ImageInfo
 from oncology_pipeline.outcomes import RULES, OutcomesReport, Rule
 from oncology_pipeline.performance import Performance, Rate, VersionPerformance
@@ -74,6 +76,22 @@ def gate_markdown(
     champion = decision.champion_version or "none (first model)"
     lines = [f"# Quality gate for {version}: {verdict}", "", f"Champion (the serving model): {champion}", ""]
     lines += [f"- {reason}" for reason in decision.reasons]
+    if evaluation is not None and evaluation.repeated_cv is not None:
+        cv = evaluation.repeated_cv
+        lines += [
+            "",
+            f"The floors are judged on the mean of {cv.repeats} x {cv.folds}-fold stratified cross-validation of all "
+            f"{cv.rows} rows (the whole training procedure, threshold choice included, in each fold), so the "
+            "verdict does not flip with one hold-out split; the champion comparison stays paired on the hold-out. "
+            f"Interval: {cv.interval}.",
+            "",
+            "| metric | cross-validation mean | 95 % interval | hold-out |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {name} | {e.value:.4f} | [{e.ci_low:.4f}, {e.ci_high:.4f}] | {evaluation.value(name):.4f} |"
+                for name, e in cv.metrics.items()
+            ),
+        ]
     if threshold is not None and evaluation is not None:
         target = f"target recall {threshold.target_recall}" if threshold.target_recall is not None else "fixed"
         lines += [
@@ -286,4 +304,60 @@ def performance_markdown(performance: Performance) -> str:
         lines += ["", "No predictions in the window."]
     for version in performance.versions:
         lines += ["", *_version_table(version)]
+    return "\n".join(lines)
+
+
+def drift_markdown(watch: DriftWatch, charts: Mapping[str, str]) -> str:
+    """The drift watch: per model version the verdict, one row per feature (statistic, adjusted p, PSI and its
+    limit), the prediction share, the rule, a link to its chart (`charts`: version -> URL), and what retraining
+    waits for."""
+    window = f"{watch.window_start.isoformat()} to {watch.window_end.isoformat()}"
+    added = f" ({escape_markdown(watch.labelled_file)})" if watch.labelled_file else ""
+    lines = [
+        "# Input drift against the training data",
+        "",
+        f"- window: {window}; generated {watch.generated_at.isoformat()}",
+        f"- new confirmed cases this run added to the training data: **{watch.new_confirmed_cases}**{added}",
+        "",
+        "Drift alone never retrains: the nightly retrains when new confirmed cases arrive (a fingerprint over the "
+        "labelled files), so a drifting input waits for the diagnoses that show what the new inputs mean.",
+    ]
+    if not watch.versions:
+        lines += ["", "No predictions in the window."]
+    for version in watch.versions:
+        lines += ["", f"## {escape_markdown(version.model_version)}: {version.verdict} ({version.rows} rows)"]
+        report = version.report
+        if report is None:
+            continue
+        lines += ["", escape_markdown(report.rule)]
+        if version.model_version in charts:
+            lines += ["", f"[Reference vs window, per feature (chart)]({charts[version.model_version]})"]
+        lines += [
+            "",
+            "| feature | chi-square (dof) | adjusted p | PSI | PSI limit | missing ref / window | verdict |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in report.features:
+            missing = f"{row.reference_missing_share:.1%} / " + (
+                "-" if row.window_missing_share is None else f"{row.window_missing_share:.1%}"
+            )
+            if row.test is None:
+                lines.append(f"| {escape_markdown(row.feature)} | - | - | - | - | {missing} | not judged |")
+                continue
+            t = row.test
+            lines.append(
+                f"| {escape_markdown(row.feature)} | {t.statistic:.2f} ({t.dof}) | {t.adjusted_p:.3g} | {t.psi:.4f} | "
+                f"{t.psi_limit:.4f} | {missing} | {'**drift**' if t.drifts else 'no drift'} |"
+            )
+        share = report.prediction
+        current = "-" if share.window_share is None else f"{share.window_share:.1%}"
+        name = f"predicted malignant share ({share.reference_share:.1%} → {current})"
+        if share.test is None:
+            lines.append(f"| {name} | - | - | - | - | - | not judged |")
+        else:
+            test = share.test
+            verdict = "**drift**" if test.drifts else "no drift"
+            lines.append(
+                f"| {name} | {test.statistic:.2f} ({test.dof}) | {test.adjusted_p:.3g} | - | - | - | {verdict} |"
+            )
     return "\n".join(lines)

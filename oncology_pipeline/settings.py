@@ -112,6 +112,13 @@ class PipelineSettings(BaseSettings):
     min_confirmed_malignant: int = Field(
         default=30, ge=1, description="confirmed malignant cases before a realised-recall alert may fire"
     )
+    drift_window_hours: float = Field(
+        default=24, gt=0, description="the latest predictions the drift watch compares with the training data"
+    )
+    drift_alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="the drift watch's false-alarm rate per window (Holm over ten tests)"
+    )
+    drift_min_rows: int = Field(default=200, ge=20, description="fewer rows in the window: 'insufficient data'")
 
     # Unattended nights: time limits, alerts, housekeeping
     pipeline_timeout_seconds: float = Field(default=3600, gt=0, description="the whole pipeline flow run")
