@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Screenshots of the Prefect UI as a person sees it: a finished pipeline run's page, its artifacts tab, the
 # train stage's artifacts tab, the rendered pipeline summary, quality gate, deploy and release artifacts, and the
-# latest monitor run's artifacts (performance, outcomes).
+# latest monitor run's artifacts (performance, outcomes), and the drift artifacts of the latest run that found drift.
 # PNGs go to docs/.
 # Needs `make server` (or any Prefect server at PREFECT_API_URL) and Chromium (`apt-get install -y chromium`).
 # Usage: scripts/screenshots.sh [FLOW_RUN_ID]   (default: the latest completed train-test-publish-deploy run)
@@ -48,3 +48,16 @@ monitor_id=$(query flow_runs '{"flows": {"name": {"any_": ["monitor"]}},
 shoot docs/prefect-monitor-artifacts.png "$ui/v2/runs/flow-run/$monitor_id?tab=Artifacts"
 shoot docs/prefect-performance-artifact.png "$ui/artifacts/artifact/$(artifact performance "$monitor_id")"
 shoot docs/prefect-outcomes-artifact.png "$ui/artifacts/artifact/$(artifact outcomes "$monitor_id")"
+# The latest monitor run that found drift: its drift table, its chart artifact and the chart itself.
+read -r drift_run chart_id chart_url < <(query artifacts '{"artifacts": {"key": {"any_": ["drift-chart"]}},
+  "sort": "CREATED_DESC", "limit": 50}' | python3 -c '
+import json, sys
+found = [a for a in json.load(sys.stdin) if "(drift:" in (a["description"] or "")]
+print(*((found[0]["flow_run_id"], found[0]["id"], found[0]["data"]) if found else ("-", "-", "-")))')
+if [ "$drift_run" != "-" ]; then
+  shoot docs/prefect-drift-artifact.png "$ui/artifacts/artifact/$(artifact drift "$drift_run")"
+  shoot docs/prefect-drift-chart-artifact.png "$ui/artifacts/artifact/$chart_id"
+  shoot docs/drift-chart.png "$chart_url"
+else
+  echo "no monitor run has found drift yet: no drift screenshots (see README, the drift watch)"
+fi
