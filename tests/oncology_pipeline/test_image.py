@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
+import json
+import re
 import shutil
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -339,14 +345,10 @@ def test_only_old_smoke_test_containers_of_this_repository_are_swept(docker_clie
         docker_client.images.remove(info.id, force=True)
 
 
-def test_sigterm_writes_every_logged_prediction_to_s3_once(built_image: BuiltImage, docker_client: Any) -> None:
-    """The image's prediction log under 16 concurrent clients, then SIGTERM (what a pod's termination sends): every
-    answered request id is in S3 exactly once (S3: a moto server on the Docker bridge, as pods reach it)."""
-    import gzip
-    import json
-    import urllib.request
-    from concurrent.futures import ThreadPoolExecutor
-
+@contextlib.contextmanager
+def _logging_service(image: str, docker_client: Any, **settings: str) -> Iterator[tuple[Any, str, Any, str]]:
+    """The image serving with its prediction log on (a new bucket on a moto server on the Docker bridge, as pods
+    reach it; more ONCOLOGY_* `settings`): the container, its URL (ready), an S3 client of that server, the bucket."""
     import boto3
 
     from standins.aws import moto_server
@@ -354,16 +356,18 @@ def test_sigterm_writes_every_logged_prediction_to_s3_once(built_image: BuiltIma
 
     with moto_server(address=host_gateway_address(docker_client)) as endpoint:
         s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="logs", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        bucket = f"logs-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
         environment = {
-            "ONCOLOGY_LOG_BUCKET": "logs",
+            "ONCOLOGY_LOG_BUCKET": bucket,
             "AWS_ENDPOINT_URL_S3": f"http://host.docker.internal:{endpoint.rsplit(':', 1)[1]}",
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "eu-central-1",
+            **{f"ONCOLOGY_{name.upper()}": value for name, value in settings.items()},
         }
         container = docker_client.containers.run(
-            built_image.info.id,
+            image,
             detach=True,
             read_only=True,
             environment=environment,
@@ -380,23 +384,61 @@ def test_sigterm_writes_every_logged_prediction_to_s3_once(built_image: BuiltIma
                         break
                 assert time.monotonic() < deadline, container.logs().decode()[-2000:]
                 time.sleep(0.2)
-
-            def predict(n: int) -> str:
-                body = json.dumps(EXAMPLE_MALIGNANT if n % 2 else EXAMPLE_BENIGN).encode()
-                headers = {"content-type": "application/json", "x-request-id": f"load-{n}"}
-                request = urllib.request.Request(f"{url}/v1/predictions", data=body, headers=headers)
-                with urllib.request.urlopen(request, timeout=10) as answer:
-                    return str(answer.headers["x-request-id"])
-
-            with ThreadPoolExecutor(16) as pool:
-                answered = list(pool.map(predict, range(1000)))
-            container.stop(timeout=30)  # SIGTERM, then SIGKILL after 30 s
-            assert container.wait(timeout=5)["StatusCode"] == 0
+            yield container, url, s3, bucket
         finally:
             container.remove(force=True)
-        logged = [
-            json.loads(line)["request_id"]
-            for item in s3.list_objects_v2(Bucket="logs").get("Contents", [])
-            for line in gzip.decompress(s3.get_object(Bucket="logs", Key=item["Key"])["Body"].read()).splitlines()
-        ]
+
+
+def _predict(url: str, n: int) -> str:
+    """One prediction with the request id `load-<n>`; the id the answer carries."""
+    body = json.dumps(EXAMPLE_MALIGNANT if n % 2 else EXAMPLE_BENIGN).encode()
+    headers = {"content-type": "application/json", "x-request-id": f"load-{n}"}
+    request = urllib.request.Request(f"{url}/v1/predictions", data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return str(answer.headers["x-request-id"])
+
+
+def _logged(s3: Any, bucket: str) -> list[str]:
+    """The request ids of every record in `bucket`."""
+    return [
+        json.loads(line)["request_id"]
+        for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+        for line in gzip.decompress(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()).splitlines()
+    ]
+
+
+def test_sigterm_writes_every_logged_prediction_to_s3_once(built_image: BuiltImage, docker_client: Any) -> None:
+    """The image's prediction log under 16 concurrent clients, then SIGTERM (what a pod's termination sends): every
+    answered request id is in S3 exactly once."""
+    with _logging_service(built_image.info.id, docker_client) as (container, url, s3, bucket):
+        with ThreadPoolExecutor(16) as pool:
+            answered = list(pool.map(lambda n: _predict(url, n), range(1000)))
+        container.stop(timeout=30)  # SIGTERM, then SIGKILL after 30 s
+        assert container.wait(timeout=5)["StatusCode"] == 0
+        logged = _logged(s3, bucket)
     assert sorted(logged) == sorted(answered) and len(set(logged)) == 1000
+
+
+def test_sigkill_loses_only_the_buffer_metrics_reported(built_image: BuiltImage, docker_client: Any) -> None:
+    """SIGKILL (no flush) after 120 predictions with a write every 50 records: S3 holds exactly the records
+    /metrics counted as written, each once, and the loss is the buffer /metrics reported."""
+    with _logging_service(built_image.info.id, docker_client, log_flush_records="50") as (container, url, s3, bucket):
+        answered = [_predict(url, n) for n in range(120)]
+
+        def metric(name: str) -> int:
+            text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+            match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+            assert match, name
+            return int(float(match.group(1)))
+
+        written = 'oncology_prediction_log_records_total{outcome="written"}'
+        buffered = "oncology_prediction_log_buffered_records"
+        deadline = time.monotonic() + 30
+        while metric(written) + metric(buffered) != 120 or metric(buffered) >= 50:  # the writer is done
+            assert time.monotonic() < deadline, (metric(written), metric(buffered))
+            time.sleep(0.2)
+        reported_written, reported_buffered = metric(written), metric(buffered)
+        container.kill()  # SIGKILL: the buffer is gone
+        logged = _logged(s3, bucket)
+    assert len(logged) == len(set(logged)) == reported_written >= 120 - 49
+    assert set(logged) <= set(answered) and len(answered) - len(logged) == reported_buffered
