@@ -164,16 +164,21 @@ def minimum_rows_per_class(config: TrainingConfig) -> int:
     return max(math.ceil((config.cv_folds + 1) / (1 - config.test_size)), math.ceil(1 / config.test_size))
 
 
-def _check_enough_rows(dataset: Dataset, config: TrainingConfig) -> None:
-    """Raise DataValidationError when a class has too few rows for the hold-out and the cross-validation."""
-    needed = minimum_rows_per_class(config)
+def _require_rows_per_class(dataset: Dataset, needed: int, purpose: str, because: str) -> None:
+    """Raise DataValidationError ("too few rows <purpose>: <counts>; <because> need ...") when a class has fewer
+    than `needed` rows."""
     counts = {"benign": int(np.sum(dataset.y == 0)), "malignant": int(np.sum(dataset.y == 1))}
     if min(counts.values()) < needed:
         have = ", ".join(f"{name} {n}" for name, n in counts.items())
         raise DataValidationError(
-            f"too few rows to train: {have}; a {config.test_size:.0%} hold-out and {config.cv_folds}-fold "
-            f"cross-validation need at least {needed} valid rows of each class"
+            f"too few rows {purpose}: {have}; {because} need at least {needed} valid rows of each class"
         )
+
+
+def _check_enough_rows(dataset: Dataset, config: TrainingConfig) -> None:
+    """Raise DataValidationError when a class has too few rows for the hold-out and the cross-validation."""
+    because = f"a {config.test_size:.0%} hold-out and {config.cv_folds}-fold cross-validation"
+    _require_rows_per_class(dataset, minimum_rows_per_class(config), "to train", because)
 
 
 def fit_with_threshold(
@@ -219,13 +224,8 @@ def repeated_cross_validation(
     how well the procedure does on this data, independently of any one hold-out split.
     Raises DataValidationError when a class has too few rows for the folds and the inner cross-validation."""
     needed = max(folds, math.ceil((config.cv_folds + 1) * folds / (folds - 1)))
-    counts = {"benign": int(np.sum(dataset.y == 0)), "malignant": int(np.sum(dataset.y == 1))}
-    if min(counts.values()) < needed:
-        have = ", ".join(f"{name} {n}" for name, n in counts.items())
-        raise DataValidationError(
-            f"too few rows for the gate's cross-validation: {have}; {folds} folds with {config.cv_folds}-fold "
-            f"threshold choice inside each need at least {needed} valid rows of each class"
-        )
+    because = f"{folds} folds with {config.cv_folds}-fold threshold choice inside each"
+    _require_rows_per_class(dataset, needed, "for the gate's cross-validation", because)
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=config.seed)
     predictions = []
     # build_pipeline has validated the parameters; checking them again in each of the folds x repeats x

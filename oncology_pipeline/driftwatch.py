@@ -67,7 +67,7 @@ def judge(
 
 
 def watch(
-    cases: LoggedCases,
+    by_version: Mapping[str, list[LoggedPrediction]],
     references: Mapping[str, Reference | None],
     *,
     start: datetime,
@@ -78,10 +78,11 @@ def watch(
     new_confirmed_cases: int,
     labelled_file: str | None,
 ) -> DriftWatch:
-    """Every version served in the window, judged against its reference (`references` holds each version)."""
+    """Every version's cases of the window (`window_cases`), judged against its reference (`references` holds
+    each version)."""
     versions = [
         judge(version, records, references[version], alpha=alpha, min_rows=min_rows)
-        for version, records in window_cases(cases, start, end).items()
+        for version, records in by_version.items()
     ]
     return DriftWatch(
         window_start=start,

@@ -30,6 +30,11 @@ DRIFT_EVENT = "oncology.drift.detected"
 CHART_LINK_SECONDS = 7 * 24 * 3600
 
 
+def _version_resource(version: str) -> dict[str, str]:
+    """The Prefect event resource of a model version (the alert automations match `oncology.model-version.*`)."""
+    return {"prefect.resource.id": f"oncology.model-version.{version}", "prefect.resource.name": version}
+
+
 @task(name="read_prediction_log", tags=["monitor"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def read_prediction_log(settings: PipelineSettings, start: datetime, end: datetime) -> predictionlog.LogWindow:
     """The prediction log's records of `[start, end)`."""
@@ -98,10 +103,7 @@ def report_performance(
             rate = version.sensitivity
             emit_event(
                 event=RECALL_ALARM_EVENT,
-                resource={
-                    "prefect.resource.id": f"oncology.model-version.{version.model_version}",
-                    "prefect.resource.name": version.model_version,
-                },
+                resource=_version_resource(version.model_version),
                 payload={
                     "model_version": version.model_version,
                     "recall": rate.value,
@@ -176,7 +178,7 @@ def watch_drift(
     start, end = window
     versions = driftwatch.window_cases(cases, start, end)
     watch = driftwatch.watch(
-        cases,
+        versions,
         {version: _reference(s3, settings, version) for version in versions},
         start=start,
         end=end,
@@ -216,10 +218,7 @@ def watch_drift(
             continue
         emit_event(
             event=DRIFT_EVENT,
-            resource={
-                "prefect.resource.id": f"oncology.model-version.{version.model_version}",
-                "prefect.resource.name": version.model_version,
-            },
+            resource=_version_resource(version.model_version),
             payload={
                 "model_version": version.model_version,
                 "features": ", ".join(version.report.drifting),

@@ -42,9 +42,10 @@ def test_only_the_windows_cases_are_judged_each_against_its_versions_reference(r
     cases = logged_cases(records)
     start = NOW - timedelta(hours=24)
 
-    assert {v: len(r) for v, r in window_cases(cases, start, NOW).items()} == {"v-a": 250, "v-b": 30}
+    by_version = window_cases(cases, start, NOW)
+    assert {v: len(r) for v, r in by_version.items()} == {"v-a": 250, "v-b": 30}
     result = watch(
-        cases,
+        by_version,
         {"v-a": reference, "v-b": None},
         start=start,
         end=NOW,
