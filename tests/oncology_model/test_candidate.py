@@ -14,6 +14,7 @@ from oncology_model.data import Dataset, parse_csv
 from oncology_model.datamodel import Prediction, Tumor
 from oncology_model.evaluation import GateThresholds
 from oncology_model.training import CV_SCORING, TrainingConfig
+from tests.support.models import ONE_CV_PASS
 
 
 def test_a_candidate_is_trained_evaluated_gated_and_saved(real_dataset: Dataset, tmp_path: Path) -> None:
@@ -34,7 +35,9 @@ def test_the_hold_out_share_sets_the_evaluations_test_set(
     real_dataset: Dataset, tmp_path: Path, test_size: float, n_test: int
 ) -> None:
     config = TrainingConfig(test_size=test_size, cv_folds=2)
-    candidate = make_candidate(real_dataset, config, version="v-share", directory=tmp_path / "m", resamples=100)
+    candidate = make_candidate(
+        real_dataset, config, version="v-share", directory=tmp_path / "m", resamples=100, gate=ONE_CV_PASS
+    )
 
     assert candidate.evaluation.n_test == n_test == math.ceil(699 * test_size)
     assert candidate.metadata.rows["test"] == n_test and candidate.metadata.config.test_size == test_size
@@ -43,7 +46,9 @@ def test_the_hold_out_share_sets_the_evaluations_test_set(
 @pytest.mark.parametrize("folds", [2, 7])
 def test_the_folds_set_the_cross_validation_count(real_dataset: Dataset, tmp_path: Path, folds: int) -> None:
     config = TrainingConfig(cv_folds=folds)
-    candidate = make_candidate(real_dataset, config, version="v-folds", directory=tmp_path / "m", resamples=100)
+    candidate = make_candidate(
+        real_dataset, config, version="v-folds", directory=tmp_path / "m", resamples=100, gate=ONE_CV_PASS
+    )
 
     assert sorted(candidate.evaluation.cv_scores) == sorted(CV_SCORING)
     assert all(len(scores) == folds for scores in candidate.evaluation.cv_scores.values())
@@ -55,7 +60,9 @@ def test_a_fixed_threshold_is_stored_in_the_bundle_and_decides_the_served_label_
 ) -> None:
     def served(threshold: float, name: str) -> Classifier:
         config = TrainingConfig(decision_threshold=threshold)
-        make_candidate(real_dataset, config, version=f"v-{name}", directory=tmp_path / name, resamples=100)
+        make_candidate(
+            real_dataset, config, version=f"v-{name}", directory=tmp_path / name, resamples=100, gate=ONE_CV_PASS
+        )
         return Classifier.from_bundle(tmp_path / name)
 
     first = served(0.5, "half")
@@ -81,13 +88,16 @@ def test_a_rejected_candidate_is_saved_only_when_asked(real_csv: bytes, tmp_path
     ]
     dataset = parse_csv(("\n".join(noisy) + "\n").encode())
 
-    kept = make_candidate(dataset, TrainingConfig(), version="v-kept", directory=tmp_path / "kept", resamples=100)
+    kept = make_candidate(
+        dataset, TrainingConfig(), version="v-kept", directory=tmp_path / "kept", resamples=100, gate=ONE_CV_PASS
+    )
     dropped = make_candidate(
         dataset,
         TrainingConfig(),
         version="v-dropped",
         directory=tmp_path / "dropped",
         resamples=100,
+        gate=ONE_CV_PASS,
         save_rejected=False,
     )
 
@@ -101,14 +111,20 @@ def test_the_gate_settings_and_the_champion_decide(
 ) -> None:
     champion = Champion("v-champion", classifier)
     same = make_candidate(
-        real_dataset, TrainingConfig(), version="v-same", directory=tmp_path / "a", resamples=200, champion=champion
+        real_dataset,
+        TrainingConfig(),
+        version="v-same",
+        directory=tmp_path / "a",
+        resamples=200,
+        gate=ONE_CV_PASS,
+        champion=champion,
     )
     strict = make_candidate(
         real_dataset,
         TrainingConfig(),
         version="v-strict",
         directory=tmp_path / "b",
-        gate=GateThresholds(min_recall=1.0),
+        gate=GateThresholds(min_recall=1.0, cv_repeats=1),
     )
 
     assert same.decision.passed and same.decision.champion_version == "v-champion"
@@ -121,10 +137,11 @@ def test_the_gate_settings_and_the_champion_decide(
 def test_the_gate_gives_one_verdict_whatever_the_seed_where_one_hold_out_flips(
     real_dataset: Dataset, tmp_path: Path
 ) -> None:
-    """Seeds 1-20 move the hold-out split and the cross-validation folds; the floors, judged on the mean of 5 x
-    5-fold cross-validation, pass every time, although hold-out recall alone falls below 0.95 for some seeds."""
+    """Seeds move the hold-out split and the cross-validation folds; the floors, judged on the mean of 5 x 5-fold
+    cross-validation, pass every time, although hold-out recall alone falls below 0.95 for some seeds. Seeds 1-20
+    were measured (all passed; hold-out recall 0.9375 for seeds 8 and 14 only); the test runs those two and 1-4."""
     hold_out_recall = []
-    for seed in range(1, 21):
+    for seed in (1, 2, 3, 4, 8, 14):
         candidate = make_candidate(
             real_dataset, TrainingConfig(seed=seed), version=f"v-{seed}", directory=tmp_path / str(seed), resamples=50
         )
