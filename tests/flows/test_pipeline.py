@@ -229,8 +229,9 @@ def test_the_readme_sequence_on_demand_training_never_changes_production_then_re
 ) -> None:
     """nightly (the whole pipeline: one version released) -> on-demand random forest (the gate finds it worse than
     the champion; production stays) -> nightly (no change) -> forced nightly (a second release), then roll back by
-    hand. A stored candidate is released (`model_version=`) by the step that resumes a failed run
-    (test_prefects_retry_of_a_run_that_failed_after_the_gate_resumes_it)."""
+    hand. Releasing a stored candidate (`model_version=`) takes the step a resumed run takes (`_candidate` in
+    flows/pipeline.py, run by test_prefects_retry_of_a_run_that_failed_after_the_gate_resumes_it); the
+    `model_version=` entry itself has no whole-pipeline test (it had none before: the forest never passed)."""
     first = _assert_one_version_released(
         stack, standin, overrides, workloads, before=snapshot(stack.s3, stack.settings.model_bucket)
     )

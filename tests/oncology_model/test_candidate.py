@@ -14,7 +14,7 @@ from oncology_model.data import Dataset, parse_csv
 from oncology_model.datamodel import Prediction, Tumor
 from oncology_model.evaluation import GateThresholds
 from oncology_model.training import CV_SCORING, TrainingConfig
-from tests.support.models import ONE_CV_PASS
+from tests.support.models import quick_candidate
 
 
 def test_a_candidate_is_trained_evaluated_gated_and_saved(real_dataset: Dataset, tmp_path: Path) -> None:
@@ -35,9 +35,7 @@ def test_the_hold_out_share_sets_the_evaluations_test_set(
     real_dataset: Dataset, tmp_path: Path, test_size: float, n_test: int
 ) -> None:
     config = TrainingConfig(test_size=test_size, cv_folds=2)
-    candidate = make_candidate(
-        real_dataset, config, version="v-share", directory=tmp_path / "m", resamples=100, gate=ONE_CV_PASS
-    )
+    candidate = quick_candidate(real_dataset, config, version="v-share", directory=tmp_path / "m")
 
     assert candidate.evaluation.n_test == n_test == math.ceil(699 * test_size)
     assert candidate.metadata.rows["test"] == n_test and candidate.metadata.config.test_size == test_size
@@ -46,9 +44,7 @@ def test_the_hold_out_share_sets_the_evaluations_test_set(
 @pytest.mark.parametrize("folds", [2, 7])
 def test_the_folds_set_the_cross_validation_count(real_dataset: Dataset, tmp_path: Path, folds: int) -> None:
     config = TrainingConfig(cv_folds=folds)
-    candidate = make_candidate(
-        real_dataset, config, version="v-folds", directory=tmp_path / "m", resamples=100, gate=ONE_CV_PASS
-    )
+    candidate = quick_candidate(real_dataset, config, version="v-folds", directory=tmp_path / "m")
 
     assert sorted(candidate.evaluation.cv_scores) == sorted(CV_SCORING)
     assert all(len(scores) == folds for scores in candidate.evaluation.cv_scores.values())
@@ -60,9 +56,7 @@ def test_a_fixed_threshold_is_stored_in_the_bundle_and_decides_the_served_label_
 ) -> None:
     def served(threshold: float, name: str) -> Classifier:
         config = TrainingConfig(decision_threshold=threshold)
-        make_candidate(
-            real_dataset, config, version=f"v-{name}", directory=tmp_path / name, resamples=100, gate=ONE_CV_PASS
-        )
+        quick_candidate(real_dataset, config, version=f"v-{name}", directory=tmp_path / name)
         return Classifier.from_bundle(tmp_path / name)
 
     first = served(0.5, "half")
@@ -88,17 +82,9 @@ def test_a_rejected_candidate_is_saved_only_when_asked(real_csv: bytes, tmp_path
     ]
     dataset = parse_csv(("\n".join(noisy) + "\n").encode())
 
-    kept = make_candidate(
-        dataset, TrainingConfig(), version="v-kept", directory=tmp_path / "kept", resamples=100, gate=ONE_CV_PASS
-    )
-    dropped = make_candidate(
-        dataset,
-        TrainingConfig(),
-        version="v-dropped",
-        directory=tmp_path / "dropped",
-        resamples=100,
-        gate=ONE_CV_PASS,
-        save_rejected=False,
+    kept = quick_candidate(dataset, TrainingConfig(), version="v-kept", directory=tmp_path / "kept")
+    dropped = quick_candidate(
+        dataset, TrainingConfig(), version="v-dropped", directory=tmp_path / "dropped", save_rejected=False
     )
 
     assert not kept.decision.passed and read_metadata(tmp_path / "kept").gate == kept.decision
@@ -110,14 +96,8 @@ def test_the_gate_settings_and_the_champion_decide(
     real_dataset: Dataset, classifier: Classifier, tmp_path: Path
 ) -> None:
     champion = Champion("v-champion", classifier)
-    same = make_candidate(
-        real_dataset,
-        TrainingConfig(),
-        version="v-same",
-        directory=tmp_path / "a",
-        resamples=200,
-        gate=ONE_CV_PASS,
-        champion=champion,
+    same = quick_candidate(
+        real_dataset, TrainingConfig(), version="v-same", directory=tmp_path / "a", resamples=200, champion=champion
     )
     strict = make_candidate(
         real_dataset,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from oncology_model.bundle import ModelMetadata
-from oncology_model.candidate import make_candidate
-from oncology_model.data import parse_csv
+from oncology_model.candidate import Candidate, make_candidate
+from oncology_model.data import Dataset, parse_csv
 from oncology_model.evaluation import GateThresholds
 from oncology_model.training import TrainingConfig
 
@@ -16,15 +17,20 @@ from oncology_model.training import TrainingConfig
 ONE_CV_PASS = GateThresholds(cv_repeats=1)
 
 
+def quick_candidate(
+    dataset: Dataset, config: TrainingConfig, *, version: str, directory: Path, **options: Any
+) -> Candidate:
+    """`make_candidate` with test-sized work unless `options` say otherwise: 100 bootstrap resamples and one
+    cross-validation pass (`ONE_CV_PASS`)."""
+    return make_candidate(
+        dataset, config, version=version, directory=directory, **{"resamples": 100, "gate": ONE_CV_PASS, **options}
+    )
+
+
 def train_bundle(csv: bytes, directory: Path, version: str, config: TrainingConfig | None = None) -> ModelMetadata:
     """Validate, train, evaluate, gate and save a bundle (200 bootstrap resamples and one cross-validation pass, to
     stay fast); its metadata."""
-    candidate = make_candidate(
-        parse_csv(csv),
-        config or TrainingConfig(),
-        version=version,
-        directory=directory,
-        resamples=200,
-        gate=ONE_CV_PASS,
+    candidate = quick_candidate(
+        parse_csv(csv), config or TrainingConfig(), version=version, directory=directory, resamples=200
     )
     return candidate.metadata
