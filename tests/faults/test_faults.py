@@ -307,7 +307,9 @@ def _arm_drop(env: Env) -> None:
 REGISTRY_CASES = [
     Case(
         "registry-refuses-the-push",
-        lambda env: env.registry.refuse(BLOB_UPLOAD) if env.registry else None,
+        # the manifest PUT refused (a push role without ecr:PutImage): the engine does not retry a manifest; a
+        # refused layer upload fails the same way after the engine's own 5 retries (50 s of back-off)
+        lambda env: env.registry.refuse(MANIFEST_PUT) if env.registry else None,
         _publish,
         Expect(
             StateType.FAILED,
