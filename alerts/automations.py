@@ -12,7 +12,7 @@ from uuid import UUID
 
 from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
 
-from tasks.monitor import DRIFT_EVENT, RECALL_ALARM_EVENT
+from oncology_pipeline.events import DRIFT_EVENT, RECALL_ALARM_EVENT
 from tasks.runs import NESTED_PREFIX
 
 #: Every flow of this project (the names in `@flow(name=...)`).

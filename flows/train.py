@@ -12,8 +12,8 @@ from typing import Any
 
 from prefect import flow, tags
 
+from oncology_model.config import Estimator
 from oncology_model.errors import QualityGateFailed
-from oncology_model.training import Estimator
 from oncology_pipeline import layout
 from oncology_pipeline.releases import lock_sha256, training_files
 from oncology_pipeline.settings import load_settings

@@ -19,13 +19,14 @@ import skops.io as sio
 from pydantic import BaseModel, Field, ValidationError
 from sklearn.pipeline import Pipeline
 
+from oncology_model.config import TrainingConfig
 from oncology_model.data import ValidationReport
 from oncology_model.datamodel import FEATURES
 from oncology_model.errors import BundleError
 from oncology_model.evaluation import Evaluation, GateDecision
 from oncology_model.files import staged_directory
 from oncology_model.reference import Reference, make_reference
-from oncology_model.training import ThresholdChoice, TrainedModel, TrainingConfig
+from oncology_model.training import ThresholdChoice, TrainedModel
 
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"

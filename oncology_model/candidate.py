@@ -7,18 +7,10 @@ from pathlib import Path
 
 from oncology_model.bundle import ModelMetadata, describe_model, save_bundle
 from oncology_model.classifier import Classifier
+from oncology_model.config import BOOTSTRAP_RESAMPLES, GateThresholds, TrainingConfig
 from oncology_model.data import Dataset
-from oncology_model.evaluation import (
-    BOOTSTRAP_RESAMPLES,
-    Evaluation,
-    GateDecision,
-    GateThresholds,
-    QualityGate,
-    compare,
-    evaluate,
-    repeated_cv_estimate,
-)
-from oncology_model.training import TrainedModel, TrainingConfig, repeated_cross_validation, train
+from oncology_model.evaluation import Evaluation, GateDecision, QualityGate, compare, evaluate, repeated_cv_estimate
+from oncology_model.training import TrainedModel, repeated_cross_validation, train
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from oncology_model.bundle import make_version
     from oncology_model.candidate import make_candidate
-    from oncology_model.training import TrainingConfig, first_error
+    from oncology_model.config import TrainingConfig, first_error
 
     try:
         config = TrainingConfig(**{name: v for name in _TRAINING_OPTIONS if (v := getattr(args, name)) is not None})

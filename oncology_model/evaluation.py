@@ -8,15 +8,15 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from scipy.stats import rankdata
 from scipy.stats import t as student_t
+
+from oncology_model.config import BOOTSTRAP_RESAMPLES, GateThresholds
 
 #: The confusion matrix's counts at the decision threshold.
 COUNTS: tuple[str, ...] = ("tn", "fp", "fn", "tp")
 METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "specificity", "roc_auc", *COUNTS)
-#: Bootstrap resamples of the confidence intervals and the champion comparison (the setting's default).
-BOOTSTRAP_RESAMPLES = 1000
 
 
 class Estimate(BaseModel):
@@ -185,27 +185,6 @@ def compare(
             ci_high=round(float(high), 6),
         )
     return differences
-
-
-class GateThresholds(BaseModel):
-    """Minimum values of the repeated cross-validation's means, its folds and repeats, and when a challenger
-    counts as worse than the champion on the hold-out."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_recall: float = Field(default=0.95, ge=0, le=1)
-    min_roc_auc: float = Field(default=0.97, ge=0, le=1)
-    min_accuracy: float = Field(default=0.93, ge=0, le=1)
-    min_specificity: float = Field(default=0.90, ge=0, le=1)
-    champion_margin: float = Field(
-        default=0.0,
-        ge=0,
-        le=1,
-        description="worse than the champion: the whole 95 % interval of (challenger - champion) is below -margin",
-    )
-    compared_metrics: tuple[str, ...] = ("recall", "roc_auc", "accuracy")
-    cv_folds: int = Field(default=5, ge=2, le=20, description="folds of the cross-validation the floors judge")
-    cv_repeats: int = Field(default=5, ge=1, le=20, description="repetitions (reshuffles) of those folds")
 
 
 class GateDecision(BaseModel):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
 
 import numpy as np
 import sklearn
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -24,67 +23,16 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from oncology_model.config import TrainingConfig
 from oncology_model.data import Dataset
 from oncology_model.errors import DataValidationError
 
-Estimator = Literal["logistic_regression", "random_forest", "gradient_boosting"]
 _ESTIMATORS: dict[str, type[ClassifierMixin]] = {
     "logistic_regression": LogisticRegression,
     "random_forest": RandomForestClassifier,
     "gradient_boosting": GradientBoostingClassifier,
 }
 CV_SCORING = ("roc_auc", "recall", "accuracy")
-
-
-# The rules of the training settings, shared by TrainingConfig (its defaults are the defaults) and the
-# pipeline settings, so that a value is checked by the same rule wherever it is set.
-HoldOutShare = Annotated[
-    float, Field(gt=0.0, lt=0.5, description="share of the rows held out for the evaluation and the gate, in (0, 0.5)")
-]
-CvFolds = Annotated[int, Field(ge=2, le=20, description="cross-validation folds on the training split, 2 to 20")]
-DecisionThreshold = Annotated[
-    float | None,
-    Field(
-        gt=0.0,
-        lt=1.0,
-        description="malignant when P(malignant) >= this, in (0, 1); None: chosen by cross-validation to reach "
-        "target_recall",
-    ),
-]
-TargetRecall = Annotated[
-    float,
-    Field(
-        gt=0.0,
-        le=1.0,
-        description="the out-of-fold malignant recall on the training split the chosen threshold reaches, in (0, 1]",
-    ),
-]
-
-
-class TrainingConfig(BaseModel):
-    """How to train: estimator, its hyperparameters, hold-out share, seed, cross-validation folds and the decision
-    threshold. The one home of their defaults and rules."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    estimator: Estimator = "logistic_regression"
-    hyperparameters: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
-    test_size: HoldOutShare = 0.2
-    seed: int = 42
-    cv_folds: CvFolds = 5
-    decision_threshold: DecisionThreshold = None
-    target_recall: TargetRecall = 0.98
-
-
-def first_error(exc: ValidationError) -> str:
-    """A validation error as one line: the field, the rule it breaks and the value given."""
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"])
-    rule = error["msg"].removeprefix("Value error, ")
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    if not field:  # a rule over several fields names them itself
-        return rule + more
-    return f"{field}: {rule} (got {error['input']!r}){more}"
 
 
 class ThresholdChoice(BaseModel):

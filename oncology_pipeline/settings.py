@@ -8,11 +8,12 @@ from typing import Any, Self
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from oncology_model.evaluation import BOOTSTRAP_RESAMPLES, GateThresholds
-from oncology_model.training import (
+from oncology_model.config import (
+    BOOTSTRAP_RESAMPLES,
     CvFolds,
     DecisionThreshold,
     Estimator,
+    GateThresholds,
     HoldOutShare,
     TargetRecall,
     TrainingConfig,

@@ -15,6 +15,7 @@ from oncology_model.bundle import METADATA_FILE, ModelMetadata
 from oncology_model.reference import Reference
 from oncology_pipeline import driftwatch, labelled, layout, predictionlog, s3store
 from oncology_pipeline.driftchart import drift_svg
+from oncology_pipeline.events import DRIFT_EVENT, RECALL_ALARM_EVENT
 from oncology_pipeline.outcomes import Outcome, OutcomesReport, read_outcomes
 from oncology_pipeline.performance import JoinedCase, LoggedCases, Performance, measure_performance
 from oncology_pipeline.reports import drift_markdown, outcomes_markdown, performance_markdown
@@ -22,10 +23,6 @@ from oncology_pipeline.settings import PipelineSettings
 from tasks.clients import aws_client
 from tasks.policy import NETWORK_RETRIES
 
-#: The event a realised-recall alarm emits (one per model version); `alerts` turns it into a notification.
-RECALL_ALARM_EVENT = "oncology.monitor.recall-below-gate"
-#: The event a drift verdict emits (one per drifting model version); `alerts` turns it into a notification.
-DRIFT_EVENT = "oncology.drift.detected"
 #: How long the drift chart's presigned link in the artifact works (SigV4's longest).
 CHART_LINK_SECONDS = 7 * 24 * 3600
 

@@ -7,7 +7,7 @@ import uuid
 
 from prefect.events import emit_event
 
-from tasks.monitor import DRIFT_EVENT
+from oncology_pipeline.events import DRIFT_EVENT
 from tests.alerts.conftest import AlertServer, message_text
 
 

@@ -7,7 +7,7 @@ import uuid
 
 from prefect.events import emit_event
 
-from tasks.monitor import RECALL_ALARM_EVENT
+from oncology_pipeline.events import RECALL_ALARM_EVENT
 from tests.alerts.conftest import AlertServer, message_text
 
 

@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from oncology_model.classifier import Classifier
+from oncology_model.config import GateThresholds
 from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, FEATURES, Prediction, Tumor
-from oncology_model.evaluation import GateThresholds
 
 
 def test_clearly_malignant_sample_is_malignant(classifier: Classifier) -> None:

@@ -37,7 +37,7 @@ def classifier(model_bundle_dir: Path) -> Classifier:
 @pytest.fixture(scope="session")
 def rf_bundle_dir(tmp_path_factory: pytest.TempPathFactory, real_csv: bytes) -> Path:
     """A random-forest bundle trained on the real data (few trees, to stay fast); do not modify it."""
-    from oncology_model.training import TrainingConfig
+    from oncology_model.config import TrainingConfig
     from tests.support.models import train_bundle
 
     directory = tmp_path_factory.mktemp("rf-bundle") / "model"

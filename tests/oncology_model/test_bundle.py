@@ -286,7 +286,8 @@ _TRAIN_AND_DUMP = """
 import hashlib, sys
 import numpy as np
 from oncology_model.bundle import canonical_skops
-from oncology_model.training import TrainingConfig, build_pipeline
+from oncology_model.config import TrainingConfig
+from oncology_model.training import build_pipeline
 import skops.io as sio
 X = np.random.default_rng(0).integers(1, 11, size=(80, 9)).astype(float)
 pipeline = build_pipeline(TrainingConfig(estimator=sys.argv[1])).fit(X, (X[:, 0] > 5).astype(int))

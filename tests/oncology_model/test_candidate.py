@@ -10,10 +10,10 @@ import pytest
 from oncology_model.bundle import read_metadata
 from oncology_model.candidate import Champion, make_candidate
 from oncology_model.classifier import Classifier
+from oncology_model.config import GateThresholds, TrainingConfig
 from oncology_model.data import Dataset, parse_csv
 from oncology_model.datamodel import Prediction, Tumor
-from oncology_model.evaluation import GateThresholds
-from oncology_model.training import CV_SCORING, TrainingConfig
+from oncology_model.training import CV_SCORING
 from tests.support.models import quick_candidate
 
 

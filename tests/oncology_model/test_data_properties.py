@@ -18,11 +18,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import UndefinedMetricWarning
 
+from oncology_model.config import TrainingConfig
 from oncology_model.data import COLUMNS, IMPUTABLE, Dataset, parse_csv
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
 from oncology_model.errors import DataValidationError
 from oncology_model.evaluation import evaluate
-from oncology_model.training import TrainingConfig, minimum_rows_per_class, train
+from oncology_model.training import minimum_rows_per_class, train
 from tests.support.data import real_data
 
 Rows = list[list[str]]

@@ -7,13 +7,13 @@ import pytest
 from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
 
+from oncology_model.config import GateThresholds
 from oncology_model.evaluation import (
     FLOOR_METRICS,
     METRICS,
     Difference,
     Estimate,
     Evaluation,
-    GateThresholds,
     QualityGate,
     RepeatedCv,
     compare,

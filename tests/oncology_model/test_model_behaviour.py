@@ -7,9 +7,10 @@ import pytest
 
 from oncology_model.bundle import ModelMetadata
 from oncology_model.classifier import Classifier
+from oncology_model.config import GateThresholds
 from oncology_model.data import Dataset
 from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, FEATURES, Prediction, Tumor
-from oncology_model.evaluation import GateThresholds, QualityGate
+from oncology_model.evaluation import QualityGate
 from oncology_model.training import train
 
 CLEARLY_BENIGN = [

@@ -10,16 +10,9 @@ from pydantic import ValidationError
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
+from oncology_model.config import TrainingConfig, first_error
 from oncology_model.data import Dataset
-from oncology_model.training import (
-    CV_SCORING,
-    TrainingConfig,
-    build_pipeline,
-    choose_threshold,
-    first_error,
-    split_dataset,
-    train,
-)
+from oncology_model.training import CV_SCORING, build_pipeline, choose_threshold, split_dataset, train
 
 
 def test_config_defaults() -> None:

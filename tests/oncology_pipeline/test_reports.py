@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from oncology_model.bundle import ModelMetadata
+from oncology_model.config import TrainingConfig
 from oncology_model.data import ValidationReport, combine, parse_csv
 from oncology_model.evaluation import Estimate, Evaluation, GateDecision
-from oncology_model.training import TrainingConfig
 from oncology_pipeline.reports import (
     coverage_rows,
     deploy_markdown,

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from oncology_model.evaluation import GateThresholds
-from oncology_model.training import TrainingConfig
+from oncology_model.config import GateThresholds, TrainingConfig
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.settings import PipelineSettings, load_settings
 

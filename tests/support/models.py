@@ -7,9 +7,8 @@ from typing import Any
 
 from oncology_model.bundle import ModelMetadata
 from oncology_model.candidate import Candidate, make_candidate
+from oncology_model.config import GateThresholds, TrainingConfig
 from oncology_model.data import Dataset, parse_csv
-from oncology_model.evaluation import GateThresholds
-from oncology_model.training import TrainingConfig
 
 #: The gate's floors on one 5-fold pass instead of five (0.3 s instead of 1.4 s for logistic regression, 3 s
 #: instead of 13 s for the test forest): for bundles that are the subject of other tests. The repeats themselves
