@@ -13,6 +13,7 @@ import pytest
 from oncology_pipeline import aws
 from oncology_pipeline.settings import PipelineSettings
 from standins.aws import create_buckets, seed_training_data
+from tests.support.canaries import PrivateIndex, private_index_server
 from tests.support.fault_proxy import FaultProxy
 
 
@@ -59,3 +60,10 @@ def stack(proxy: FaultProxy, real_csv: bytes, tmp_path: Path) -> Iterator[Stack]
     proxy.clear()
     yield Stack(settings, overrides, s3, proxy)
     proxy.clear()
+
+
+@pytest.fixture
+def private_index() -> Iterator[PrivateIndex]:
+    """A private package index that records the credentials pip sends it (tests/support/canaries.py)."""
+    with private_index_server() as index:
+        yield index

@@ -8,13 +8,15 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
+from uuid import UUID
 
 import boto3
 import pytest
 from prefect import get_client
-from prefect.client.schemas.objects import State, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.flow_engine import run_flow
 from prefect.states import AwaitingRetry
 
@@ -23,14 +25,26 @@ from flows.publish import publish
 from flows.rollback import rollback
 from flows.train import train
 from oncology_model.errors import QualityGateFailed
+from oncology_pipeline import aws
 from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, is_pinned
 from oncology_pipeline.errors import SmokeTestFailed, SuiteFailed
 from oncology_pipeline.kubeapi import connect_kubeconfig
 from oncology_pipeline.releases import read_record
+from oncology_pipeline.settings import load_settings
 from oncology_pipeline.summary import PipelineSummary
 from standins.kube import DockerRuntime, KubeStandIn
 from tests.flows.conftest import Stack, bucket_keys
 from tests.support import docker_env
+from tests.support.canaries import (
+    REGISTRY_SECRETS,
+    PrivateIndex,
+    Sinks,
+    flow_run_tree,
+    plant_canaries,
+    search_image,
+    search_prefect,
+    search_s3,
+)
 from tests.support.invariant import assert_invariant, production_annotations, seed_production, snapshot
 from tests.support.prefect_runs import artifacts, flow_run, task_runs
 from tests.support.workloads import NODE_CREDENTIALS, Workloads, model_version_served, one_replica, serve_image
@@ -87,11 +101,15 @@ def _summary(overrides: dict[str, Any], version: str) -> PipelineSummary:
 
 
 def _assert_one_version_released(
-    stack: Stack, standin: KubeStandIn, overrides: dict[str, Any], workloads: Workloads, before: dict[str, str]
+    stack: Stack,
+    standin: KubeStandIn,
+    overrides: dict[str, Any],
+    workloads: Workloads,
+    state: State[Any],
+    before: dict[str, str],
 ) -> PipelineSummary:
-    """A first run trains, tests, publishes, deploys, verifies and promotes one version: exactly its objects in
-    S3, its digest in the registry and on every Deployment, its model served, its record whole."""
-    state = train_test_publish_deploy(overrides=overrides, return_state=True)
+    """A first run (`state`) trained, tested, published, deployed, verified and promoted one version: exactly its
+    objects in S3, its digest in the registry and on every Deployment, its model served, its record whole."""
     assert state.type is StateType.COMPLETED, state.message
     summary = _summary_of(state.result())
     version = summary.version
@@ -196,18 +214,41 @@ def _is_record(key: str) -> bool:
 
 
 def test_the_readme_sequence_on_demand_training_never_changes_production_and_a_forced_nightly_reruns_every_stage(
-    stack: Stack, standin: KubeStandIn, overrides: dict[str, Any], workloads: Workloads
+    stack: Stack,
+    standin: KubeStandIn,
+    overrides: dict[str, Any],
+    workloads: Workloads,
+    private_index: PrivateIndex,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """nightly (the whole pipeline: one version released) -> on-demand random forest (the gate finds it worse than
     the champion; production stays) -> nightly (no change) -> forced nightly (trains and tests again; its unit suite
     is red here, so it fails at test and production stays, recorded) -> roll back by hand to the release before.
     Releasing a stored candidate (`model_version=`) takes the step a resumed run takes (`_candidate` in
     flows/pipeline.py, run by test_a_failed_run_resumes_on_prefects_retry_and_on_the_next_night_without_retraining);
-    the `model_version=` entry itself has no whole-pipeline test (it had none before: the forest never passed)."""
-    first = _assert_one_version_released(
-        stack, standin, overrides, workloads, before=snapshot(stack.s3, stack.settings.model_bucket)
-    )
+    the `model_version=` entry itself has no whole-pipeline test (it had none before: the forest never passed).
+
+    It is also the secrets canary: canary AWS keys, a private package-index credential and the alert webhook URL in
+    the environment from the first night on (the first with retried S3 faults and an empty wheel cache, so that pip
+    asks the private index), then every sink of every run searched for them (tests/support/canaries.py)."""
+    before = snapshot(stack.s3, stack.settings.model_bucket)
+    canaries = plant_canaries(monkeypatch, private_index.url)
+    stack = replace(stack, s3=aws.client(stack.settings, "s3"))  # the test's own reads sign with the canary key too
+    stack.proxy.deny_access_key("testing")  # a request signed with the usual test key fails, the runs' too
+    # An empty wheel cache in the run's work dir (searched below): pip downloads, asking the private index.
+    monkeypatch.setenv("ONCOLOGY_CACHE_DIR", str(Path(overrides["work_dir"]) / "cache"))
+    settings = stack.settings
+    stack.proxy.reset(method="HEAD", path=f"/{settings.data_bucket}/{settings.data_key}")  # exceptions, retried
+    stack.proxy.fail(503, method="PUT", path="/model.skops")
+    nightly = train_test_publish_deploy(overrides=overrides, return_state=True)
+    first = _assert_one_version_released(stack, standin, overrides, workloads, nightly, before)
     assert first.image is not None
+    # Each canary was in use: the keys signed every request, pip asked the private index, the settings hold the URL.
+    credentials = boto3.Session().get_credentials()
+    assert credentials is not None and credentials.access_key.encode() == canaries["AWS access key id"]
+    assert f"Basic {canaries['index basic auth'].decode()}" in private_index.authorizations
+    webhook = load_settings().alert_webhook_url
+    assert webhook is not None and canaries["webhook URL token"].decode() in webhook.get_secret_value()
 
     forest = train(estimator="random_forest", overrides=overrides, return_state=True)
     assert forest.is_failed() and "worse than the champion" in str(forest.message)  # on this data and seed
@@ -239,11 +280,37 @@ def test_the_readme_sequence_on_demand_training_never_changes_production_and_a_f
     assert production is not None  # its inputs are production's: only force made it train and test
     assert record.fingerprint["digest"] == production.fingerprint["digest"]
 
-    back = rollback(workloads.previous_version, overrides=overrides)
-    assert "golden cases match" in back
+    back = rollback(workloads.previous_version, overrides=overrides, return_state=True)
+    assert back.is_completed() and "golden cases match" in str(back.result())
     assert_invariant(stack.s3, stack.settings, standin, version=workloads.previous_version, image=workloads.previous)
     api = connect_kubeconfig(overrides["kubeconfig"])
     assert model_version_served(api, NS) == workloads.previous_version
+
+    sinks = Sinks({**canaries, **REGISTRY_SECRETS}, control=first.version)
+    runs = [run for state in (nightly, forest, unchanged, forced, back) for run in flow_run_tree(_run_id(state))]
+    assert {"train", "test", "publish", "deploy", "rollback"} <= _flow_names(runs)
+    search_prefect(sinks, runs)
+    for version in (first.version, workloads.previous_version):
+        record = read_record(stack.s3, settings.model_bucket, version)
+        assert record is not None
+        sinks.search("release record", version, record.model_dump_json())
+    search_s3(sinks, stack.s3, [settings.data_bucket, settings.model_bucket, settings.metrics_bucket])
+    sinks.search_files("local file", Path(overrides["work_dir"]))
+    search_image(sinks, docker_env.docker_client(), first.image)
+    assert sinks.found == []
+    assert sinks.controlled == set(sinks.searched) - {"task run", "Prefect home"}, sinks.searched  # the version
+    assert sinks.searched["image file"] > 1000 and sinks.searched["log"] > 50 and sinks.searched["artifact"] >= 5
+    assert sinks.searched["S3 object"] >= 8 and sinks.searched["task run"] >= 20
+
+
+def _run_id(state: State[Any]) -> UUID:
+    assert state.state_details.flow_run_id is not None
+    return state.state_details.flow_run_id
+
+
+def _flow_names(runs: list[FlowRun]) -> set[str]:
+    with get_client(sync_client=True) as client:
+        return {client.read_flow(run.flow_id).name for run in runs}
 
 
 def _fail_at_publish(overrides: dict[str, Any]) -> State[Any]:
