@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.concurrency.sync import concurrency
 
@@ -43,48 +43,46 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
     bundle_dir = model_bundle_to_use(settings, None, version)  # its golden set; refused before any change
     ensure_concurrency_limit(DEPLOY_LIMIT)
     annotations = {ANNOTATION_VERSION: version, ANNOTATION_RELEASE: record_uri(settings, version)}
-    with tags("deploy"):
-        api = connect_cluster(settings)
-        update_release(settings, version, {"stages": stage_times("deploy")})
-        with concurrency(DEPLOY_LIMIT, occupy=1, strict=True):
-            _, etag = read_production(settings)
-            changes = set_image(api, settings, image, annotations)
-            cluster = {
-                "context": settings.kube_context,
-                "namespace": settings.kube_namespace,
-                "deployments": [
-                    {"name": c.deployment, "previous_image": c.previous_image, "new_image": c.new_image}
-                    for c in changes
-                ],
-            }
-            try:
-                rollout = wait_for_rollout(api, settings, changes, return_state=True)
-                steps: list[State[Any]] = [rollout]
-                if rollout.is_completed():
-                    steps.append(verify_release(api, settings, version, bundle_dir, return_state=True))
-                if steps[-1].is_completed():
-                    steps.append(promote_model(settings, version, image, etag, return_state=True))
-            except BaseException:  # a lost lease, an interruption: never leave the cluster half-way
-                rollback(api, settings, changes)
-                raise
-            failed = next((step for step in steps if not step.is_completed()), None)
-            if failed is not None:
-                restored = rollback(api, settings, changes)
-                reason = failed.result(raise_on_failure=False)
-                undone = {"outcome": "rolled back", "image": image, "reason": str(reason), "restored": restored}
-                update_release(
-                    settings,
-                    version,
-                    {
-                        "cluster": cluster,
-                        "outcome": f"failed at deploy: {reason}",
-                        "rollout": undone,
-                        "stages": stage_times("deploy", "rolled back"),
-                    },
-                )
-                verified = "passed" if len(steps) > 2 else "not reached" if len(steps) < 2 else f"FAILED: {reason}"
-                report_deploy(version, image, cluster, undone, verified)
-                raise RolloutFailed(f"{reason} Rolled back: {restored}.")
+    api = connect_cluster(settings)
+    update_release(settings, version, {"stages": stage_times("deploy")})
+    with concurrency(DEPLOY_LIMIT, occupy=1, strict=True):
+        _, etag = read_production(settings)
+        changes = set_image(api, settings, image, annotations)
+        cluster = {
+            "context": settings.kube_context,
+            "namespace": settings.kube_namespace,
+            "deployments": [
+                {"name": c.deployment, "previous_image": c.previous_image, "new_image": c.new_image} for c in changes
+            ],
+        }
+        try:
+            rollout = wait_for_rollout(api, settings, changes, return_state=True)
+            steps: list[State[Any]] = [rollout]
+            if rollout.is_completed():
+                steps.append(verify_release(api, settings, version, bundle_dir, return_state=True))
+            if steps[-1].is_completed():
+                steps.append(promote_model(settings, version, image, etag, return_state=True))
+        except BaseException:  # a lost lease, an interruption: never leave the cluster half-way
+            rollback(api, settings, changes)
+            raise
+        failed = next((step for step in steps if not step.is_completed()), None)
+        if failed is not None:
+            restored = rollback(api, settings, changes)
+            reason = failed.result(raise_on_failure=False)
+            undone = {"outcome": "rolled back", "image": image, "reason": str(reason), "restored": restored}
+            update_release(
+                settings,
+                version,
+                {
+                    "cluster": cluster,
+                    "outcome": f"failed at deploy: {reason}",
+                    "rollout": undone,
+                    "stages": stage_times("deploy", "rolled back"),
+                },
+            )
+            verified = "passed" if len(steps) > 2 else "not reached" if len(steps) < 2 else f"FAILED: {reason}"
+            report_deploy(version, image, cluster, undone, verified)
+            raise RolloutFailed(f"{reason} Rolled back: {restored}.")
     summary = str(steps[1].result())
     report_deploy(version, image, cluster, {"outcome": "rolled out", "detail": str(rollout.result())}, summary)
     update_release(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow
 
 from oncology_pipeline.driftwatch import DriftWatch
 from oncology_pipeline.performance import Performance, joined_cases, logged_cases
@@ -63,13 +63,12 @@ def monitor(
         raise ValueError(f"drift_hours: the drift window ({recent}) must lie within the lookback ({lookback})")
     run = stamp_run("monitor", None)
     now = datetime.now(UTC)
-    with tags("monitor"):
-        window = read_prediction_log(settings, now - lookback, now)
-        cases = logged_cases(window.records)
-        outcomes, _ = check_outcomes(read_outcome_files(settings), cases)
-        performance, written = report_performance(settings, run, cases, outcomes, window, now)
-        new_file, new_cases = add_labelled_cases(settings, run, joined_cases(cases, outcomes))
-        drift, drift_written = watch_drift(settings, run, cases, (now - recent, now), now, new_cases, new_file)
+    window = read_prediction_log(settings, now - lookback, now)
+    cases = logged_cases(window.records)
+    outcomes, _ = check_outcomes(read_outcome_files(settings), cases)
+    performance, written = report_performance(settings, run, cases, outcomes, window, now)
+    new_file, new_cases = add_labelled_cases(settings, run, joined_cases(cases, outcomes))
+    drift, drift_written = watch_drift(settings, run, cases, (now - recent, now), now, new_cases, new_file)
     return MonitorOutcome(
         records=len(window.records),
         joined=performance.outcomes_joined,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow
 
 from oncology_pipeline.settings import load_settings
 from tasks.publish import build_image, ecr_login, ensure_repository, push_image, report_image, smoke_test_image
@@ -29,14 +29,13 @@ def publish(
     returns the image pinned by digest. A failed smoke test stops the flow before any push."""
     settings = load_settings(overrides)
     version = stamp_run("publish", version)
-    with tags("publish"):
-        bundle = model_bundle_to_use(settings, bundle_dir, model_version)
-        info = build_image(settings, bundle, version)
-        smoke = smoke_test_image(settings, info, bundle)
-        credentials = ecr_login(settings)
-        repository_uri = ensure_repository(settings)
-        pinned = push_image(settings, info, credentials, repository_uri, version)
-        report_image(pinned, info, smoke)
+    bundle = model_bundle_to_use(settings, bundle_dir, model_version)
+    info = build_image(settings, bundle, version)
+    smoke = smoke_test_image(settings, info, bundle)
+    credentials = ecr_login(settings)
+    repository_uri = ensure_repository(settings)
+    pinned = push_image(settings, info, credentials, repository_uri, version)
+    report_image(pinned, info, smoke)
     return pinned
 
 

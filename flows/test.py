@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow
 
 from oncology_pipeline import layout
 from oncology_pipeline.settings import load_settings
@@ -42,19 +42,17 @@ def run_test_suites(
     """Run the unit suite and the model suite (against `model_dir`, else `model_version` or production from S3)."""
     settings = load_settings(overrides)
     version = stamp_run("test", version)
-    with tags("test"):
-        model = model_bundle_to_use(settings, model_dir, model_version)
-        results = run_test_suites_with_coverage(settings, model, settings.run_dir(version) / "coverage")
-    with tags("reports"):
-        coverage = {r.name: r.coverage for r in results}
-        written = upload_reports(
-            settings,
-            {
-                layout.unit_coverage_key(version): coverage[UNIT],
-                layout.model_coverage_key(version): coverage[MODEL],
-            },
-            "Coverage reports",
-        )
+    model = model_bundle_to_use(settings, model_dir, model_version)
+    results = run_test_suites_with_coverage(settings, model, settings.run_dir(version) / "coverage")
+    coverage = {r.name: r.coverage for r in results}
+    written = upload_reports(
+        settings,
+        {
+            layout.unit_coverage_key(version): coverage[UNIT],
+            layout.model_coverage_key(version): coverage[MODEL],
+        },
+        "Coverage reports",
+    )
     check_test_results(results)
     return TestOutcome(
         coverage={r.name: round(r.percent_covered, 1) for r in results},

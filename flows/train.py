@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow
 
 from oncology_model.config import Estimator
 from oncology_model.errors import QualityGateFailed
@@ -63,21 +63,18 @@ def train(
     """
     settings = load_settings({**(overrides or {}), **({"estimator": estimator} if estimator else {})})
     version = stamp_run("train", version)
-    with tags("data"):
-        data = download_training_data(settings)
-        labelled = download_labelled_data(settings)
-        dataset = validate_data(data, labelled, settings.max_invalid_share, settings.max_missing_share)
-    with tags("train"):
-        champion = load_champion(fetch_model_bundle(settings))
-        bundle_dir = settings.run_dir(version) / "model"
-        candidate = train_candidate(dataset, settings, champion, version, bundle_dir)
-        evaluation, decision, metadata = candidate.evaluation, candidate.decision, candidate.metadata
-        written = upload_model_bundle(settings, bundle_dir, version) if decision.passed else []
-    with tags("reports"):
-        written += upload_reports(
-            settings, {layout.metrics_key(version): metadata.model_dump(mode="json")}, "Metrics report"
-        )
-        written += record_metrics_history(settings, metadata)
+    data = download_training_data(settings)
+    labelled = download_labelled_data(settings)
+    dataset = validate_data(data, labelled, settings.max_invalid_share, settings.max_missing_share)
+    champion = load_champion(fetch_model_bundle(settings))
+    bundle_dir = settings.run_dir(version) / "model"
+    candidate = train_candidate(dataset, settings, champion, version, bundle_dir)
+    evaluation, decision, metadata = candidate.evaluation, candidate.decision, candidate.metadata
+    written = upload_model_bundle(settings, bundle_dir, version) if decision.passed else []
+    written += upload_reports(
+        settings, {layout.metrics_key(version): metadata.model_dump(mode="json")}, "Metrics report"
+    )
+    written += record_metrics_history(settings, metadata)
     update_release(
         settings,
         version,

@@ -17,7 +17,7 @@ from tasks.clients import aws_client
 from tasks.policy import NETWORK_RETRIES
 
 
-@task(name="download_training_data", tags=["data"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="download_training_data", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def download_training_data(settings: PipelineSettings) -> s3store.CachedDownload:
     """Download the training CSV unless the local cache holds the same ETag; returns path and fingerprint."""
     log = get_run_logger()
@@ -38,7 +38,7 @@ def download_training_data(settings: PipelineSettings) -> s3store.CachedDownload
     return result
 
 
-@task(name="download_labelled_data", tags=["data"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="download_labelled_data", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def download_labelled_data(settings: PipelineSettings) -> list[s3store.CachedDownload]:
     """Download every file under the labelled prefix (sorted by key) that the local cache lacks by ETag."""
     start = time.perf_counter()
@@ -57,7 +57,7 @@ def download_labelled_data(settings: PipelineSettings) -> list[s3store.CachedDow
     return results
 
 
-@task(name="validate_data", tags=["data"], cache_policy=NO_CACHE)
+@task(name="validate_data", cache_policy=NO_CACHE)
 def validate_data(
     training: s3store.CachedDownload,
     labelled: list[s3store.CachedDownload],

@@ -21,7 +21,7 @@ from tasks.clients import aws_client, aws_session
 from tasks.policy import NETWORK_RETRIES
 
 
-@task(name="connect_cluster", tags=["deploy"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="connect_cluster", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def connect_cluster(settings: PipelineSettings) -> ApiClient:
     """An API client for EKS (describe_cluster + a refreshed bearer token), a kubeconfig context, or, in a pod
     with neither configured, the pod's service account."""
@@ -39,7 +39,7 @@ def connect_cluster(settings: PipelineSettings) -> ApiClient:
     return api
 
 
-@task(name="set_image", tags=["deploy"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="set_image", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def set_image(
     api: ApiClient, settings: PipelineSettings, image: str, annotations: dict[str, str]
 ) -> list[cluster.ImageChange]:
@@ -55,7 +55,7 @@ def set_image(
     return changes
 
 
-@task(name="wait_for_rollout", tags=["deploy"], cache_policy=NO_CACHE)
+@task(name="wait_for_rollout", cache_policy=NO_CACHE)
 def wait_for_rollout(api: ApiClient, settings: PipelineSettings, changes: list[cluster.ImageChange]) -> str:
     """Wait until every patched Deployment has rolled out (RolloutFailed on a passed deadline or timeout,
     naming why the pods are not ready)."""
@@ -80,7 +80,7 @@ def wait_for_rollout(api: ApiClient, settings: PipelineSettings, changes: list[c
     return f"rolled out: {described} run {changes[0].new_image}"
 
 
-@task(name="rollback", tags=["deploy"], cache_policy=NO_CACHE)
+@task(name="rollback", cache_policy=NO_CACHE)
 def rollback(api: ApiClient, settings: PipelineSettings, changes: list[cluster.ImageChange]) -> str:
     """Put the previous images back and wait for that rollout too."""
     log = get_run_logger()
@@ -98,7 +98,7 @@ def rollback(api: ApiClient, settings: PipelineSettings, changes: list[cluster.I
     return summary
 
 
-@task(name="report_deploy", tags=["deploy"], cache_policy=NO_CACHE)
+@task(name="report_deploy", cache_policy=NO_CACHE)
 def report_deploy(
     version: str, image: str, cluster_changes: dict[str, Any], rollout: dict[str, Any], verified: str
 ) -> None:
@@ -110,7 +110,7 @@ def report_deploy(
     )
 
 
-@task(name="verify_release", tags=["deploy"], cache_policy=NO_CACHE)
+@task(name="verify_release", cache_policy=NO_CACHE)
 def verify_release(api: ApiClient, settings: PipelineSettings, version: str, bundle_dir: Path) -> str:
     """Through the Service proxy: every pod asked serves `version`, and the bundle's golden set gets its answers."""
     golden = [(case.tumor, case.probability_malignant) for case in Classifier.from_bundle(bundle_dir).metadata.golden]

@@ -28,7 +28,7 @@ def _base_image(settings: PipelineSettings) -> str:
         return settings.base_image
 
 
-@task(name="fingerprint_inputs", tags=["data"], cache_policy=NO_CACHE)
+@task(name="fingerprint_inputs", cache_policy=NO_CACHE)
 def fingerprint_inputs(
     settings: PipelineSettings, data: s3store.CachedDownload, labelled: list[s3store.CachedDownload]
 ) -> Fingerprint:
@@ -49,7 +49,7 @@ def fingerprint_inputs(
     return found
 
 
-@task(name="plan_run", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="plan_run", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def plan_run(settings: PipelineSettings, inputs: Fingerprint, force: bool) -> Plan:
     """No change, resume an earlier run with these inputs, or run everything (see fingerprint.plan_run)."""
     s3 = aws_client(settings, "s3")
@@ -74,13 +74,13 @@ def plan_run(settings: PipelineSettings, inputs: Fingerprint, force: bool) -> Pl
     return plan
 
 
-@task(name="remember_fingerprint", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="remember_fingerprint", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def remember_fingerprint(settings: PipelineSettings, inputs: Fingerprint, version: str) -> None:
     """Point the fingerprint's index entry at `version`, so a later run with these inputs finds it."""
     releases.remember_fingerprint(aws_client(settings, "s3"), settings.model_bucket, inputs.digest, version)
 
 
-@task(name="report_no_change", tags=["release"], cache_policy=NO_CACHE)
+@task(name="report_no_change", cache_policy=NO_CACHE)
 def report_no_change(plan: Plan, inputs: Fingerprint) -> str:
     """The `no-change` artifact: which version keeps serving and why nothing ran."""
     text = (

@@ -27,7 +27,7 @@ SMOKE_TEST_MARGIN_SECONDS = 60
 _DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
 
 
-@task(name="tidy_local", tags=["housekeeping"], cache_policy=NO_CACHE)
+@task(name="tidy_local", cache_policy=NO_CACHE)
 def tidy_local(settings: PipelineSettings, version: str) -> Tidied:
     """Keep the local images and run folders of production, of this run and of the newest others; remove
     smoke-test containers a killed run left. Never fails the run: what it cannot do is a warning."""
@@ -98,7 +98,7 @@ def _delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
     return len(keys)
 
 
-@task(name="plan_cleanup", tags=["housekeeping"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="plan_cleanup", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def plan_cleanup(settings: PipelineSettings) -> list[Decision]:
     """Every stored model version, newest first, with what the cleanup does to it and why: production, its
     previous version, every version ever promoted and the newest `keep_candidates` others stay."""
@@ -120,7 +120,7 @@ def plan_cleanup(settings: PipelineSettings) -> list[Decision]:
     return housekeeping.decide(versions, settings.keep_candidates, protected)
 
 
-@task(name="delete_model_versions", tags=["housekeeping"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="delete_model_versions", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def delete_model_versions(settings: PipelineSettings, versions: list[str]) -> list[str]:
     """Delete the model files of `versions` (their release records stay); the production pointer is read again
     right before each one, and a version that became production or its previous version meanwhile is kept.
@@ -139,7 +139,7 @@ def delete_model_versions(settings: PipelineSettings, versions: list[str]) -> li
     return deleted
 
 
-@task(name="report_cleanup", tags=["housekeeping"], cache_policy=NO_CACHE)
+@task(name="report_cleanup", cache_policy=NO_CACHE)
 def report_cleanup(settings: PipelineSettings, decisions: list[Decision], deleted: list[str], dry_run: bool) -> None:
     """The `model-cleanup` table artifact and one log line per version: kept, deleted or (dry run) would be."""
     rows = housekeeping.cleanup_rows(decisions, deleted, dry_run)

@@ -32,7 +32,7 @@ def _version_resource(version: str) -> dict[str, str]:
     return {"prefect.resource.id": f"oncology.model-version.{version}", "prefect.resource.name": version}
 
 
-@task(name="read_prediction_log", tags=["monitor"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="read_prediction_log", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def read_prediction_log(settings: PipelineSettings, start: datetime, end: datetime) -> predictionlog.LogWindow:
     """The prediction log's records of `[start, end)`."""
     window = predictionlog.read_window(
@@ -45,7 +45,7 @@ def read_prediction_log(settings: PipelineSettings, start: datetime, end: dateti
     return window
 
 
-@task(name="read_outcome_files", tags=["monitor"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="read_outcome_files", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def read_outcome_files(settings: PipelineSettings) -> list[tuple[str, bytes]]:
     """Every outcomes file, as (s3 uri, bytes), by key."""
     s3 = aws_client(settings, "s3")
@@ -57,7 +57,7 @@ def read_outcome_files(settings: PipelineSettings) -> list[tuple[str, bytes]]:
     return files
 
 
-@task(name="check_outcomes", tags=["monitor"], cache_policy=NO_CACHE)
+@task(name="check_outcomes", cache_policy=NO_CACHE)
 def check_outcomes(files: list[tuple[str, bytes]], cases: LoggedCases) -> tuple[dict[str, Outcome], OutcomesReport]:
     """The usable outcomes (by case id) and the report of every file refused or row not used."""
     outcomes, report = read_outcomes(files, cases.prediction_times())
@@ -66,7 +66,7 @@ def check_outcomes(files: list[tuple[str, bytes]], cases: LoggedCases) -> tuple[
     return outcomes, report
 
 
-@task(name="report_performance", tags=["monitor"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="report_performance", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def report_performance(
     settings: PipelineSettings,
     run: str,
@@ -125,7 +125,7 @@ def report_performance(
     return performance, written
 
 
-@task(name="add_labelled_cases", tags=["monitor"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="add_labelled_cases", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def add_labelled_cases(settings: PipelineSettings, run: str, cases: list[JoinedCase]) -> tuple[str | None, int]:
     """Write the joined cases no labelled file holds yet as `labelled-<run>.csv` (created once: a retry of this
     run finds its own file and writes nothing); its URI (None when there is nothing new) and how many cases."""
@@ -158,7 +158,7 @@ def _reference(s3: Any, settings: PipelineSettings, version: str) -> Reference |
     return ModelMetadata.model_validate_json(data).reference
 
 
-@task(name="watch_drift", tags=["monitor"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="watch_drift", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def watch_drift(
     settings: PipelineSettings,
     run: str,

@@ -29,7 +29,7 @@ def docker_client(settings: PipelineSettings) -> contextlib.closing[docker.Docke
     return contextlib.closing(client)
 
 
-@task(name="build_image", tags=["publish"], cache_policy=NO_CACHE)
+@task(name="build_image", cache_policy=NO_CACHE)
 def build_image(settings: PipelineSettings, bundle_dir: Path, version: str) -> image.ImageInfo:
     """Build the multi-stage Dockerfile offline (a wheelhouse from the lock) with the bundle as the last layer,
     stopped with BuildFailed after `build_timeout_seconds`."""
@@ -74,7 +74,7 @@ def build_image(settings: PipelineSettings, bundle_dir: Path, version: str) -> i
     return info
 
 
-@task(name="smoke_test_image", tags=["publish"], cache_policy=NO_CACHE)
+@task(name="smoke_test_image", cache_policy=NO_CACHE)
 def smoke_test_image(settings: PipelineSettings, info: image.ImageInfo, bundle_dir: Path) -> smoketest.SmokeResult:
     """Run the image, wait for /readyz, and check one real prediction against the bundle's own answer."""
     tumor = Tumor(**EXAMPLE_MALIGNANT)
@@ -93,7 +93,7 @@ def smoke_test_image(settings: PipelineSettings, info: image.ImageInfo, bundle_d
     return result
 
 
-@task(name="ecr_login", tags=["publish"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="ecr_login", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def ecr_login(settings: PipelineSettings) -> registry.RegistryCredentials:
     """An ECR token from boto3, decoded into registry credentials (never logged)."""
     credentials = registry.ecr_login(aws_client(settings, "ecr"), settings.registry_address)
@@ -101,7 +101,7 @@ def ecr_login(settings: PipelineSettings) -> registry.RegistryCredentials:
     return credentials
 
 
-@task(name="ensure_repository", tags=["publish"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="ensure_repository", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def ensure_repository(settings: PipelineSettings) -> str:
     """The ECR repository's URI, created with scan-on-push and immutable tags when missing."""
     uri = registry.ensure_repository(aws_client(settings, "ecr"), settings.ecr_repository)
@@ -109,7 +109,7 @@ def ensure_repository(settings: PipelineSettings) -> str:
     return uri
 
 
-@task(name="push_image", tags=["publish"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="push_image", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def push_image(
     settings: PipelineSettings,
     info: image.ImageInfo,
@@ -127,7 +127,7 @@ def push_image(
     return pinned
 
 
-@task(name="report_image", tags=["publish"], cache_policy=NO_CACHE)
+@task(name="report_image", cache_policy=NO_CACHE)
 def report_image(pinned: str, info: image.ImageInfo, smoke: smoketest.SmokeResult) -> None:
     """The published image for the UI: reference by digest, size, labels, smoke-test result."""
     create_markdown_artifact(

@@ -28,7 +28,7 @@ def stage_times(stage: str, outcome: str | None = None) -> dict[str, Any]:
     return {stage: {"started_at": now} if outcome is None else {"ended_at": now, "outcome": outcome}}
 
 
-@task(name="update_release", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="update_release", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def update_release(settings: PipelineSettings, version: str, changes: dict[str, Any]) -> ReleaseRecord:
     """Merge `changes` into the version's release record and write it whole; shown as the `release` artifact."""
     s3 = aws_client(settings, "s3")
@@ -39,7 +39,7 @@ def update_release(settings: PipelineSettings, version: str, changes: dict[str, 
     return record
 
 
-@task(name="read_release", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="read_release", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def read_release(settings: PipelineSettings, version: str) -> ReleaseRecord:
     """A version's release record; ConfigurationError when the version has none."""
     record = releases.read_record(aws_client(settings, "s3"), settings.model_bucket, version)
@@ -50,7 +50,7 @@ def read_release(settings: PipelineSettings, version: str) -> ReleaseRecord:
     return record
 
 
-@task(name="read_production", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="read_production", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def read_production(settings: PipelineSettings) -> tuple[str | None, str]:
     """The production version (None before the first) and the pointer's ETag, for the compare-and-swap."""
     pointer, etag = modelstore.read_pointer_etag(
@@ -59,7 +59,7 @@ def read_production(settings: PipelineSettings) -> tuple[str | None, str]:
     return (pointer.model_version if pointer else None), etag
 
 
-@task(name="promote_model", tags=["release"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="promote_model", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def promote_model(settings: PipelineSettings, version: str, image: str, expected_etag: str) -> s3store.S3Object:
     """Point models/production.json at the verified `version` (compare-and-swap on `expected_etag`), and say so
     in its release record and in the record of the version it replaces."""
@@ -76,7 +76,7 @@ def promote_model(settings: PipelineSettings, version: str, image: str, expected
     return pointer
 
 
-@task(name="announce_candidate", tags=["release"], cache_policy=NO_CACHE)
+@task(name="announce_candidate", cache_policy=NO_CACHE)
 def announce_candidate(version: str) -> str:
     """Say that `version` is a candidate, not production, and how to release it (log and artifact)."""
     command = f"prefect deployment run 'train-test-publish-deploy/nightly' --param model_version={version}"

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from oncology_pipeline.summary import PipelineSummary
 
 
-@task(name="record_summary", tags=["reports"], cache_policy=NO_CACHE)
+@task(name="record_summary", cache_policy=NO_CACHE)
 def record_summary(summary: PipelineSummary, run_dir: Path) -> Path:
     """Publish the summary as the `pipeline-summary` artifact and write it to `run_dir/summary.json`."""
     create_markdown_artifact(markdown=summary.markdown(), key="pipeline-summary", description="Pipeline summary")

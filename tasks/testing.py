@@ -26,7 +26,7 @@ def nightly_suites(settings: PipelineSettings, model_dir: Path) -> list[Suite]:
     ]
 
 
-@task(name="run_test_suites_with_coverage", tags=["test"], cache_policy=NO_CACHE)
+@task(name="run_test_suites_with_coverage", cache_policy=NO_CACHE)
 def run_test_suites_with_coverage(settings: PipelineSettings, model_dir: Path, out_dir: Path) -> list[SuiteResult]:
     """Both suites at once, each in its own pytest process; coverage JSON for each, a report of what ran and why."""
     log = get_run_logger()
@@ -56,7 +56,7 @@ def run_test_suites_with_coverage(settings: PipelineSettings, model_dir: Path, o
     return results
 
 
-@task(name="check_test_results", tags=["test"], cache_policy=NO_CACHE)
+@task(name="check_test_results", cache_policy=NO_CACHE)
 def check_test_results(results: list[SuiteResult]) -> None:
     """Fail the run when any suite is red."""
     red = [f"{r.name} ({r.failures} failed, {r.errors} errors, exit {r.returncode})" for r in results if not r.passed]

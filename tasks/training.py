@@ -27,7 +27,7 @@ from tasks.runs import ensure_concurrency_limit
 MODEL_REGISTRY_LIMIT = "model-registry"  # one writer at a time of history.csv (the pointer is compare-and-swap)
 
 
-@task(name="fetch_model_bundle", tags=["models"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="fetch_model_bundle", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def fetch_model_bundle(settings: PipelineSettings, version: str | None = None) -> tuple[str, Path] | None:
     """A model version's bundle from S3 (default: production, via models/production.json); None before the first."""
     s3 = aws_client(settings, "s3")
@@ -54,7 +54,7 @@ def fetch_model_bundle(settings: PipelineSettings, version: str | None = None) -
     return found
 
 
-@task(name="model_bundle_to_use", tags=["models"], cache_policy=NO_CACHE)
+@task(name="model_bundle_to_use", cache_policy=NO_CACHE)
 def model_bundle_to_use(settings: PipelineSettings, model_dir: Path | None, model_version: str | None) -> Path:
     """`model_dir` when given, else `model_version` (default: production) fetched from S3."""
     if model_dir is not None:
@@ -65,13 +65,13 @@ def model_bundle_to_use(settings: PipelineSettings, model_dir: Path | None, mode
     return fetched[1]
 
 
-@task(name="load_champion", tags=["train"], cache_policy=NO_CACHE)
+@task(name="load_champion", cache_policy=NO_CACHE)
 def load_champion(bundle: tuple[str, Path] | None) -> Champion | None:
     """Load the production model (the champion) fetched from S3; None on the first run."""
     return None if bundle is None else Champion(bundle[0], Classifier.from_bundle(bundle[1]))
 
 
-@task(name="train_candidate", tags=["train"], cache_policy=NO_CACHE)
+@task(name="train_candidate", cache_policy=NO_CACHE)
 def train_candidate(
     dataset: Dataset, settings: PipelineSettings, champion: Champion | None, version: str, directory: Path
 ) -> Candidate:
@@ -118,7 +118,7 @@ def train_candidate(
     return candidate
 
 
-@task(name="upload_model_bundle", tags=["train"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="upload_model_bundle", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def upload_model_bundle(settings: PipelineSettings, bundle_dir: Path, version: str) -> list[s3store.S3Object]:
     """Upload the bundle under models/<version>/ as a candidate (production moves only after a verified deploy)."""
     s3 = aws_client(settings, "s3")
@@ -135,7 +135,7 @@ def upload_model_bundle(settings: PipelineSettings, bundle_dir: Path, version: s
     return written
 
 
-@task(name="upload_reports", tags=["reports"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="upload_reports", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def upload_reports(settings: PipelineSettings, reports: dict[str, Any], title: str) -> list[s3store.S3Object]:
     """Upload JSON reports to the metrics bucket (`reports` maps key -> JSON payload)."""
     s3 = aws_client(settings, "s3")
@@ -145,7 +145,7 @@ def upload_reports(settings: PipelineSettings, reports: dict[str, Any], title: s
     return written
 
 
-@task(name="record_metrics_history", tags=["reports"], cache_policy=NO_CACHE, **NETWORK_RETRIES)
+@task(name="record_metrics_history", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def record_metrics_history(settings: PipelineSettings, metadata: ModelMetadata) -> list[s3store.S3Object]:
     """Append this version's row to trainer/metrics/history.csv and keep its QuickSight manifest beside it."""
     s3 = aws_client(settings, "s3")

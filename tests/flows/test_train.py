@@ -116,7 +116,8 @@ def test_train_stores_a_candidate_with_metrics_and_release_record_and_leaves_pro
     }
     assert expected <= set(runs)
     assert all(runs[name].state_type is StateType.COMPLETED for name in expected)
-    assert "data" in runs["download_training_data"].tags and "train" in runs["train_candidate"].tags
+    # no task run carries a tag: each tag costs the run a tag-concurrency lease round trip with the server
+    assert not any(run.tags for run in runs.values())
     keys = {a.key for a in artifacts(run_id)}
     assert {"data-validation-report", "model-metrics", "quality-gate", "model-bundle-objects", "candidate"} <= keys
     candidate = next(a for a in artifacts(run_id) if a.key == "candidate")
