@@ -421,8 +421,10 @@ def test_sigterm_writes_every_logged_prediction_to_s3_once(built_image: BuiltIma
 
 def test_sigkill_loses_only_the_buffer_metrics_reported(built_image: BuiltImage, docker_client: Any) -> None:
     """SIGKILL (no flush) after 120 predictions with a write every 50 records: S3 holds exactly the records
-    /metrics counted as written, each once, and the loss is the buffer /metrics reported."""
-    with _logging_service(built_image.info.id, docker_client, log_flush_records="50") as (container, url, s3, bucket):
+    /metrics counted as written, each once, and the loss is the buffer /metrics reported. No timed write: on a
+    loaded machine the 30-s one could land between reading /metrics and the kill."""
+    options = {"log_flush_records": "50", "log_flush_seconds": "3600"}
+    with _logging_service(built_image.info.id, docker_client, **options) as (container, url, s3, bucket):
         answered = [_predict(url, n) for n in range(120)]
 
         def metric(name: str) -> int:
