@@ -30,8 +30,7 @@ install: uv  ## the locked dependencies, into .venv (uv lists what it installs o
 demo: install provision  ## the whole pipeline on embedded defaults (local S3, registry and cluster stand-ins)
 	$(RUN) python -m demo
 
-test: install provision lint  ## lint, then the type check beside every test suite (CI runs this)
-	@$(MAKE) --no-print-directory -j2 typecheck pytest  # mypy takes one core for 44 s when its cache is cold
+test: install provision lint typecheck pytest  ## lint, type check and every test suite (CI runs this)
 
 lint: install
 	$(RUN) ruff check .
