@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
-from uuid import UUID
 
 import boto3
 import pytest
@@ -162,8 +161,7 @@ def _assert_one_version_released(
     assert set(summary.stages) == {"train", "test", "publish", "deploy"} and not summary.skipped
     assert _summary(overrides, version) == summary
 
-    run_id = state.state_details.flow_run_id
-    assert run_id is not None
+    run_id = _run_id(state)
     assert {"pipeline-summary", "release"} <= {a.key for a in artifacts(run_id)}
     return summary
 
@@ -199,8 +197,7 @@ def test_a_failed_smoke_test_stops_publish_before_any_push(
     assert state.type is StateType.FAILED
     with pytest.raises(SmokeTestFailed):
         state.result()
-    run_id = state.state_details.flow_run_id
-    assert run_id is not None
+    run_id = _run_id(state)
     runs = task_runs(run_id)
     assert runs["build_image"].state_type is StateType.COMPLETED
     assert runs["smoke_test_image"].state_type is StateType.FAILED
@@ -260,8 +257,7 @@ def test_the_readme_sequence_on_demand_training_never_changes_production_and_a_f
     quiet = _summary_of(unchanged.result())
     assert quiet.image is None and not quiet.stages and set(quiet.skipped) == {"train", "test", "publish", "deploy"}
     assert quiet.rollout == f"no change: {first.version} stays in production"
-    run_id = unchanged.state_details.flow_run_id
-    assert run_id is not None
+    run_id = _run_id(unchanged)
     (note,) = [a for a in artifacts(run_id) if a.key == "no-change"]
     assert first.version in str(note.data) and "force=true" in str(note.data)
     assert snapshot(stack.s3, stack.settings.model_bucket) == objects  # nothing written, nothing moved
@@ -303,7 +299,8 @@ def test_the_readme_sequence_on_demand_training_never_changes_production_and_a_f
     assert sinks.searched["S3 object"] >= 8 and sinks.searched["task run"] >= 20
 
 
-def _run_id(state: State[Any]) -> UUID:
+def _run_id(state: State[Any]) -> uuid.UUID:
+    """The flow run a state belongs to."""
     assert state.state_details.flow_run_id is not None
     return state.state_details.flow_run_id
 
@@ -352,8 +349,7 @@ def test_a_failed_run_resumes_on_prefects_retry_and_on_the_next_night_without_re
     record = read_record(stack.s3, stack.settings.model_bucket, version)
     assert record is not None and record.outcome.startswith("failed at publish") and not record.production
 
-    run_id = failed.state_details.flow_run_id
-    assert run_id is not None
+    run_id = _run_id(failed)
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(run_id, AwaitingRetry(message="Retry from the UI"), force=True)
         run = client.read_flow_run(run_id)
@@ -387,8 +383,7 @@ def test_a_failed_run_resumes_on_prefects_retry_and_on_the_next_night_without_re
 
 def read_flow_run_version(state: State[Any]) -> str:
     """The pipeline version a run stamped on itself (its name is `train-test-publish-deploy-<version>`)."""
-    assert state.state_details.flow_run_id is not None
-    return flow_run(state.state_details.flow_run_id).name.removeprefix("train-test-publish-deploy-")
+    return flow_run(_run_id(state)).name.removeprefix("train-test-publish-deploy-")
 
 
 def test_a_stage_over_its_time_limit_fails_the_run_with_the_reason_and_changes_nothing(stack: Stack) -> None:
