@@ -282,7 +282,7 @@ def test_module_entry_point_help() -> None:
         assert command in result.stdout
 
 
-# --- bad training data through the real entry point: one line, no traceback -------------------------------------
+# --- bad training data: one line, no traceback -------------------------------------
 
 
 def _rows(real: bytes) -> list[list[str]]:
@@ -389,34 +389,39 @@ BARE_NUCLEI_COLUMN = 6
     ],
 )
 def test_bad_training_data_exits_1_with_one_printable_line_and_no_traceback(
-    tmp_path: Path, real_csv: bytes, make: Callable[[bytes], bytes], expected: str
+    tmp_path: Path,
+    real_csv: bytes,
+    make: Callable[[bytes], bytes],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data, out = tmp_path / "data.csv", tmp_path / "model"
     data.write_bytes(make(real_csv))
+    code = main(["train", "--data", str(data), "--out", str(out), "--max-invalid-share", "0"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err[-2000:]
+    assert captured.out == ""
+    assert _error_line(captured.err) == expected
+    assert captured.err.endswith(expected + "\n")
+    assert not out.exists()
+
+
+def test_bad_training_data_through_the_module_entry_point_prints_no_traceback(tmp_path: Path, real_csv: bytes) -> None:
+    """The cases above in-process; one through `python -m oncology_model`, as a user runs it."""
+    data, out = tmp_path / "data.csv", tmp_path / "model"
+    data.write_bytes(real_csv.decode().encode("utf-16"))
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "oncology_model",
-            "train",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--max-invalid-share",
-            "0",
-        ],
+        [sys.executable, "-m", "oncology_model", "train", "--data", str(data), "--out", str(out)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+    expected = "error: the file is not UTF-8 text: it starts with a UTF-16 byte-order mark; save it as UTF-8"
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    assert _error_line(result.stderr) == expected
-    assert result.stderr.endswith(expected + "\n")
+    assert (result.stdout, _error_line(result.stderr)) == ("", expected)
     assert not out.exists()
 
 
