@@ -126,8 +126,14 @@ def _start_cluster(
         return ecr_login(ecr, LOCAL_REGISTRY).auth_config() if registry == LOCAL_REGISTRY else None
 
     runtime = DockerRuntime(credentials=node_credentials)
-    standin = running.enter_context(
-        KubeStandIn(STANDIN_TOKEN, runtime=runtime, port=standin_port, progress_deadline=PROGRESS_DEADLINE)
+    standin = running.enter_context(  # its CA is kept in the work dir: a restart keeps the kubeconfig valid
+        KubeStandIn(
+            STANDIN_TOKEN,
+            runtime=runtime,
+            port=standin_port,
+            progress_deadline=PROGRESS_DEADLINE,
+            ca_dir=work_dir / "kube-ca",
+        )
     )
     standin.add_manifest(_log_secret(settings), namespace=settings.kube_namespace)
     standin.apply(MANIFEST, settings.kube_namespace, edit=_relabel(settings.team))
@@ -144,7 +150,9 @@ def _start_cluster(
     description = (
         f"Kubernetes: the local Kubernetes STAND-IN at {standin.url} (not a real cluster: its pods are Docker "
         f"containers; deployments/webservice.yaml applied, progress deadline {PROGRESS_DEADLINE:g} s; "
-        "set ONCOLOGY_KUBE_CONTEXT to use a real one)"
+        "set ONCOLOGY_KUBE_CONTEXT to use a real one); with kubectl:\n"
+        f"      export KUBECONFIG={kubeconfig}\n"
+        f"      kubectl get pods -n {settings.kube_namespace}"
     )
     return env, description, url
 

@@ -9,6 +9,9 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+import docker.errors
+
+from standins.kube.dockerruntime import DockerRuntime
 from standins.kube.server import KubeStandIn
 
 
@@ -21,7 +24,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default="default")
     parser.add_argument("--apply", type=Path, action="append", default=[], help="create its Deployments and Services")
     parser.add_argument("--progress-deadline", type=float, default=None, help="seconds (overrides the spec)")
+    parser.add_argument(
+        "--ca-dir", type=Path, help="keep the TLS CA here, so that a restarted stand-in's kubeconfig stays valid"
+    )
     args = parser.parse_args(argv)
+
+    runtime = DockerRuntime()
+    try:
+        runtime.client.ping()
+    except docker.errors.DockerException as exc:
+        runtime.close()
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        sys.stderr.write(
+            f"standins.kube: no Docker engine is reachable, and the stand-in's pods are Docker containers: {reason}\n"
+        )
+        return 1
 
     stopped = threading.Event()
 
@@ -30,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    with KubeStandIn(args.token, port=args.port, progress_deadline=args.progress_deadline) as standin:
+    with KubeStandIn(
+        args.token, runtime=runtime, port=args.port, progress_deadline=args.progress_deadline, ca_dir=args.ca_dir
+    ) as standin:
         for manifest in args.apply:
             for created in standin.apply(manifest, args.namespace):
                 sys.stdout.write(f"{created} created\n")

@@ -7,7 +7,9 @@ It follows kube-controller-manager's rules: one ReplicaSet per pod-template hash
 and the `Available` / `Progressing` conditions (`NewReplicaSetAvailable`, `ProgressDeadlineExceeded`).
 Scaled-down pods are deleted gracefully (`Pod.terminate`): a terminating pod is no replica and not available, and a
 rolling update does not wait for it to finish; `Recreate` does, as it promises no overlap of old and new pods.
-The pods themselves are run by the kubelet (`standins.kube.kubelet`).
+The pods themselves are run by the kubelet (`standins.kube.kubelet`). The controllers record the events theirs
+record (ScalingReplicaSet on the Deployment, SuccessfulCreate / SuccessfulDelete on the ReplicaSet, and the
+scheduler's Scheduled on each new pod; `standins.kube.events`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from standins.kube.events import NODE_NAME, reference
 from standins.kube.exceptions import invalid
 from standins.kube.kubelet import Kubelet
 from standins.kube.models import REVISION_ANNOTATION, Backend
@@ -83,6 +86,7 @@ class Controller:
     def __init__(self, backend: Backend, kubelet: Kubelet, progress_deadline: float | None = None) -> None:
         self.backend = backend
         self.kubelet = kubelet
+        kubelet.events = backend.events  # the kubelet's events go where the cluster's are listed
         self.progress_deadline = progress_deadline
         self._progress: dict[tuple[str, str], _Progress] = {}
 
@@ -219,6 +223,10 @@ class Controller:
         pod = Pod(ns, name, dict(template["metadata"]["labels"]), _controlled_by(rs), copy.deepcopy(template["spec"]))
         self.backend.bump_pod(pod)
         self.backend.pods[(ns, name)] = pod
+        events = self.backend.events
+        events.record(reference(rs), "Normal", "SuccessfulCreate", f"Created pod: {name}", "replicaset-controller")
+        assigned = f"Successfully assigned {ns}/{name} to {NODE_NAME}"
+        events.record(pod.reference(), "Normal", "Scheduled", assigned, "default-scheduler")
         self.kubelet.run(pod)
 
     def _scale(self, ns: str, deployment: JSON, new_rs: JSON) -> bool:
@@ -272,6 +280,11 @@ class Controller:
         """The ReplicaSet controller's delete: graceful, with the pod's own grace period."""
         if pod.terminate():
             self.backend.bump_pod(pod)
+            owner = {key: pod.owner[key] for key in ("kind", "name", "uid", "apiVersion")} | {
+                "namespace": pod.namespace
+            }
+            message = f"Deleted pod: {pod.name}"
+            self.backend.events.record(owner, "Normal", "SuccessfulDelete", message, "replicaset-controller")
 
     def _prune_history(self, ns: str, deployment: JSON, owned: list[JSON], new_rs: JSON) -> None:
         limit = deployment["spec"].get("revisionHistoryLimit", 10)
@@ -286,6 +299,14 @@ class Controller:
                 continue
             before = copy.deepcopy(rs)
             pods = self.backend.pods_of(ns, rs["metadata"]["name"])
+            if rs["spec"]["replicas"] != len(pods):
+                way = "up" if len(pods) > rs["spec"]["replicas"] else "down"
+                message = (
+                    f"Scaled {way} replica set {rs['metadata']['name']} from {rs['spec']['replicas']} to {len(pods)}"
+                )
+                self.backend.events.record(
+                    reference(deployment), "Normal", "ScalingReplicaSet", message, "deployment-controller"
+                )
             rs["spec"]["replicas"] = len(pods)
             rs["status"] = {"replicas": len(pods)} | _drop_zero(  # ReplicaSetStatus.replicas has no omitempty
                 {

@@ -28,7 +28,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from standins.kube.runtime import ContainerSpec, PullError, StartError
+from standins.kube.runtime import LOG_LINES, ContainerSpec, PullError, StartError
 
 #: Every container the stand-in starts carries this label (value: the runtime's owner, `<process id>:<tag>`).
 OWNER_LABEL = "io.oncology-mlops.kube-standin"
@@ -163,11 +163,12 @@ class DockerRuntime:
         except OSError:
             return False
 
-    def logs(self, container_id: str) -> str:
+    def logs(self, container_id: str) -> list[str]:
         try:
-            return bytes(self.client.api.logs(container_id, tail=20)).decode(errors="replace").strip()
+            output = self.client.api.logs(container_id, timestamps=True, tail=LOG_LINES)
         except docker.errors.DockerException:
-            return ""
+            return []
+        return bytes(output).decode(errors="replace").splitlines()
 
     def exec(self, container_id: str, command: list[str], timeout: float) -> int | None:
         api = self.client.api

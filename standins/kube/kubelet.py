@@ -6,7 +6,9 @@ key is `CreateContainerConfigError`, retried after at most a second), run each c
 startup, readiness and liveness probes (`httpGet`; `initialDelaySeconds`, `periodSeconds`, `timeoutSeconds`,
 `failureThreshold`), a restart with exponential back-off when a container exits or fails its liveness probe
 (`CrashLoopBackOff`, `restartCount`), and the state behind the pod's phase, conditions and container statuses
-(`standins.kube.pods` shows them).
+(`standins.kube.pods` shows them). It records the events the real one records (Pulling, Pulled, Failed, BackOff,
+Created, Started, Unhealthy, Killing; `standins.kube.events`) and keeps an exited container's output for
+`kubectl logs` (`--previous`) before the runtime removes the container.
 
 A deleted pod terminates as the kubelet's killContainer does it, in the pod's thread, so that nothing waits for it
 (the controller counts a terminating pod as no replica, the proxy sends it no traffic): for every running container
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from standins.kube.events import EventLog
 from standins.kube.pods import Container, Pod, ProbeState, now_text
 from standins.kube.runtime import ContainerRuntime, ContainerSpec, PullError, StartError, quantity
 from standins.kube.secretdata import ConfigError, SecretLookup, container_env
@@ -79,6 +82,19 @@ def container_spec(pod: Pod, container: JSON) -> ContainerSpec:
     )
 
 
+def go_duration(seconds: float) -> str:
+    """A duration cut to milliseconds as Go prints it (`512ms`, `2.5s`, `1m3.25s`), as the kubelet's events say."""
+    millis = int(seconds * 1000)
+    if millis < 1000:
+        return f"{millis}ms" if millis else "0s"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours or minutes:
+        text = f"{minutes}m{text}"
+    return f"{hours}h{text}" if hours else text
+
+
 def probe_port(container: JSON, port: Any) -> int | None:
     """A probe's port: a number, or the name of one of the container's ports."""
     if isinstance(port, int):
@@ -109,9 +125,14 @@ class Kubelet:
         self.minimum_grace = minimum_grace
         self._on_change = on_change
         self._secrets = secrets
+        self.events = EventLog(lock, time.monotonic_ns)  # its own until the controller attaches the cluster's
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._living: dict[int, Pod] = {}  # by id(): pods whose thread runs
+
+    def _record(self, pod: Pod, container: Container, kind: str, reason: str, message: str) -> None:
+        """An event about one of the pod's containers, from the kubelet."""
+        self.events.record(pod.reference(container.name), kind, reason, message, "kubelet")
 
     def run(self, pod: Pod) -> None:
         """Start living `pod` in a thread of its own."""
@@ -196,6 +217,7 @@ class Kubelet:
         try:
             code = self.runtime.exit_code(container_id)
             if code is None:  # only a running container gets its hook and signals
+                self._record(pod, container, "Normal", "Killing", f"Stopping container {container.name}")
                 if hook and grace > 0:
                     self._pre_stop(pod, container, container_id, hook, started + grace)
                     grace -= int(time.monotonic() - started)
@@ -269,21 +291,29 @@ class Kubelet:
     def _start(self, pod: Pod, container: Container, now: float) -> None:
         spec = container_spec(pod, container.spec)
         if not container.image_id:
+            self._record(pod, container, "Normal", "Pulling", f'Pulling image "{spec.image}"')
             try:
                 image_id = self.runtime.pull(spec.image, spec.pull_policy)
             except PullError as exc:
                 with self._lock:
+                    failure = str(exc)
+                    self._record(pod, container, "Warning", "Failed", failure[:1].upper() + failure[1:])
                     waiting = container.state.get("waiting") or {}
                     if waiting.get("reason") == "ErrImagePull":
                         seconds = self._back_off(container, now)
                         message = f'Back-off pulling image "{spec.image}" ({seconds:g}s): {exc}'
                         container.state = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+                        self._record(pod, container, "Normal", "BackOff", f'Back-off pulling image "{spec.image}"')
                     else:
                         container.retry_at = now + min(1.0, self.backoff)
                         container.state = {"waiting": {"reason": "ErrImagePull", "message": str(exc)}}
+                    self._record(pod, container, "Warning", "Failed", f"Error: {container.state['waiting']['reason']}")
                     self._on_change(pod)
                 return
             container.image_id = image_id
+            took = go_duration(time.monotonic() - now)
+            pulled = f'Successfully pulled image "{spec.image}" in {took} ({took} including waiting)'
+            self._record(pod, container, "Normal", "Pulled", pulled)
         try:
             spec = dataclasses.replace(spec, env=container_env(container.spec, pod.namespace, self._secrets))
         except ConfigError as exc:
@@ -292,6 +322,7 @@ class Kubelet:
                 waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
                 if container.state != waiting:
                     container.state = waiting
+                    self._record(pod, container, "Warning", "Failed", f"Error: {exc}")
                     self._on_change(pod)
             return
         try:
@@ -300,6 +331,7 @@ class Kubelet:
             with self._lock:
                 self._back_off(container, now)
                 container.state = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
+                self._record(pod, container, "Warning", "Failed", f"Error: {exc}")
                 self._on_change(pod)
             return
         if self._stopped.is_set() or pod.deleting:  # stopped while it started: it must not outlive the stand-in
@@ -315,19 +347,23 @@ class Kubelet:
                 for kind in PROBE_KINDS
                 if kind in container.spec
             }
+            self._record(pod, container, "Normal", "Created", f"Created container: {container.name}")
+            self._record(pod, container, "Normal", "Started", f"Started container {container.name}")
             self._on_change(pod)
 
     def _terminated(self, pod: Pod, container: Container, code: int, reason: str) -> None:
         container_id = container.container_id or ""
-        logs = self.runtime.logs(container_id)
+        lines = self.runtime.logs(container_id)
         self.runtime.remove(container_id)
         with self._lock:
             now = time.monotonic()
+            container.last_log = lines  # as the kubelet keeps the dead container until the next one exits
+            last_words = "\n".join(line.partition(" ")[2] for line in lines[-20:]).strip()
             container.last_state = {
                 "terminated": {
                     "exitCode": code,
                     "reason": reason,
-                    "message": logs[-1000:],
+                    "message": last_words[-1000:],
                     "finishedAt": now_text(),
                     "containerID": f"docker://{container_id}",
                 }
@@ -339,6 +375,8 @@ class Kubelet:
             seconds = self._back_off(container, now)
             message = f"back-off {seconds:g}s restarting failed container={container.name} pod={pod.name}"
             container.state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+            backing_off = f"Back-off restarting failed container {container.name} in pod {pod.name}_{pod.namespace}"
+            self._record(pod, container, "Warning", "BackOff", f"{backing_off}({pod.uid})")
             self._on_change(pod)
 
     def _probe(self, pod: Pod, container: Container, now: float) -> None:
@@ -361,6 +399,10 @@ class Kubelet:
             )
             threshold = int(probe.get("failureThreshold", 3))
             with self._lock:
+                if not ok:
+                    what = f"{kind.removesuffix('Probe').capitalize()} probe failed"
+                    where = f"HTTP GET {http.get('path', '/')} on port {http.get('port')}"
+                    self._record(pod, container, "Warning", "Unhealthy", f"{what}: {where}: no answer 200..399")
                 state.next_at = time.monotonic() + period
                 state.failures, state.successes = (0, state.successes + 1) if ok else (state.failures + 1, 0)
                 if kind == "startupProbe" and ok:
@@ -372,5 +414,7 @@ class Kubelet:
                     container.ready = ok
                 self._on_change(pod)
             if not ok and kind != "readinessProbe" and state.failures >= threshold:
+                restart = f"Container {container.name} failed {kind.removesuffix('Probe')} probe, will be restarted"
+                self._record(pod, container, "Normal", "Killing", restart)
                 self._terminated(pod, container, 137, "Error")  # the kubelet kills it (SIGKILL: 137)
                 return

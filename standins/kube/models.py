@@ -1,7 +1,8 @@
 """The stand-in's store: Deployments and ReplicaSets (apps/v1), Services, Pods and Secrets (v1), with validation.
 
 One `Backend` holds every object, the resource version counter and the lock that the HTTP handlers, the
-controller and the kubelet share; `reset()` empties it in one call.
+controller and the kubelet share; `reset()` empties it in one call. Every change that bumps the resource version
+is recorded in its `ChangeLog` (ADDED, MODIFIED, DELETED), which watches read (`standins.kube.watch`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,12 @@ from __future__ import annotations
 import copy
 import threading
 import uuid
+from collections import UserDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from standins.kube.events import EventLog
 from standins.kube.exceptions import ApiError, already_exists, bad_request, invalid, not_found
 from standins.kube.patches import json_patch, merge_patch, strategic_merge
 from standins.kube.pods import Pod, now_text
@@ -24,6 +29,19 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 GROUPS = {"deployments": "apps", "replicasets": "apps", "services": "", "pods": "", "secrets": ""}
+KINDS = {
+    "deployments": "Deployment",
+    "replicasets": "ReplicaSet",
+    "pods": "Pod",
+    "services": "Service",
+    "secrets": "Secret",
+}
+API_VERSIONS = {resource: f"{group}/v1" if group else "v1" for resource, group in GROUPS.items()}
+RESOURCES = {kind: resource for resource, kind in KINDS.items()}
+ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
+#: How many changes the log keeps: a watch from an older resource version gets 410 Gone, as after etcd's compaction.
+HISTORY = 1000
+Key = tuple[str, str, str]
 
 
 def owner_of(obj: JSON) -> str | None:
@@ -54,32 +72,131 @@ def patched_copy(current: JSON, content_type: str, body: Any) -> JSON:
     return copy.deepcopy(patched)
 
 
+@dataclass(frozen=True)
+class Change:
+    """One change of one object: its resource version, type, and the object as it was then (a copy)."""
+
+    version: int
+    type: str
+    resource: str
+    namespace: str
+    object: JSON
+    previous_labels: dict[str, str] | None  # the labels before the change (None: a new object)
+
+
+class ChangeLog:
+    """The last `HISTORY` changes, as etcd keeps them until compaction, and the condition watches wait on."""
+
+    def __init__(self, lock: threading.RLock, version: int, limit: int = HISTORY) -> None:
+        self.changed = threading.Condition(lock)
+        self.compacted = version  # the changes up to this version are no longer kept
+        self.closed = False
+        self.bookmark_interval = 60.0  # seconds between a watch's BOOKMARK events (the API server: about a minute)
+        self._changes: deque[Change] = deque(maxlen=limit)
+        self._labels: dict[Key, dict[str, str]] = {}  # of every object, as its last change left them
+
+    def record(self, version: int, kind: str, resource: str, obj: JSON) -> None:
+        """Keep a copy of `obj` as changed (`kind`: ADDED, MODIFIED or DELETED) at `version`; wake the watches."""
+        meta = obj["metadata"]
+        key = (resource, meta["namespace"], meta["name"])
+        with self.changed:
+            previous = self._labels.pop(key, None) if kind == DELETED else self._labels.get(key)
+            if kind != DELETED:
+                self._labels[key] = dict(meta.get("labels") or {})
+            if len(self._changes) == self._changes.maxlen:
+                self.compacted = self._changes[0].version
+            self._changes.append(Change(version, kind, resource, key[1], copy.deepcopy(obj), previous))
+            self.changed.notify_all()
+
+    def since(self, version: int) -> list[Change] | None:
+        """The changes after `version`, oldest first; None when some of them are no longer kept (call it holding
+        `changed`)."""
+        if version < self.compacted:
+            return None
+        newer = []
+        for change in reversed(self._changes):
+            if change.version <= version:
+                break
+            newer.append(change)
+        return newer[::-1]
+
+    def close(self) -> None:
+        """End every watch (the stand-in stops)."""
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+
+
+class Store(UserDict[Key, JSON]):
+    """The objects by (resource, namespace, name). A removal, whoever makes it (`pop`, `del`, `clear`), is passed to
+    `removed`: a Deployment's delete and the controller's pruning of old ReplicaSets are recorded alike."""
+
+    def __init__(self, removed: Callable[[str, JSON], None]) -> None:
+        super().__init__()
+        self._removed = removed
+
+    def __delitem__(self, key: Key) -> None:
+        obj = self.data.pop(key)
+        self._removed(key[0], obj)
+
+
 class Backend:
     """Every object of the stand-in, keyed by (resource, namespace, name)."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.objects: dict[tuple[str, str, str], JSON] = {}
+        self.objects = Store(self._deleted)
         self.pods: dict[tuple[str, str], Pod] = {}
         self.resource_version = 1000
+        self.changes = ChangeLog(self.lock, self.resource_version)
+        self.events = EventLog(self.lock, self._next_version)
 
     def reset(self) -> list[Pod]:
-        """Forget every object; returns the pods that were running (for the kubelet to stop)."""
+        """Forget every object (each recorded as DELETED); returns the pods that were running (for the kubelet to
+        stop)."""
         with self.lock:
             pods = list(self.pods.values())
             self.objects.clear()
+            for pod in pods:
+                self._record_pod(pod, DELETED)
             self.pods.clear()
             return pods
 
-    def bump(self, obj: JSON) -> None:
-        """A change: the next resource version."""
+    def _next_version(self) -> int:
+        """Count one change (the caller records it)."""
         self.resource_version += 1
-        obj["metadata"]["resourceVersion"] = str(self.resource_version)
+        return self.resource_version
+
+    def bump(self, obj: JSON) -> None:
+        """A change of a Deployment, ReplicaSet, Service or Secret, stored or about to be (ADDED if no object has
+        its name yet): the next resource version."""
+        meta = obj["metadata"]
+        resource = RESOURCES[obj["kind"]]
+        kind = MODIFIED if (resource, meta["namespace"], meta["name"]) in self.objects else ADDED
+        meta["resourceVersion"] = str(self._next_version())
+        self.changes.record(self.resource_version, kind, resource, obj)
+
+    def _deleted(self, resource: str, obj: JSON) -> None:
+        """An object left the store: its deletion is a change."""
+        obj["metadata"]["resourceVersion"] = str(self._next_version())
+        self.changes.record(self.resource_version, DELETED, resource, obj)
 
     def bump_pod(self, pod: Pod) -> None:
-        """A change of a pod's status."""
-        self.resource_version += 1
-        pod.resource_version = self.resource_version
+        """A change of a pod: ADDED when new, MODIFIED, or DELETED once it is gone (it leaves the store then). A pod
+        no longer in the store (gone, or forgotten by `reset`) has no more changes."""
+        if pod.resource_version == 0:
+            self._record_pod(pod, ADDED)
+        elif self.pods.get((pod.namespace, pod.name)) is not pod:
+            return
+        elif pod.gone:
+            del self.pods[(pod.namespace, pod.name)]
+            self._record_pod(pod, DELETED)
+        else:
+            self._record_pod(pod, MODIFIED)
+
+    def _record_pod(self, pod: Pod, kind: str) -> None:
+        pod.resource_version = self._next_version()
+        self.changes.record(self.resource_version, kind, "pods", pod.to_json())
 
     # reading
 

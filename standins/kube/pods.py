@@ -54,6 +54,7 @@ class Container:
     retry_at: float = 0.0
     backoff: float = 0.0
     probes: dict[str, ProbeState] = field(default_factory=dict)
+    last_log: list[str] | None = None  # the output of its last exited instance (`lastState.terminated`)
 
     @property
     def name(self) -> str:
@@ -98,6 +99,20 @@ class Pod:
     def __post_init__(self) -> None:
         if not self.containers:
             self.containers = [Container(spec=c) for c in self.spec.get("containers", [])]
+
+    def reference(self, container: str | None = None) -> JSON:
+        """An `ObjectReference` to the pod, or to one of its containers (as events name what they are about)."""
+        ref: JSON = {
+            "kind": "Pod",
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "apiVersion": "v1",
+            "resourceVersion": str(self.resource_version),
+        }
+        if container is not None:
+            ref["fieldPath"] = f"spec.containers{{{container}}}"
+        return ref
 
     @property
     def deleting(self) -> bool:

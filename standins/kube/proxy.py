@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,12 +43,14 @@ _NOT_FORWARDED = frozenset(
 
 @dataclass
 class Reply:
-    """An HTTP answer: status, body and content type."""
+    """An HTTP answer: status, body and content type; or, with `chunks`, a streamed body (a watch) sent in place
+    of `body` as HTTP/1.1 chunks, each flushed as it comes."""
 
     status: int
     body: bytes
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
+    chunks: Generator[bytes, None, None] | None = None
 
 
 def _service_port(service: JSON, port: str | None) -> JSON:
@@ -162,11 +165,29 @@ class ReplyHandler(BaseHTTPRequestHandler):
         reply = self.answer(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
         for name, value in reply.headers:
             self.send_header(name, value)
+        if reply.chunks is not None:
+            self._stream(reply.chunks)
+            return
+        self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
         self.wfile.write(reply.body)
+
+    def _stream(self, chunks: Generator[bytes, None, None]) -> None:
+        """Send a body as it is made, chunk by chunk; stop when the client has gone (a failed write: a broken pipe,
+        a reset connection, a TLS error, all `OSError`)."""
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+        finally:
+            chunks.close()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # http.server's naming
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from standins.kube import urls
-from standins.kube.exceptions import ApiError, bad_request, not_served
+from standins.kube import logs, urls, watch
+from standins.kube.exceptions import ApiError, bad_request, invalid, not_found, not_served
 from standins.kube.faults import Faults
-from standins.kube.models import GROUPS, Backend
+from standins.kube.models import GROUPS, MERGE_PATCH, Backend, patched_copy
 from standins.kube.proxy import Reply, ServiceProxy
-from standins.kube.selectors import field_filter
+from standins.kube.selectors import field_filter, matches, parse_label_selector
+from standins.kube.tables import format_selector, table, table_version
 
 JSON = dict[str, Any]
 SERVER_VERSION = {
@@ -32,15 +34,37 @@ _KINDS = {
     "pods": "Pod",
     "services": "Service",
     "secrets": "Secret",
+    "events": "Event",
+    "namespaces": "Namespace",
+    "deployments/scale": "Scale",
 }
-_VERSIONS = {"deployments": "apps/v1", "replicasets": "apps/v1", "pods": "v1", "services": "v1", "secrets": "v1"}
+_VERSIONS = {
+    "deployments": "apps/v1",
+    "replicasets": "apps/v1",
+    "pods": "v1",
+    "services": "v1",
+    "secrets": "v1",
+    "events": "v1",
+    "namespaces": "v1",
+    "deployments/scale": "autoscaling/v1",
+}
 
 
-def _resource(name: str, kind: str, verbs: list[str], short: str | None) -> JSON:
+def _resource(name: str, kind: str, verbs: list[str], short: str | None, *, category: bool = True) -> JSON:
     """A discovery entry; kinds with a short name are in the `all` category (as kubectl get all shows them)."""
     entry: JSON = {"name": name, "singularName": kind.lower(), "namespaced": True, "kind": kind, "verbs": verbs}
     if short:
-        entry.update(shortNames=[short], categories=["all"])
+        entry["shortNames"] = [short]
+    if short and category:
+        entry["categories"] = ["all"]
+    return entry
+
+
+def _subresource(name: str, kind: str, verbs: list[str], group_version: tuple[str, str] | None = None) -> JSON:
+    """A discovery entry for a subresource (`pods/log`), with the group and version of its kind if they differ."""
+    entry: JSON = {"name": name, "singularName": "", "namespaced": True, "kind": kind, "verbs": verbs}
+    if group_version:
+        entry.update(group=group_version[0], version=group_version[1])
     return entry
 
 
@@ -56,16 +80,13 @@ _DISCOVERY: dict[str, JSON] = {
         "kind": "APIResourceList",
         "groupVersion": "v1",
         "resources": [
+            _resource("events", "Event", ["get", "list"], "ev", category=False),
+            {**_resource("namespaces", "Namespace", ["get", "list"], "ns", category=False), "namespaced": False},
             _resource("pods", "Pod", ["delete", "get", "list"], "po"),
+            _subresource("pods/log", "Pod", ["get"]),
             _resource("secrets", "Secret", ["create", "delete", "get", "list", "patch", "update"], None),
             _resource("services", "Service", ["create", "get", "list"], "svc"),
-            {
-                "name": "services/proxy",
-                "singularName": "",
-                "namespaced": True,
-                "kind": "ServiceProxyOptions",
-                "verbs": ["create", "delete", "get", "patch", "update"],
-            },
+            _subresource("services/proxy", "ServiceProxyOptions", ["create", "delete", "get", "patch", "update"]),
         ],
     },
     "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_APPS_GROUP]},
@@ -76,6 +97,7 @@ _DISCOVERY: dict[str, JSON] = {
         "groupVersion": "apps/v1",
         "resources": [
             _resource("deployments", "Deployment", ["create", "delete", "get", "list", "patch"], "deploy"),
+            _subresource("deployments/scale", "Scale", ["get", "patch", "update"], ("autoscaling", "v1")),
             _resource("replicasets", "ReplicaSet", ["get", "list"], "rs"),
         ],
     },
@@ -112,6 +134,55 @@ def _strip_type(obj: JSON) -> JSON:
     return {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("apiVersion", "kind")}
 
 
+def _namespace(name: str) -> JSON:
+    """A Namespace: every name is one here (objects are made in any namespace, as if it had been created)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"kube-standin/{name}"))},
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    }
+
+
+def _scale(deployment: JSON) -> JSON:
+    """A Deployment's `scale` subresource: an autoscaling/v1 Scale."""
+    meta = deployment["metadata"]
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")},
+        "spec": {"replicas": deployment["spec"]["replicas"]},
+        "status": {
+            "replicas": deployment["status"].get("replicas", 0),
+            "selector": format_selector(deployment["spec"]["selector"]),
+        },
+    }
+
+
+def _scaled_replicas(current: JSON, scale: Any) -> int:
+    """The replicas a new Scale asks for, after the checks the API server makes (name, resourceVersion, range)."""
+    meta = scale.get("metadata") if isinstance(scale, dict) else None
+    name = current["metadata"]["name"]
+    if not isinstance(meta, dict) or meta.get("name") != name:
+        raise bad_request(f"the name of the object ({(meta or {}).get('name')}) does not match the name on the URL")
+    if meta.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
+        raise ApiError(
+            409,
+            f'Operation cannot be fulfilled on deployments.apps "{name}": the object has been modified; '
+            "please apply your changes to the latest version and try again",
+            reason="Conflict",
+            details={"name": name, "group": "apps", "kind": "deployments"},
+        )
+    replicas = (scale.get("spec") or {}).get("replicas", 0)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise invalid(
+            f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: {replicas!r}: '
+            "must be greater than or equal to 0"
+        )
+    return replicas
+
+
 class Api:
     """Answers one request at a time: authentication, injected faults, then the handler the URL table names."""
 
@@ -145,7 +216,7 @@ class Api:
         self, method: str, path: str, raw_query: str, query: dict[str, str], headers: dict[str, str], body: bytes
     ) -> Reply:
         if query.get("watch") in ("true", "1"):
-            raise bad_request("this Kubernetes stand-in does not support watch; poll instead")
+            return watch.respond(self.backend, method, path, query, headers.get("accept", ""))
         found = urls.resolve(path)
         if found is None:
             raise ApiError(404, "the server could not find the requested resource")
@@ -157,9 +228,13 @@ class Api:
             return self.proxy.forward(
                 method, str(params["ns"]), str(params["service"]), params["port"], rest, headers, body
             )
+        if handler == "item" and params["sub"] == "log" and method == "GET":
+            return self._log(str(params["ns"]), str(params["name"]), query)
+        if handler == "namespaces" and method == "GET":
+            return self._namespaces(params["name"], headers, query)
         with self.backend.lock:
             if handler == "collection":
-                return self._collection(method, params["ns"], str(params["resource"]), query, body)
+                return self._collection(method, params["ns"], str(params["resource"]), query, headers, body)
             if handler == "item" and params["ns"]:
                 return self._item(
                     method,
@@ -173,17 +248,45 @@ class Api:
                 )
         raise not_served(method, path)
 
-    def _collection(self, method: str, ns: str | None, resource: str, query: dict[str, str], body: bytes) -> Reply:
+    def _table(
+        self, resource: str, items: list[JSON], resource_version: str, version: str, query: dict[str, str]
+    ) -> Reply:
+        """`items` as a Table (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`)."""
+        return _json(
+            200,
+            table(
+                resource,
+                items,
+                resource_version=resource_version,
+                api_version=_VERSIONS[resource],
+                kind=_KINDS[resource],
+                version=version,
+                include_object=query.get("includeObject"),
+            ),
+        )
+
+    def _collection(
+        self, method: str, ns: str | None, resource: str, query: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> Reply:
         if method == "GET":
-            items = self.backend.select(resource, ns, query.get("labelSelector"))
-            items = [_strip_type(obj) for obj in field_filter(items, query.get("fieldSelector"))]
+            if resource == "events":
+                requirements = parse_label_selector(query.get("labelSelector") or "")
+                items = [
+                    e for e in self.backend.events.select(ns) if matches(requirements, e["metadata"].get("labels"))
+                ]
+            else:
+                items = self.backend.select(resource, ns, query.get("labelSelector"))
+            items = list(field_filter(items, query.get("fieldSelector"), resource))
+            version = str(self.backend.resource_version)
+            if as_table := table_version(headers.get("accept", "")):
+                return self._table(resource, items, version, as_table, query)
             return _json(
                 200,
                 {
                     "apiVersion": _VERSIONS[resource],
                     "kind": f"{_KINDS[resource]}List",
-                    "metadata": {"resourceVersion": str(self.backend.resource_version)},
-                    "items": items,
+                    "metadata": {"resourceVersion": version},
+                    "items": [_strip_type(obj) for obj in items],
                 },
             )
         if method == "POST" and ns is not None and resource == "deployments":
@@ -206,7 +309,16 @@ class Api:
         headers: dict[str, str],
         body: bytes,
     ) -> Reply:
-        if method == "GET":
+        if resource == "deployments" and sub == "scale":
+            return self._scale(method, ns, name, query, headers, body)
+        if method == "GET" and sub is None:
+            found = self.backend.events.get(ns, name) if resource == "events" else self.backend.get(resource, ns, name)
+            if found is None:
+                raise not_found(resource, name)
+            if as_table := table_version(headers.get("accept", "")):
+                return self._table(resource, [found], found["metadata"]["resourceVersion"], as_table, query)
+            return _json(200, copy.deepcopy(found))
+        if method == "GET" and sub == "status" and resource != "events":
             return _json(200, copy.deepcopy(self.backend.get(resource, ns, name)))
         dry_run = query.get("dryRun") == "All"
         if sub is None and method == "PATCH" and resource in ("deployments", "secrets"):
@@ -227,3 +339,70 @@ class Api:
                 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
             )
         raise not_served(method, f"{resource}/{name}")
+
+    def _namespaces(self, name: str | None, headers: dict[str, str], query: dict[str, str]) -> Reply:
+        """GET one namespace, or the list of those in use (and `default`)."""
+        with self.backend.lock:
+            used = {"default"} | {ns for _, ns, _ in self.backend.objects} | {ns for ns, _ in self.backend.pods}
+            version = str(self.backend.resource_version)
+        items = [_namespace(name)] if name else [_namespace(ns) for ns in sorted(used)]
+        if as_table := table_version(headers.get("accept", "")):
+            return self._table("namespaces", items, version, as_table, query)
+        if name:
+            return _json(200, items[0])
+        listed = {"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": version}}
+        return _json(200, {**listed, "items": [_strip_type(ns) for ns in items]})
+
+    def _scale(
+        self,
+        method: str,
+        ns: str,
+        name: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> Reply:
+        """GET, PUT or PATCH `deployments/NAME/scale`: a change of `spec.replicas` is a change of the Deployment."""
+        current = self.backend.get("deployments", ns, name)
+        if method == "GET":
+            scale = _scale(current)
+            if as_table := table_version(headers.get("accept", "")):  # kubectl get deploy NAME --subresource=scale
+                return self._table("deployments/scale", [scale], scale["metadata"]["resourceVersion"], as_table, query)
+            return _json(200, scale)
+        if method == "PUT":
+            wanted = _json_body(body)
+        elif method == "PATCH":
+            content_type = headers.get("content-type", "").split(";")[0].strip()
+            wanted = patched_copy(_scale(current), content_type, _json_body(body))
+        else:
+            raise not_served(method, f"deployments/{name}/scale")
+        replicas = _scaled_replicas(current, wanted)
+        dry_run = query.get("dryRun") == "All"
+        patched = self.backend.patch_deployment(ns, name, MERGE_PATCH, {"spec": {"replicas": replicas}}, dry_run)
+        return _json(200, _scale(patched))
+
+    def _log(self, ns: str, name: str, query: dict[str, str]) -> Reply:
+        """A container's log (`standins.kube.logs`), read from the runtime outside the backend's lock."""
+        options = logs.LogOptions.parse(query)
+        with self.backend.lock:
+            pod = self.backend.pods.get((ns, name))
+            if pod is None or pod.gone:
+                raise not_found("pods", name)
+            container = logs.container_of(pod, options.container)
+            running, kept = logs.source(pod, container, options.previous)
+        runtime = self.proxy.runtime
+        if running is None:
+            return Reply(200, options.answer(kept), "text/plain")
+        if not options.follow:
+            return Reply(200, options.answer(runtime.logs(running)), "text/plain")
+
+        def still_running() -> bool:
+            with self.backend.lock:
+                return container.container_id == running and not pod.gone
+
+        def read() -> list[str]:
+            with self.backend.lock:
+                kept = container.last_log if container.container_id != running else None
+            return kept if kept is not None else runtime.logs(running)
+
+        return Reply(200, b"", "text/plain", chunks=logs.follow(read, options, still_running))

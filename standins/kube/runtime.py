@@ -14,6 +14,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+LOG_LINES = 5000  # how many of a container's last lines the runtime gives (the kubelet's log rotation, roughly)
+
+
+def log_time() -> str:
+    """Now, as container log lines are stamped (RFC 3339 with nanoseconds)."""
+    now = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + f".{now % 10**9:09d}Z"
+
 
 class PullError(Exception):
     """The image cannot be pulled (ErrImagePull)."""
@@ -63,8 +71,9 @@ class ContainerRuntime(Protocol):
     def address(self, container_id: str, port: int) -> tuple[str, int] | None:
         """Where the container's `port` answers from this machine (None: nowhere)."""
 
-    def logs(self, container_id: str) -> str:
-        """The last lines the container wrote."""
+    def logs(self, container_id: str) -> list[str]:
+        """What the container wrote (stdout and stderr), a line each, each after its RFC 3339 timestamp and a space
+        (as `docker logs --timestamps`); the newest `LOG_LINES` lines, none once it is removed."""
 
     def exec(self, container_id: str, command: list[str], timeout: float) -> int | None:
         """Run `command` in the running container (a preStop hook); its exit code (None: still running at `timeout`)."""
@@ -119,7 +128,9 @@ class ScriptedRuntime:
     SIGTERM (code 0) unless its image is in `stop_seconds`: then it takes that long (`math.inf`: it ignores SIGTERM),
     and is killed (137) if that is longer than the stop's timeout. `events` lists each container's preStop commands,
     signals, exit and removal in order. With `published`, every port of a running container has an address named
-    after it (nothing listens there): for tests of which pods the Service proxy chooses.
+    after it (nothing listens there): for tests of which pods the Service proxy chooses. A container writes the lines
+    `output` gives for its image as it starts (`{attempt}` is its restart count); a crashing one then
+    "scripted crash". Removal discards them, as Docker does.
     """
 
     unpullable: set[str] = field(default_factory=set)
@@ -128,11 +139,13 @@ class ScriptedRuntime:
     pull_seconds: float = 0.0
     stop_seconds: dict[str, float] = field(default_factory=dict)
     published: bool = False
+    output: dict[str, list[str]] = field(default_factory=dict)
     started: dict[str, ContainerSpec] = field(default_factory=dict)  # by container ID: what the kubelet asked for
     events: list[ContainerEvent] = field(default_factory=list)
     _images: dict[str, str] = field(default_factory=dict)
     _exits: dict[str, int] = field(default_factory=dict)
     _killed: dict[str, threading.Event] = field(default_factory=dict)
+    _logs: dict[str, list[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _count: int = 0
 
@@ -147,6 +160,10 @@ class ScriptedRuntime:
         container_id = format(self._count, "064x")
         self._images[container_id] = spec.image
         self.started[container_id] = spec
+        lines = [line.format(attempt=attempt) for line in self.output.get(spec.image, [])]
+        if spec.image in self.crashing:
+            lines.append("scripted crash")
+        self._logs[container_id] = [f"{log_time()} {line}" for line in lines]
         return container_id
 
     def exit_code(self, container_id: str) -> int | None:
@@ -162,8 +179,8 @@ class ScriptedRuntime:
         running = self.published and self.exit_code(container_id) is None
         return (f"{container_id[-12:]}.scripted.invalid", port) if running else None
 
-    def logs(self, container_id: str) -> str:
-        return "scripted crash" if self._images.get(container_id) in self.crashing else ""
+    def logs(self, container_id: str) -> list[str]:
+        return list(self._logs.get(container_id, []))[-LOG_LINES:]
 
     def exec(self, container_id: str, command: list[str], timeout: float) -> int | None:
         self._event(container_id, "exec", " ".join(command))
@@ -182,11 +199,13 @@ class ScriptedRuntime:
         if container_id in self._images:
             self._finish(container_id, killed=True)
         self._killed.setdefault(container_id, threading.Event()).set()
+        self._logs.pop(container_id, None)
         if self._images.pop(container_id, None) is not None:
             self._event(container_id, "removed")
 
     def close(self) -> None:
         self._images.clear()
+        self._logs.clear()
 
     def events_of(self, container_id: str) -> list[str]:
         """What happened to one container, in order (`exec`, `SIGTERM`, `SIGKILL`, `exited`, `removed`)."""

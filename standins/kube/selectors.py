@@ -1,4 +1,5 @@
-"""Label selectors (`a=b,c!=d,e in (x,y),f notin (z),g,!h`) and the metadata field selectors of the API server."""
+"""Label selectors (`a=b,c!=d,e in (x,y),f notin (z),g,!h`) and the field selectors of the API server
+(`metadata.name`, `metadata.namespace`, and the fields it indexes for events and pods)."""
 
 from __future__ import annotations
 
@@ -65,13 +66,47 @@ def matches(requirements: list[Selector], labels: dict[str, str] | None) -> bool
     return all(requirement(labels or {}) for requirement in requirements)
 
 
-def field_filter(items: list[JSON], selector: str | None) -> Iterator[JSON]:
-    wanted: dict[str, str] = {}
+#: The field labels the API server accepts in a `fieldSelector`, beyond `metadata.name` and `metadata.namespace`.
+_FIELD_LABELS = {
+    "events": frozenset(
+        {
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        }
+    ),
+    "pods": frozenset({"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "status.phase", "status.podIP"}),
+}
+_FIELD = re.compile(r"^(?P<key>[A-Za-z0-9.]+)\s*(?P<op>==|!=|=)\s*(?P<value>.*)$")
+
+
+def _field(obj: JSON, label: str) -> str:
+    """A field's value as a selector compares it: a missing field is the empty string; `source` is its component."""
+    value: Any = obj
+    for part in ("source.component" if label == "source" else label).split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
+def field_filter(items: list[JSON], selector: str | None, resource: str = "") -> Iterator[JSON]:
+    """The objects a field selector (`a=b,c!=d`) matches; 400 for a field label the resource does not support."""
+    requirements: list[tuple[str, str, bool]] = []
     for part in _split_requirements(selector or ""):
-        key, _, value = part.partition("=")
-        if key.rstrip("=") not in ("metadata.name", "metadata.namespace"):
-            raise bad_request(f'field label not supported: "{key}"')
-        wanted[key.rstrip("=").split(".")[1]] = value.lstrip("=")
+        match = _FIELD.match(part)
+        if match is None:
+            raise bad_request(f"invalid selector: {selector!r}; can't understand {part!r}")
+        label = match["key"]
+        if label not in ("metadata.name", "metadata.namespace") and label not in _FIELD_LABELS.get(resource, ()):
+            raise bad_request(f'field label not supported: "{label}"')
+        requirements.append((label, match["value"].strip(), match["op"] == "!="))
     for obj in items:
-        if all(obj["metadata"].get(k) == v for k, v in wanted.items()):
+        if all((_field(obj, label) == value) != negate for label, value, negate in requirements):
             yield obj

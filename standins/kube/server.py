@@ -5,19 +5,25 @@ This is NOT Kubernetes. No API server can be installed on this machine, so the d
 double. It speaks the REST protocol of the official `kubernetes` client for what the project uses: apps/v1
 Deployments (list by `labelSelector`, get, create, the three PATCH types, delete) and ReplicaSets; v1 Pods and
 Services, and the Service proxy; v1 Secrets (create, get, list, replace, patch, delete), which pods' containers read
-through `env[].valueFrom.secretKeyRef` and `envFrom[].secretRef`. Errors are `Status` objects (401 without the
-bearer token, 400, 404, 409, 415, 422); `watch` is refused (poll instead). Its pods run the pod template's image in
+through `env[].valueFrom.secretKeyRef` and `envFrom[].secretRef`; watch of these collections (`watch.py`). Errors are
+`Status` objects (401 without the bearer token, 400, 404, 409, 415, 422). It serves HTTPS as an API server does
+(kubectl sends its token over TLS only), with a CA of its own (`tls.py`) that its kubeconfig carries; a
+port-forward (`port_forward`) is plain HTTP, as kubectl's is. Its pods run the pod template's image in
 Docker (pulled by digest with the node's registry credentials), probed for real, and end gracefully when deleted
 (preStop, SIGTERM, SIGKILL after the grace period; `DELETE pod` with `gracePeriodSeconds`); see `kubelet.py`,
 `pods.py` and `controller.py` for what is honoured.
 
 Run it on its own: `python -m standins.kube --port 8001 --token demo --kubeconfig .work/kubeconfig.yaml
---apply deployments/webservice.yaml`.
+--apply deployments/webservice.yaml`, then `KUBECONFIG=.work/kubeconfig.yaml kubectl get pods`.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +41,7 @@ from standins.kube.models import Backend, owner_of
 from standins.kube.proxy import PortForward, Reply, ReplyHandler, ServiceProxy
 from standins.kube.responses import Api
 from standins.kube.runtime import ContainerRuntime
+from standins.kube.tls import Authority, kept_authority, process_authority, server_context
 
 JSON = dict[str, Any]
 
@@ -52,11 +59,17 @@ class KubeStandIn:
         step_interval: float = 0.1,
         progress_deadline: float | None = None,
         backoff: float = 10.0,
+        ca_dir: Path | None = None,
+        bookmark_interval: float = 60.0,
     ) -> None:
+        """`ca_dir`: keep the CA there (made on first use), so that a restarted stand-in's kubeconfig is the same;
+        without it, one CA per process (in memory). `bookmark_interval`: seconds between watches' BOOKMARKs."""
         self.token = token
         self.runtime: ContainerRuntime = runtime if runtime is not None else DockerRuntime()
         self.step_interval = step_interval
         self.backend = Backend()
+        self.backend.changes.bookmark_interval = bookmark_interval
+        self.authority: Authority = kept_authority(ca_dir) if ca_dir is not None else process_authority()
         self.kubelet = Kubelet(
             self.runtime,
             self.backend.lock,
@@ -67,8 +80,7 @@ class KubeStandIn:
         self.controller = Controller(self.backend, self.kubelet, progress_deadline)
         self.proxy = ServiceProxy(self.backend, self.runtime)
         self.api = Api(self.backend, self.proxy, token)
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.daemon_threads = True
+        self._server = _TlsServer((host, port), _Handler, server_context(self.authority, host))
         self._server.api = self.api  # type: ignore[attr-defined]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -78,9 +90,18 @@ class KubeStandIn:
 
     @property
     def url(self) -> str:
-        """`http://127.0.0.1:PORT`."""
+        """`https://127.0.0.1:PORT` (its certificate signed by `ca_pem`)."""
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"https://{host!s}:{port}"
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The CA certificate (PEM) that clients trust for `url`."""
+        return self.authority.pem
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts the stand-in (for urllib and http.client)."""
+        return ssl.create_default_context(cadata=self.ca_pem.decode())
 
     def start(self) -> KubeStandIn:
         """Remove containers left by a stand-in that was killed, then serve and reconcile in the background."""
@@ -98,6 +119,7 @@ class KubeStandIn:
         """Stop serving, stop the controller, and remove every container this stand-in started (at once, terminating
         pods' too: no grace period is waited for)."""
         self._stop.set()
+        self.backend.changes.close()
         for forward in self._forwards:
             forward.stop()
         self._server.shutdown()
@@ -131,11 +153,12 @@ class KubeStandIn:
     def write_kubeconfig(
         self, path: str | Path, *, token: str | None = None, context: str = "kube-standin", namespace: str = "default"
     ) -> Path:
-        """Write a kubeconfig (server = this stand-in, a token user) as real users have one."""
+        """Write a kubeconfig (server = this stand-in, its CA, a token user) as real users have one."""
+        cluster = {"server": self.url, "certificate-authority-data": base64.b64encode(self.ca_pem).decode()}
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "clusters": [{"name": context, "cluster": cluster}],
             "users": [{"name": f"{context}-user", "user": {"token": self.token if token is None else token}}],
             "contexts": [
                 {"name": context, "context": {"cluster": context, "user": f"{context}-user", "namespace": namespace}}
@@ -257,6 +280,40 @@ class KubeStandIn:
         forward = PortForward(self.proxy, namespace, service, port, local_port)
         self._forwards.append(forward)
         return forward.url
+
+
+class _TlsServer(ThreadingHTTPServer):
+    """An HTTPS server: each connection's TLS handshake is made in its own thread (never in the accepting one)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[ReplyHandler], context: ssl.SSLContext) -> None:
+        super().__init__(address, handler)
+        self.context = context
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Answer plain HTTP as Go's TLS servers do (with a 400 that says so); else serve the connection over TLS."""
+        try:
+            first = request.recv(1, socket.MSG_PEEK)
+            if first and first != b"\x16":  # not a TLS handshake record
+                request.sendall(_PLAIN_HTTP_ANSWER)
+                return
+            connection = self.context.wrap_socket(request, server_side=True)
+        except OSError:  # the client went away, or the handshake failed (e.g. it does not trust our CA)
+            return
+        with connection:
+            super().finish_request(connection, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that breaks (a client gone mid-request) is no error of the server's; others are printed."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+_PLAIN_HTTP_ANSWER = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+    b"Client sent an HTTP request to an HTTPS server.\n"
+)
 
 
 class _Handler(ReplyHandler):

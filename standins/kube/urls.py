@@ -17,13 +17,18 @@ URLS: list[tuple[re.Pattern[str], str]] = [
         "service_proxy",
     ),
     (re.compile(rf"^/apis/apps/v1(?:/namespaces/{_NS})?/(?P<resource>deployments|replicasets)$"), "collection"),
-    (re.compile(rf"^/api/v1(?:/namespaces/{_NS})?/(?P<resource>pods|services|secrets)$"), "collection"),
+    (re.compile(rf"^/api/v1/namespaces(?:/{_NAME})?$"), "namespaces"),
+    (re.compile(rf"^/api/v1(?:/namespaces/{_NS})?/(?P<resource>pods|services|secrets|events)$"), "collection"),
     (
-        re.compile(rf"^/apis/apps/v1/namespaces/{_NS}/(?P<resource>deployments|replicasets)/{_NAME}(?P<sub>/status)?$"),
+        re.compile(
+            rf"^/apis/apps/v1/namespaces/{_NS}/(?P<resource>deployments|replicasets)/{_NAME}(?:/(?P<sub>status|scale))?$"
+        ),
         "item",
     ),
     (
-        re.compile(rf"^/api/v1/namespaces/{_NS}/(?P<resource>pods|services|secrets)/{_NAME}(?P<sub>/status)?$"),
+        re.compile(
+            rf"^/api/v1/namespaces/{_NS}/(?P<resource>pods|services|secrets|events)/{_NAME}(?:/(?P<sub>status|log))?$"
+        ),
         "item",
     ),
 ]

@@ -6,7 +6,9 @@ client sends and parses.
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes.client import AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
@@ -57,7 +60,7 @@ def raw(standin: KubeStandIn, path: str, *, token: str | None = TOKEN) -> tuple[
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5, context=standin.client_context()) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -123,6 +126,40 @@ def test_replicasets_carry_the_revision_history(apps: AppsV1Api) -> None:
     assert web[0].metadata is not None and web[0].metadata.annotations is not None
     assert web[0].metadata.annotations["deployment.kubernetes.io/revision"] == "1"
     assert web[0].status is not None and web[0].status.available_replicas == 2
+
+
+# --- HTTPS ----------------------------------------------------------------------------------------------
+
+
+def test_the_kubeconfig_names_the_https_url_and_carries_the_ca(standin: KubeStandIn, tmp_path: Path) -> None:
+    config = yaml.safe_load(standin.write_kubeconfig(tmp_path / "kubeconfig.yaml").read_text())
+    (cluster,) = config["clusters"]
+    assert cluster["cluster"]["server"] == standin.url and standin.url.startswith("https://127.0.0.1:")
+    assert base64.b64decode(cluster["cluster"]["certificate-authority-data"]) == standin.ca_pem
+    assert config["users"][0]["user"] == {"token": TOKEN}
+
+
+def test_a_client_that_does_not_trust_the_ca_is_refused(standin: KubeStandIn) -> None:
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(standin.url + "/version", timeout=5, context=ssl.create_default_context())
+
+
+def test_plain_http_is_answered_as_an_https_server_answers_it(standin: KubeStandIn) -> None:
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(standin.url.replace("https://", "http://") + "/version", timeout=5)
+    assert raised.value.code == 400
+    assert raised.value.read() == b"Client sent an HTTP request to an HTTPS server.\n"
+
+
+def test_the_ca_is_kept_in_its_directory_and_shared_in_the_process_without_one(tmp_path: Path) -> None:
+    def ca(ca_dir: Path | None = None) -> bytes:
+        with KubeStandIn(TOKEN, runtime=ScriptedRuntime(), ca_dir=ca_dir) as server:
+            return server.ca_pem
+
+    kept = ca(tmp_path / "ca")
+    assert ca(tmp_path / "ca") == kept == (tmp_path / "ca" / "ca.crt").read_bytes()  # a restart keeps it
+    assert (tmp_path / "ca" / "ca.key").stat().st_mode & 0o077 == 0  # the key is the owner's only
+    assert ca() == ca() != kept
 
 
 # --- patching -----------------------------------------------------------------------------------------
@@ -250,6 +287,7 @@ def test_label_selector_parsing_refuses_garbage() -> None:
 # --- the demo entry point -----------------------------------------------------------------------------
 
 
+@pytest.mark.docker  # the command line runs pods as Docker containers
 def test_the_command_line_applies_the_manifest_and_writes_a_kubeconfig(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig.yaml"
     command = [sys.executable, "-m", "standins.kube", "--port", "0", "--token", "demo", "--namespace", "oncology"]
@@ -264,7 +302,7 @@ def test_the_command_line_applies_the_manifest_and_writes_a_kubeconfig(tmp_path:
         assert process.stdout is not None
         lines = [process.stdout.readline() for _ in range(3)]
         assert lines[:2] == ["deployment/oncology-webservice created\n", "service/oncology-webservice created\n"]
-        assert lines[2].startswith("Kubernetes API STAND-IN (not a cluster) listening on http://127.0.0.1:")
+        assert lines[2].startswith("Kubernetes API STAND-IN (not a cluster) listening on https://127.0.0.1:")
         apps = AppsV1Api(connect_kubeconfig(str(kubeconfig)))
         listed = apps.list_namespaced_deployment("oncology", label_selector="app=oncology-webservice,team=ml-platform")
         assert [d.metadata.name for d in listed.items if d.metadata] == ["oncology-webservice"]

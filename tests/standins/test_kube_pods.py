@@ -121,6 +121,10 @@ def test_a_failing_liveness_probe_restarts_the_container(
         assert standin.wait_until(lambda: status().restart_count > first.restart_count, 60)
         terminated = status().last_state.terminated
         assert terminated is not None and terminated.exit_code == 137
+        pod: Any = core.list_namespaced_pod(NS, label_selector=SELECTOR).items[0]
+        pod_name = pod.metadata.name
+        previous = core.read_namespaced_pod_log(pod_name, NS, previous=True)  # kubectl logs --previous
+        assert "Application startup complete" in previous  # what the killed container wrote, kept past its removal
         killed = first.container_id.removeprefix("docker://")
         with pytest.raises(docker.errors.NotFound):  # removed before the restart was counted
             docker_client.containers.get(killed)
