@@ -50,8 +50,8 @@ PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 pytest: install  ## every test on cores + 1 workers (groups that share a server stay in one worker); the 25 slowest shown
 	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
-test-fast: install  ## the fast suite while changing code: no Docker, no Prefect server, no whole flows (2 workers)
-	$(RUN) pytest -n 2 -m "not docker and not cluster and not slow"
+test-fast: install  ## the fast suite while changing code: no Docker, no Prefect server, no whole flows; a fifth of the property examples
+	ONCOLOGY_TEST_EXAMPLES=fast $(RUN) pytest -n 2 -m "not docker and not cluster and not slow"
 
 audit: install  ## known vulnerabilities in every locked package (pip-audit, its database online); accepted: audit/allowlist.toml
 	$(RUN) python -m audit

@@ -25,6 +25,7 @@ from oncology_model.errors import DataValidationError
 from oncology_model.evaluation import evaluate
 from oncology_model.training import minimum_rows_per_class, train
 from tests.support.data import real_data
+from tests.support.examples import examples
 
 Rows = list[list[str]]
 Draw = Callable[[st.SearchStrategy[Any]], Any]
@@ -35,7 +36,7 @@ BY_CLASS = {label: [row for row in BASE if row[-1] == label] for label in ("2", 
 BARE_NUCLEI = 1 + FEATURES.index("bare_nuclei")
 PROBLEM = re.compile(r"row [1-9][0-9]*: \S")
 MAX_MESSAGE = 1_000  # characters: messages quote values cut short, never a whole megabyte field
-BOUNDED = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+BOUNDED = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 ODD_VALUES = [
     *["5.0", "1e1", "1E0", "5e-0", "nan", "NaN", "inf", "-inf", "Infinity", "0x5", "+5", "5_0", " 5 ", "05", "-0"],
@@ -229,7 +230,7 @@ def test_validation_reports_counts_that_add_up_or_names_the_rows_and_the_rule(
         assert_counts_add_up(raw, dataset, max_invalid_share, max_missing_share)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(data=st.data(), test_size=st.sampled_from([0.1, 0.2, 0.3, 0.45]), cv_folds=st.sampled_from([2, 3, 5, 10]))
 def test_a_model_is_trained_from_enough_rows_and_refused_with_the_rule_otherwise(
     data: st.DataObject, test_size: float, cv_folds: int

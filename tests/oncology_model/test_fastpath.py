@@ -21,6 +21,7 @@ from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, FEATURES
 from oncology_model.fastpath import PREDICT, PREDICT_BATCH, BatchScores, Front, Message, Scope, TumorScores
 from oncology_model.metrics import ServiceMetrics
 from oncology_model.service import Service, ServiceSettings, create_app
+from tests.support.examples import examples
 
 JSON = {"content-type": "application/json"}
 
@@ -96,7 +97,7 @@ def tumor_payloads(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @pytest.mark.property
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(tumor_payloads())
 def test_what_the_decoder_accepts_the_tumor_model_accepts_with_the_same_scores(payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
@@ -132,7 +133,7 @@ def test_the_batch_decoder_refuses(body: bytes) -> None:
 
 
 @pytest.mark.property
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=tumor_payloads())
 def test_any_tumor_gets_the_answer_fastapi_gives(
     client: TestClient, reference: TestClient, payload: dict[str, Any]

@@ -26,10 +26,11 @@ from schemathesis.python.asgi import shutdown_lifespans
 from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT
 from oncology_model.fastpath import PREDICT, PREDICT_BATCH, Receive, Scope, Send
 from oncology_model.service import Service, ServiceSettings, create_app
+from tests.support.examples import examples
 
 #: Examples per operation in the fuzzing phase (positive and negative). The examples and coverage phases add their
 #: own (schema examples, boundary values, wrong types, undeclared media types and methods): about 700 requests.
-MAX_EXAMPLES = 200
+MAX_EXAMPLES = examples(200)
 #: A fixed seed: the same requests on every run, so a failure in CI is reproduced by running the test again.
 SEED = 20261125
 
@@ -249,7 +250,7 @@ def raw_bodies(draw: st.DrawFn) -> bytes:
             return text
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(path=st.sampled_from([PREDICT, PREDICT_BATCH]), body=raw_bodies(), content_type=CONTENT_TYPES)
 def test_any_bytes_get_a_documented_answer(
     client: TestClient, path: str, body: bytes, content_type: str | None
