@@ -86,7 +86,6 @@ class Controller:
     def __init__(self, backend: Backend, kubelet: Kubelet, progress_deadline: float | None = None) -> None:
         self.backend = backend
         self.kubelet = kubelet
-        kubelet.events = backend.events  # the kubelet's events go where the cluster's are listed
         self.progress_deadline = progress_deadline
         self._progress: dict[tuple[str, str], _Progress] = {}
 

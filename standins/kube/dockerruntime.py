@@ -83,10 +83,12 @@ class DockerRuntime:
         digests = [d.split("@", 1)[1] for d in found.attrs.get("RepoDigests") or [] if d.startswith(f"{repository}@")]
         return digests[0] if digests else str(found.id)
 
-    def pull(self, image: str, policy: str) -> str:
-        if policy != "Always":
-            with contextlib.suppress(docker.errors.ImageNotFound):
-                return self._image_id(image)
+    def image_ref(self, image: str) -> str | None:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            return self._image_id(image)
+        return None
+
+    def pull(self, image: str) -> str:
         repository, reference = _split_reference(image)
         registry = _registry_of(image)
         auth = self._credentials(registry) if registry else None
@@ -150,6 +152,13 @@ class DockerRuntime:
             if binding.get("HostPort"):
                 return binding.get("HostIp") or "127.0.0.1", int(binding["HostPort"])
         return None
+
+    def ip(self, container_id: str) -> str | None:
+        settings = (self._inspect(container_id) or {}).get("NetworkSettings") or {}
+        addresses = [settings.get("IPAddress")] + [
+            n.get("IPAddress") for n in (settings.get("Networks") or {}).values()
+        ]
+        return next((address for address in addresses if address), None)
 
     def http_get(self, container_id: str, port: int, path: str, timeout: float) -> bool:
         where = self.address(container_id, port)

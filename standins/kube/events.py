@@ -2,7 +2,9 @@
 
 A repeated event (same source, object, type, reason and message) is not stored again: the stored one counts it
 (`count`, `lastTimestamp`), as the recorder's EventCorrelator does. The log keeps the newest `limit` events (the
-API server lets them expire after an hour; a bound serves a stand-in as well).
+API server lets them expire after an hour; a bound serves a stand-in as well). Every change of an event (ADDED,
+MODIFIED when counted again, DELETED when it expires or the log is cleared) goes to `changed`, which gives it its
+resource version: the backend records it in its change log, so that events can be watched (`kubectl get events -w`).
 """
 
 from __future__ import annotations
@@ -38,13 +40,17 @@ def reference(obj: JSON, field_path: str = "") -> JSON:
     return ref
 
 
-class EventLog:
-    """The events of the stand-in, newest last; `record` and `select` take `lock` (the backend's), and each change of
-    an event takes the next resource version from `next_version` (the backend's counter)."""
+#: Called with ADDED, MODIFIED or DELETED and the event (which it gives its `metadata.resourceVersion`).
+Changed = Callable[[str, JSON], None]
 
-    def __init__(self, lock: threading.RLock, next_version: Callable[[], int], limit: int = 1000) -> None:
+
+class EventLog:
+    """The events of the stand-in, newest last; `record`, `select` and `clear` take `lock` (the backend's), and
+    report each change of an event to `changed` (see the module docstring)."""
+
+    def __init__(self, lock: threading.RLock, changed: Changed, limit: int = 1000) -> None:
         self._lock = lock
-        self._next_version = next_version
+        self._changed = changed
         self.limit = limit
         self._events: OrderedDict[_Key, JSON] = OrderedDict()
 
@@ -65,6 +71,7 @@ class EventLog:
         now = now_text()
         with self._lock:
             event = self._events.pop(key, None)
+            change = "MODIFIED" if event is not None else "ADDED"
             if event is not None:
                 event["count"] += 1
                 event["lastTimestamp"] = now
@@ -91,11 +98,17 @@ class EventLog:
                     "reportingComponent": component,
                     "reportingInstance": host,
                 }
-            event["metadata"]["resourceVersion"] = str(self._next_version())
+            self._changed(change, event)
             self._events[key] = event
             while len(self._events) > self.limit:
-                self._events.popitem(last=False)
+                self._changed("DELETED", self._events.popitem(last=False)[1])
             return copy.deepcopy(event)
+
+    def clear(self) -> None:
+        """Forget every event (each reported DELETED)."""
+        with self._lock:
+            while self._events:
+                self._changed("DELETED", self._events.popitem(last=False)[1])
 
     def select(self, namespace: str | None) -> list[JSON]:
         """Copies of the events in a namespace (every namespace: None), ordered by name as the API server lists."""

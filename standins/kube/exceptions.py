@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 JSON = dict[str, Any]
@@ -62,9 +64,73 @@ def already_exists(resource: str, name: str, group: str = "") -> ApiError:
     )
 
 
+def conflict(resource: str, name: str, group: str = "") -> ApiError:
+    """409 for a write that names a `metadata.resourceVersion` other than the stored one (optimistic concurrency)."""
+    qualified = f"{resource}.{group}" if group else resource
+    return ApiError(
+        409,
+        f'Operation cannot be fulfilled on {qualified} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+        reason="Conflict",
+        details={"name": name, "group": group, "kind": resource},
+    )
+
+
+def go_value(value: Any) -> str:
+    """A value in a field error as the API server prints it: strings quoted, numbers bare, the rest as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One field error of an invalid object (a `StatusCause`), as apimachinery's `field.Error` words it."""
+
+    field: str
+    reason: str
+    message: str
+
+    @classmethod
+    def required(cls, field: str, detail: str = "") -> Cause:
+        return cls(field, "FieldValueRequired", "Required value" + (f": {detail}" if detail else ""))
+
+    @classmethod
+    def invalid(cls, field: str, value: Any, detail: str) -> Cause:
+        return cls(field, "FieldValueInvalid", f"Invalid value: {go_value(value)}: {detail}")
+
+    @classmethod
+    def not_supported(cls, field: str, value: Any, supported: list[str]) -> Cause:
+        choices = ", ".join(json.dumps(choice) for choice in supported)
+        return cls(
+            field, "FieldValueNotSupported", f"Unsupported value: {go_value(value)}: supported values: {choices}"
+        )
+
+    @classmethod
+    def duplicate(cls, field: str, value: Any) -> Cause:
+        return cls(field, "FieldValueDuplicate", f"Duplicate value: {go_value(value)}")
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
 def invalid(message: str) -> ApiError:
-    """422 for an object or patch that fails validation."""
+    """422 for a patch that cannot be applied."""
     return ApiError(422, message)
+
+
+def invalid_object(kind: str, name: str, causes: list[Cause], group: str = "") -> ApiError:
+    """422 `Invalid` for an object that fails validation: the message and `details.causes` as the API server sends
+    them (`Deployment.apps "web" is invalid: spec.replicas: Invalid value: -1: ...`; several causes in brackets)."""
+    qualified = f"{kind}.{group}" if group else kind
+    errors = str(causes[0]) if len(causes) == 1 else "[" + ", ".join(map(str, causes)) + "]"
+    details: JSON = {"name": name, "group": group, "kind": kind}
+    details["causes"] = [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes]
+    return ApiError(
+        422, f'{qualified} "{name}" is invalid: {errors}', details={k: v for k, v in details.items() if v != ""}
+    )
 
 
 def bad_request(message: str) -> ApiError:

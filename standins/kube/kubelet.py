@@ -1,8 +1,9 @@
 """The stand-in's kubelet: one thread per pod pulls, starts, probes and restarts its containers.
 
-What the real kubelet does and this one does too: pull per `imagePullPolicy` (`ErrImagePull`, then
-`ImagePullBackOff`), make the environment from `env` and Secrets (`standins.kube.secretdata`; a missing Secret or
-key is `CreateContainerConfigError`, retried after at most a second), run each container as the pod spec says, the
+What the real kubelet does and this one does too: pull per `imagePullPolicy` (an image already on the node is not
+pulled again unless the policy is `Always`; `ErrImagePull`, then `ImagePullBackOff`; `ErrImageNeverPull`), make the
+environment from `env` and Secrets (`standins.kube.secretdata`; a missing Secret or key is
+`CreateContainerConfigError`, retried after at most a second), run each container as the pod spec says, the
 startup, readiness and liveness probes (`httpGet`; `initialDelaySeconds`, `periodSeconds`, `timeoutSeconds`,
 `failureThreshold`), a restart with exponential back-off when a container exits or fails its liveness probe
 (`CrashLoopBackOff`, `restartCount`), and the state behind the pod's phase, conditions and container statuses
@@ -114,6 +115,7 @@ class Kubelet:
         max_backoff: float = 300.0,
         tick: float = 0.1,
         minimum_grace: float = MINIMUM_GRACE_SECONDS,
+        events: EventLog,
         on_change: Callable[[Pod], None] = lambda pod: None,
         secrets: SecretLookup = lambda namespace, name: None,
     ) -> None:
@@ -125,7 +127,7 @@ class Kubelet:
         self.minimum_grace = minimum_grace
         self._on_change = on_change
         self._secrets = secrets
-        self.events = EventLog(lock, time.monotonic_ns)  # its own until the controller attaches the cluster's
+        self.events = events
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._living: dict[int, Pod] = {}  # by id(): pods whose thread runs
@@ -291,9 +293,25 @@ class Kubelet:
     def _start(self, pod: Pod, container: Container, now: float) -> None:
         spec = container_spec(pod, container.spec)
         if not container.image_id:
+            present = self.runtime.image_ref(spec.image) if spec.pull_policy != "Always" else None
+            if present is not None:
+                container.image_id = present
+                message = f'Container image "{spec.image}" already present on machine'
+                self._record(pod, container, "Normal", "Pulled", message)
+            elif spec.pull_policy == "Never":
+                with self._lock:
+                    container.retry_at = now + min(1.0, self.backoff)
+                    message = f'Container image "{spec.image}" is not present with pull policy of Never'
+                    waiting = {"waiting": {"reason": "ErrImageNeverPull", "message": message}}
+                    if container.state != waiting:
+                        container.state = waiting
+                        self._record(pod, container, "Warning", "ErrImageNeverPull", message)
+                        self._on_change(pod)
+                return
+        if not container.image_id:
             self._record(pod, container, "Normal", "Pulling", f'Pulling image "{spec.image}"')
             try:
-                image_id = self.runtime.pull(spec.image, spec.pull_policy)
+                image_id = self.runtime.pull(spec.image)
             except PullError as exc:
                 with self._lock:
                     failure = str(exc)
@@ -337,7 +355,9 @@ class Kubelet:
         if self._stopped.is_set() or pod.deleting:  # stopped while it started: it must not outlive the stand-in
             self.runtime.remove(container_id)
             return
+        address = self.runtime.ip(container_id)
         with self._lock:
+            pod.ip = address or pod.ip
             container.container_id = container_id
             container.state = {"running": {"startedAt": now_text()}}
             container.started = "startupProbe" not in container.spec

@@ -1,8 +1,11 @@
-"""The stand-in's store: Deployments and ReplicaSets (apps/v1), Services, Pods and Secrets (v1), with validation.
+"""The stand-in's store: Deployments and ReplicaSets (apps/v1), Services, Pods, Secrets and Events (v1).
 
 One `Backend` holds every object, the resource version counter and the lock that the HTTP handlers, the
 controller and the kubelet share; `reset()` empties it in one call. Every change that bumps the resource version
-is recorded in its `ChangeLog` (ADDED, MODIFIED, DELETED), which watches read (`standins.kube.watch`).
+is recorded in its `ChangeLog` (ADDED, MODIFIED, DELETED), which watches read (`standins.kube.watch`), events' too.
+A client's write is decoded against the schema (`standins.kube.schema`), defaulted, validated
+(`standins.kube.validation`) and refused with 409 Conflict when it names a `metadata.resourceVersion` other than the
+stored one; `metadata.generation` moves only when the spec does.
 """
 
 from __future__ import annotations
@@ -12,15 +15,26 @@ import threading
 import uuid
 from collections import UserDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from standins.kube.events import EventLog
-from standins.kube.exceptions import ApiError, already_exists, bad_request, invalid, not_found
+from standins.kube.exceptions import (
+    ApiError,
+    Cause,
+    already_exists,
+    bad_request,
+    conflict,
+    invalid,
+    invalid_object,
+    not_found,
+)
 from standins.kube.patches import json_patch, merge_patch, strategic_merge
 from standins.kube.pods import Pod, now_text
+from standins.kube.schema import decode
 from standins.kube.secretdata import normalize_secret
 from standins.kube.selectors import matches, parse_label_selector
+from standins.kube.validation import deployment_causes, name_causes, service_causes
 
 JSON = dict[str, Any]
 
@@ -28,13 +42,14 @@ SMP = "application/strategic-merge-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-GROUPS = {"deployments": "apps", "replicasets": "apps", "services": "", "pods": "", "secrets": ""}
+GROUPS = {"deployments": "apps", "replicasets": "apps", "services": "", "pods": "", "secrets": "", "events": ""}
 KINDS = {
     "deployments": "Deployment",
     "replicasets": "ReplicaSet",
     "pods": "Pod",
     "services": "Service",
     "secrets": "Secret",
+    "events": "Event",
 }
 API_VERSIONS = {resource: f"{group}/v1" if group else "v1" for resource, group in GROUPS.items()}
 RESOURCES = {kind: resource for resource, kind in KINDS.items()}
@@ -70,6 +85,21 @@ def patched_copy(current: JSON, content_type: str, body: Any) -> JSON:
     if not isinstance(patched, dict):
         raise invalid("the patched object is not a JSON object")
     return copy.deepcopy(patched)
+
+
+@dataclass
+class Write:
+    """How a client's write is made: `dryRun=All`, its `fieldValidation`, and the warnings it earns (for the
+    `Warning` header)."""
+
+    dry_run: bool = False
+    field_validation: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, query: dict[str, str]) -> Write:
+        """The options of a request's query."""
+        return cls(dry_run=query.get("dryRun") == "All", field_validation=query.get("fieldValidation"))
 
 
 @dataclass(frozen=True)
@@ -149,14 +179,15 @@ class Backend:
         self.pods: dict[tuple[str, str], Pod] = {}
         self.resource_version = 1000
         self.changes = ChangeLog(self.lock, self.resource_version)
-        self.events = EventLog(self.lock, self._next_version)
+        self.events = EventLog(self.lock, self._event_changed)
 
     def reset(self) -> list[Pod]:
-        """Forget every object (each recorded as DELETED); returns the pods that were running (for the kubelet to
-        stop)."""
+        """Forget every object and event (each recorded as DELETED); returns the pods that were running (for the
+        kubelet to stop)."""
         with self.lock:
             pods = list(self.pods.values())
             self.objects.clear()
+            self.events.clear()
             for pod in pods:
                 self._record_pod(pod, DELETED)
             self.pods.clear()
@@ -175,6 +206,11 @@ class Backend:
         kind = MODIFIED if (resource, meta["namespace"], meta["name"]) in self.objects else ADDED
         meta["resourceVersion"] = str(self._next_version())
         self.changes.record(self.resource_version, kind, resource, obj)
+
+    def _event_changed(self, kind: str, event: JSON) -> None:
+        """An event was recorded, counted again or dropped: a change like any other."""
+        event["metadata"]["resourceVersion"] = str(self._next_version())
+        self.changes.record(self.resource_version, kind, "events", event)
 
     def _deleted(self, resource: str, obj: JSON) -> None:
         """An object left the store: its deletion is a change."""
@@ -201,6 +237,11 @@ class Backend:
     # reading
 
     def get(self, resource: str, namespace: str, name: str) -> JSON:
+        if resource == "events":
+            event = self.events.get(namespace, name)
+            if event is None:
+                raise not_found(resource, name)
+            return event
         if resource == "pods":
             pod = self.pods.get((namespace, name))
             if pod is None or pod.gone:
@@ -213,6 +254,8 @@ class Backend:
 
     def select(self, resource: str, namespace: str | None, selector: str | None) -> list[JSON]:
         requirements = parse_label_selector(selector) if selector else []
+        if resource == "events":
+            return [e for e in self.events.select(namespace) if matches(requirements, e["metadata"].get("labels"))]
         if resource == "pods":
             found = [
                 pod.to_json()
@@ -258,76 +301,77 @@ class Backend:
 
     # Deployments
 
-    def validate_deployment(self, obj: JSON, previous: JSON | None = None) -> None:
-        meta, spec = obj.get("metadata") or {}, obj.get("spec")
-        if not meta.get("name"):
-            raise invalid("metadata.name: Required value")
-        prefix = f'Deployment.apps "{meta["name"]}" is invalid: '
-        if not isinstance(spec, dict):
-            raise invalid(f"{prefix}spec: Required value")
-        containers = ((spec.get("template") or {}).get("spec") or {}).get("containers")
-        if not isinstance(containers, list) or not containers:
-            raise invalid(f"{prefix}spec.template.spec.containers: Required value")
-        for i, container in enumerate(containers):
-            for required in ("name", "image"):
-                if not isinstance(container, dict) or not container.get(required):
-                    raise invalid(f"{prefix}spec.template.spec.containers[{i}].{required}: Required value")
-        match_labels = (spec.get("selector") or {}).get("matchLabels") or {}
-        template_labels = (spec["template"].get("metadata") or {}).get("labels") or {}
-        if not match_labels or any(template_labels.get(k) != v for k, v in match_labels.items()):
-            raise invalid(f"{prefix}spec.template.metadata.labels: `selector` does not match template `labels`")
-        if previous is not None and previous["spec"]["selector"] != spec["selector"]:
-            raise invalid(f"{prefix}spec.selector: field is immutable")
-        if not isinstance(spec.get("replicas", 1), int) or spec.get("replicas", 1) < 0:
-            raise invalid(f"{prefix}spec.replicas: must be >= 0")
+    def _decoded(
+        self, manifest: Any, api_version: str, kind: str, namespace: str, write: Write
+    ) -> tuple[JSON, list[Cause]]:
+        """A client's object decoded against its schema (`standins.kube.schema.decode`), in the URL's namespace."""
+        if not isinstance(manifest, dict):
+            raise bad_request(f"the body of a {kind} must be a JSON object")
+        stated = (manifest.get("metadata") or {}).get("namespace")
+        if stated not in (None, "", namespace):
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        obj, warnings, causes = decode({**manifest, "apiVersion": api_version, "kind": kind}, write.field_validation)
+        write.warnings += warnings
+        obj.setdefault("metadata", {})
+        return obj, causes
 
-    def create_deployment(self, namespace: str, manifest: JSON) -> JSON:
-        obj = copy.deepcopy(manifest)
-        obj["apiVersion"], obj["kind"] = "apps/v1", "Deployment"
-        meta = obj.setdefault("metadata", {})
-        self.validate_deployment(obj)
+    def create_deployment(self, namespace: str, manifest: Any, write: Write | None = None) -> JSON:
+        write = write or Write()
+        obj, causes = self._decoded(manifest, "apps/v1", "Deployment", namespace, write)
+        meta = obj["metadata"]
+        for owned in ("resourceVersion", "uid", "generation", "creationTimestamp", "deletionTimestamp"):
+            meta.pop(owned, None)
+        meta.update(namespace=namespace, generation=1)
+        _deployment_defaults(obj)
+        _refuse("Deployment", meta.get("name", ""), causes + deployment_causes(obj), "apps")
         if ("deployments", namespace, meta["name"]) in self.objects:
             raise already_exists("deployments", meta["name"], "apps")
-        meta.update(namespace=namespace, uid=str(uuid.uuid4()), generation=1, creationTimestamp=now_text())
-        spec = obj["spec"]
-        spec.setdefault("replicas", 1)
-        spec.setdefault("revisionHistoryLimit", 10)
-        spec.setdefault("progressDeadlineSeconds", 600)
-        spec.setdefault("minReadySeconds", 0)
-        spec.setdefault("strategy", {"type": "RollingUpdate"})
-        if spec["strategy"].get("type", "RollingUpdate") == "RollingUpdate":
-            spec["strategy"]["type"] = "RollingUpdate"
-            rolling = spec["strategy"].setdefault("rollingUpdate", {})
-            rolling.setdefault("maxSurge", "25%")
-            rolling.setdefault("maxUnavailable", "25%")
-        pod_spec = spec["template"]["spec"]
-        pod_spec.setdefault("restartPolicy", "Always")
-        pod_spec.setdefault("terminationGracePeriodSeconds", 30)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_text())
         obj["status"] = {}
+        if write.dry_run:
+            return obj
         self.bump(obj)
         self.objects[("deployments", namespace, meta["name"])] = obj
         return obj
 
-    def patch_deployment(self, namespace: str, name: str, content_type: str, body: Any, dry_run: bool) -> JSON:
+    def replace_deployment(self, namespace: str, name: str, manifest: Any, write: Write) -> JSON:
+        """PUT: the whole object (status aside) replaced, if `metadata.resourceVersion` is absent or current."""
+        current = self.get("deployments", namespace, name)
+        stated = (manifest.get("metadata") or {}).get("name") if isinstance(manifest, dict) else None
+        if stated != name:
+            raise bad_request(f"the name of the object ({stated}) does not match the name on the URL ({name})")
+        return self._update_deployment(current, manifest, write)
+
+    def patch_deployment(self, namespace: str, name: str, content_type: str, body: Any, write: Write) -> JSON:
         current = self.get("deployments", namespace, name)
         patched = patched_copy(current, content_type, body)
-        meta = patched.setdefault("metadata", {})  # the server owns these fields; status has its own subresource
-        if meta.get("name") != name:
-            raise invalid(f"metadata.name: Invalid value: {meta.get('name')!r}: the name of the object must not change")
+        name_now = (patched.get("metadata") or {}).get("name")
+        if name_now != name:
+            _refuse("Deployment", name, [Cause.invalid("metadata.name", name_now, "field is immutable")], "apps")
+        return self._update_deployment(current, patched, write)
+
+    def _update_deployment(self, current: JSON, manifest: Any, write: Write) -> JSON:
+        """Store `manifest` in place of `current` (PUT, or the result of a PATCH): optimistic concurrency on
+        `metadata.resourceVersion`, the server's own metadata and status kept, `generation` moved by spec changes."""
+        name, namespace = current["metadata"]["name"], current["metadata"]["namespace"]
+        obj, causes = self._decoded(manifest, "apps/v1", "Deployment", namespace, write)
+        meta = obj["metadata"]
+        if meta.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
+            raise conflict("deployments", name, "apps")
         for owned in ("uid", "generation", "resourceVersion", "creationTimestamp", "namespace"):
             meta[owned] = current["metadata"][owned]
-        patched["status"] = copy.deepcopy(current["status"])
-        patched["apiVersion"], patched["kind"] = "apps/v1", "Deployment"
-        self.validate_deployment(patched, previous=current)
-        if patched == current:
+        obj["status"] = copy.deepcopy(current["status"])
+        _deployment_defaults(obj)
+        _refuse("Deployment", name, causes + deployment_causes(obj, previous=current), "apps")
+        if obj == current:
             return current
-        if patched["spec"] != current["spec"]:
+        if obj["spec"] != current["spec"]:
             meta["generation"] = current["metadata"]["generation"] + 1
-        if dry_run:
-            return patched
-        self.bump(patched)
-        self.objects[("deployments", namespace, name)] = patched
-        return patched
+        if write.dry_run:
+            return obj
+        self.bump(obj)
+        self.objects[("deployments", namespace, name)] = obj
+        return obj
 
     def delete_deployment(self, namespace: str, name: str) -> JSON:
         obj = self.objects.pop(("deployments", namespace, name), None)
@@ -355,77 +399,101 @@ class Backend:
 
     # Services
 
-    def create_service(self, namespace: str, manifest: JSON) -> JSON:
-        obj = copy.deepcopy(manifest)
-        obj["apiVersion"], obj["kind"] = "v1", "Service"
-        meta = obj.setdefault("metadata", {})
-        if not meta.get("name"):
-            raise invalid("metadata.name: Required value")
-        ports = (obj.get("spec") or {}).get("ports")
-        if not isinstance(ports, list) or not ports:
-            raise invalid(f'Service "{meta["name"]}" is invalid: spec.ports: Required value')
+    def create_service(self, namespace: str, manifest: Any, write: Write | None = None) -> JSON:
+        write = write or Write()
+        obj, causes = self._decoded(manifest, "v1", "Service", namespace, write)
+        meta = obj["metadata"]
+        for owned in ("resourceVersion", "uid", "creationTimestamp"):
+            meta.pop(owned, None)
+        _service_defaults(obj)
+        _refuse("Service", meta.get("name", ""), causes + service_causes(obj))
         if ("services", namespace, meta["name"]) in self.objects:
             raise already_exists("services", meta["name"])
         meta.update(namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=now_text())
-        obj["spec"].setdefault("type", "ClusterIP")
-        obj["spec"].setdefault("clusterIP", "None")
-        for port in ports:
-            port.setdefault("protocol", "TCP")
-            port.setdefault("targetPort", port.get("port"))
         obj["status"] = {"loadBalancer": {}}
+        if write.dry_run:
+            return obj
         self.bump(obj)
         self.objects[("services", namespace, meta["name"])] = obj
         return obj
 
+    def replace_service(self, namespace: str, name: str, manifest: Any, write: Write) -> JSON:
+        current = self.get("services", namespace, name)
+        stated = (manifest.get("metadata") or {}).get("name") if isinstance(manifest, dict) else None
+        if stated != name:
+            raise bad_request(f"the name of the object ({stated}) does not match the name on the URL ({name})")
+        return self._update_service(current, manifest, write)
+
+    def patch_service(self, namespace: str, name: str, content_type: str, body: Any, write: Write) -> JSON:
+        current = self.get("services", namespace, name)
+        return self._update_service(current, patched_copy(current, content_type, body), write)
+
+    def _update_service(self, current: JSON, manifest: Any, write: Write) -> JSON:
+        """Store `manifest` in place of `current`: as a Deployment's update, with a Service's defaults and checks."""
+        name, namespace = current["metadata"]["name"], current["metadata"]["namespace"]
+        obj, causes = self._decoded(manifest, "v1", "Service", namespace, write)
+        meta = obj["metadata"]
+        if meta.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
+            raise conflict("services", name)
+        if meta.get("name") != name:
+            causes.append(Cause.invalid("metadata.name", meta.get("name"), "field is immutable"))
+        for owned in ("uid", "resourceVersion", "creationTimestamp", "namespace", "name"):
+            meta[owned] = current["metadata"][owned]
+        obj["status"] = copy.deepcopy(current["status"])
+        _service_defaults(obj)
+        _refuse("Service", name, causes + service_causes(obj))
+        if obj == current:
+            return current
+        if write.dry_run:
+            return obj
+        self.bump(obj)
+        self.objects[("services", namespace, name)] = obj
+        return obj
+
     # Secrets
 
-    def write_secret(self, namespace: str, manifest: JSON, previous: JSON | None = None, dry_run: bool = False) -> JSON:
+    def write_secret(
+        self, namespace: str, manifest: Any, previous: JSON | None = None, write: Write | None = None
+    ) -> JSON:
         """Create a Secret, or replace `previous` (PUT, or the result of a PATCH) if given."""
-        if not isinstance(manifest, dict):
-            raise bad_request("a Secret must be a JSON object")
-        obj = copy.deepcopy(manifest)
-        obj["apiVersion"], obj["kind"] = "v1", "Secret"
-        meta = obj.setdefault("metadata", {})
-        name = meta.get("name")
-        if not name:
-            raise invalid("metadata.name: Required value")
+        write = write or Write()
+        obj, causes = self._decoded(manifest, "v1", "Secret", namespace, write)
+        meta = obj["metadata"]
+        name = meta.get("name", "")
+        _refuse("Secret", name, causes + name_causes(meta))
         normalize_secret(obj, previous)
         if previous is None:
             if ("secrets", namespace, name) in self.objects:
                 raise already_exists("secrets", name)
-            meta.pop("resourceVersion", None)
+            for owned in ("resourceVersion", "uid", "creationTimestamp"):
+                meta.pop(owned, None)
             meta.update(namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=now_text())
         else:
             if name != previous["metadata"]["name"]:
-                raise invalid(f"metadata.name: Invalid value: {name!r}: the name of the object must not change")
-            stated = meta.get("resourceVersion")
-            if stated and stated != previous["metadata"]["resourceVersion"]:
-                raise ApiError(
-                    409,
-                    f'Operation cannot be fulfilled on secrets "{name}": the object has been modified; '
-                    "please apply your changes to the latest version and try again",
-                    reason="Conflict",
-                    details={"name": name, "kind": "secrets"},
+                _refuse(
+                    "Secret", previous["metadata"]["name"], [Cause.invalid("metadata.name", name, "field is immutable")]
                 )
+            if meta.get("resourceVersion") not in (None, previous["metadata"]["resourceVersion"]):
+                raise conflict("secrets", name)
             for owned in ("uid", "resourceVersion", "creationTimestamp", "namespace"):
                 meta[owned] = previous["metadata"][owned]
             if obj == previous:
                 return previous
-        if dry_run:
+        if write.dry_run:
             return obj
         self.bump(obj)
         self.objects[("secrets", namespace, name)] = obj
         return obj
 
-    def replace_secret(self, namespace: str, name: str, manifest: JSON, dry_run: bool) -> JSON:
+    def replace_secret(self, namespace: str, name: str, manifest: Any, write: Write) -> JSON:
         stated = (manifest.get("metadata") or {}).get("name") if isinstance(manifest, dict) else None
         if stated != name:
             raise bad_request(f"the name of the object ({stated}) does not match the name on the URL ({name})")
-        return self.write_secret(namespace, manifest, self.get("secrets", namespace, name), dry_run)
+        return self.write_secret(namespace, manifest, self.get("secrets", namespace, name), write)
 
-    def patch_secret(self, namespace: str, name: str, content_type: str, body: Any, dry_run: bool) -> JSON:
+    def patch_secret(self, namespace: str, name: str, content_type: str, body: Any, write: Write) -> JSON:
         current = self.get("secrets", namespace, name)
-        return self.write_secret(namespace, patched_copy(current, content_type, body), current, dry_run)
+        return self.write_secret(namespace, patched_copy(current, content_type, body), current, write)
 
     def find_secret(self, namespace: str, name: str) -> JSON | None:
         """A copy of a Secret, or None (the kubelet's read)."""
@@ -438,3 +506,42 @@ class Backend:
         if obj is None:
             raise not_found("secrets", name)
         return obj
+
+
+def _deployment_defaults(obj: JSON) -> None:
+    """The API server's defaults for a Deployment (SetDefaults_Deployment and the pod spec's), in place. Not the
+    containers' (terminationMessagePath, imagePullPolicy, ...): clients' tests compare containers as they wrote them."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.setdefault("strategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxSurge", "25%")
+        rolling.setdefault("maxUnavailable", "25%")
+    pod_spec = spec.setdefault("template", {}).setdefault("spec", {})
+    pod_spec.setdefault("restartPolicy", "Always")
+    pod_spec.setdefault("terminationGracePeriodSeconds", 30)
+    pod_spec.setdefault("dnsPolicy", "ClusterFirst")
+    pod_spec.setdefault("schedulerName", "default-scheduler")
+    pod_spec.setdefault("securityContext", {})
+
+
+def _service_defaults(obj: JSON) -> None:
+    """The API server's defaults for a Service (a headless ClusterIP here: the stand-in allocates no addresses)."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("clusterIP", "None")
+    spec.setdefault("sessionAffinity", "None")
+    for port in spec.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+        port.setdefault("targetPort", port.get("port"))
+
+
+def _refuse(kind: str, name: str, causes: list[Cause], group: str = "") -> None:
+    """422 `Invalid` if there is any cause (each field error once)."""
+    unique = list(dict.fromkeys(causes))
+    if unique:
+        raise invalid_object(kind, name, unique, group)

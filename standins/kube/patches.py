@@ -30,16 +30,20 @@ _MERGE_KEYS = {
 
 
 def strategic_merge(original: Any, patch: Any, key: str | None = None) -> Any:
-    """Apply a strategic-merge patch: maps merge, keyed lists merge by their merge key, `null` deletes."""
+    """Apply a strategic-merge patch as apimachinery's `strategicpatch` does: maps merge, `null` deletes, keyed lists
+    merge by their merge key; the directives `$patch` (`replace`, `delete`, `merge`), `$retainKeys`,
+    `$setElementOrder/<list>` (the order kubectl wants a keyed list in) and `$deleteFromPrimitiveList/<list>`."""
     if isinstance(patch, dict):
-        directive = patch.get("$patch")
+        directive = patch.get("$patch", "merge")
         if directive == "replace":
-            return {k: v for k, v in patch.items() if k != "$patch"}
+            return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
         if directive == "delete":
             return None
+        if directive != "merge":
+            raise invalid(f"strategic merge patch: unknown patch type {directive!r} in map")
         result = dict(original) if isinstance(original, dict) else {}
         for name, value in patch.items():
-            if name.startswith("$"):  # $setElementOrder, $retainKeys, $deleteFromPrimitiveList: ordering hints
+            if name.startswith("$"):
                 continue
             if value is None:
                 result.pop(name, None)
@@ -49,6 +53,15 @@ def strategic_merge(original: Any, patch: Any, key: str | None = None) -> Any:
                 result.pop(name, None)
             else:
                 result[name] = merged
+        for name, value in patch.items():
+            field = name.partition("/")[2]
+            if name.startswith("$deleteFromPrimitiveList/") and isinstance(result.get(field), list):
+                result[field] = [item for item in result[field] if item not in value]
+            elif name.startswith("$setElementOrder/") and field in _MERGE_KEYS and isinstance(result.get(field), list):
+                result[field] = _ordered(result[field], value, original, field)
+        if "$retainKeys" in patch:
+            keep = set(patch["$retainKeys"] or [])
+            result = {k: v for k, v in result.items() if k in keep}
         return result
     if isinstance(patch, list) and key in _MERGE_KEYS:
         return _merge_keyed_list(original if isinstance(original, list) else [], patch, _MERGE_KEYS[key])
@@ -61,7 +74,7 @@ def _merge_keyed_list(original: list[Any], patch: list[Any], merge_key: str) -> 
     result = copy.deepcopy(original)
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
-            raise invalid(f"strategic merge patch: list items need the merge key {merge_key!r}: {item!r}")
+            raise invalid(f"strategic merge patch: map: {item!r} does not contain declared merge key: {merge_key}")
         index = next(
             (i for i, old in enumerate(result) if isinstance(old, dict) and old.get(merge_key) == item[merge_key]),
             None,
@@ -70,9 +83,31 @@ def _merge_keyed_list(original: list[Any], patch: list[Any], merge_key: str) -> 
             if index is not None:
                 del result[index]
         elif index is None:
-            result.append({k: v for k, v in item.items() if v is not None and not k.startswith("$")})
+            result.append(strategic_merge({}, item))
         else:
             result[index] = strategic_merge(result[index], item)
+    return result
+
+
+def _ordered(merged: list[Any], order: Any, original: Any, field: str) -> list[Any]:
+    """A merged keyed list in the order `$setElementOrder` gives (apimachinery's normalizeElementOrder): the items it
+    names in its order, the others in the server's order, the two interleaved by their place on the server."""
+    merge_key = _MERGE_KEYS[field]
+    keys = [item.get(merge_key) for item in order if isinstance(item, dict)] if isinstance(order, list) else []
+    server = [item.get(merge_key) for item in original if isinstance(item, dict)] if isinstance(original, list) else []
+    named = sorted((i for i in merged if i.get(merge_key) in keys), key=lambda i: keys.index(i.get(merge_key)))
+    others = [i for i in merged if i.get(merge_key) not in keys]
+    result: list[Any] = []
+    while named or others:
+        if not others or (
+            named
+            and named[0].get(merge_key) in server
+            and others[0].get(merge_key) in server
+            and server.index(named[0].get(merge_key)) < server.index(others[0].get(merge_key))
+        ):
+            result.append(named.pop(0))
+        else:
+            result.append(others.pop(0))
     return result
 
 

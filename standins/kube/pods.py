@@ -18,6 +18,7 @@ from typing import Any
 
 JSON = dict[str, Any]
 DEFAULT_GRACE_SECONDS = 30
+HOST_IP = "127.0.0.1"  # the node's address (`status.hostIP`): this machine
 
 
 def timestamp(when: datetime) -> str:
@@ -95,10 +96,13 @@ class Pod:
     kill_by: float | None = None  # time.monotonic() by which a shortened grace period ends
     gone: bool = False
     ready_since: float | None = None
+    ip: str = ""  # status.podIP: the runtime's address of the pod's containers, else a stable made-up one
 
     def __post_init__(self) -> None:
         if not self.containers:
             self.containers = [Container(spec=c) for c in self.spec.get("containers", [])]
+        if not self.ip:
+            self.ip = f"10.244.0.{int(self.uid.replace('-', ''), 16) % 254 + 1}"
 
     def reference(self, container: str | None = None) -> JSON:
         """An `ObjectReference` to the pod, or to one of its containers (as events name what they are about)."""
@@ -183,7 +187,10 @@ class Pod:
             "status": {
                 "phase": self.phase(),
                 "conditions": conditions,
-                "hostIP": "127.0.0.1",
+                "hostIP": HOST_IP,
+                "hostIPs": [{"ip": HOST_IP}],
+                "podIP": self.ip,
+                "podIPs": [{"ip": self.ip}],
                 "startTime": self.created,
                 "containerStatuses": [c.status() for c in self.containers],
             },

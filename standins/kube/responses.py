@@ -8,19 +8,20 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from standins.kube import logs, urls, watch
-from standins.kube.exceptions import ApiError, bad_request, invalid, not_found, not_served
+from standins.kube import logs, openapi, urls, watch
+from standins.kube.exceptions import ApiError, bad_request, conflict, invalid, not_found, not_served
 from standins.kube.faults import Faults
-from standins.kube.models import GROUPS, MERGE_PATCH, Backend, patched_copy
+from standins.kube.models import API_VERSIONS, GROUPS, KINDS, MERGE_PATCH, Backend, Write, patched_copy
 from standins.kube.proxy import Reply, ServiceProxy
-from standins.kube.selectors import field_filter, matches, parse_label_selector
+from standins.kube.schema import KUBERNETES_MINOR
+from standins.kube.selectors import field_filter
 from standins.kube.tables import format_selector, table, table_version
 
 JSON = dict[str, Any]
 SERVER_VERSION = {
-    "major": "1",
-    "minor": "33",
-    "gitVersion": "v1.33.0-standin",
+    "major": KUBERNETES_MINOR.split(".")[0],
+    "minor": KUBERNETES_MINOR.split(".")[1],
+    "gitVersion": f"v{KUBERNETES_MINOR}.0-standin",
     "gitCommit": "0000000000000000000000000000000000000000",
     "gitTreeState": "clean",
     "buildDate": "2026-11-25T00:00:00Z",
@@ -28,26 +29,13 @@ SERVER_VERSION = {
     "compiler": "none",
     "platform": "linux/amd64",
 }
-_KINDS = {
-    "deployments": "Deployment",
-    "replicasets": "ReplicaSet",
-    "pods": "Pod",
-    "services": "Service",
-    "secrets": "Secret",
-    "events": "Event",
-    "namespaces": "Namespace",
-    "deployments/scale": "Scale",
-}
-_VERSIONS = {
-    "deployments": "apps/v1",
-    "replicasets": "apps/v1",
-    "pods": "v1",
-    "services": "v1",
-    "secrets": "v1",
-    "events": "v1",
-    "namespaces": "v1",
-    "deployments/scale": "autoscaling/v1",
-}
+#: The kinds and versions of what the API answers: the stored kinds, and the namespaces and Scales it makes up.
+_KINDS = {**KINDS, "namespaces": "Namespace", "deployments/scale": "Scale"}
+_VERSIONS = {**API_VERSIONS, "namespaces": "v1", "deployments/scale": "autoscaling/v1"}
+
+#: The backend's methods for PATCH and PUT of one object.
+_PATCHES = {"deployments": "patch_deployment", "services": "patch_service", "secrets": "patch_secret"}
+_REPLACES = {"deployments": "replace_deployment", "services": "replace_service", "secrets": "replace_secret"}
 
 
 def _resource(name: str, kind: str, verbs: list[str], short: str | None, *, category: bool = True) -> JSON:
@@ -80,12 +68,12 @@ _DISCOVERY: dict[str, JSON] = {
         "kind": "APIResourceList",
         "groupVersion": "v1",
         "resources": [
-            _resource("events", "Event", ["get", "list"], "ev", category=False),
+            _resource("events", "Event", ["get", "list", "watch"], "ev", category=False),
             {**_resource("namespaces", "Namespace", ["get", "list"], "ns", category=False), "namespaced": False},
-            _resource("pods", "Pod", ["delete", "get", "list"], "po"),
+            _resource("pods", "Pod", ["delete", "get", "list", "watch"], "po"),
             _subresource("pods/log", "Pod", ["get"]),
-            _resource("secrets", "Secret", ["create", "delete", "get", "list", "patch", "update"], None),
-            _resource("services", "Service", ["create", "get", "list"], "svc"),
+            _resource("secrets", "Secret", ["create", "delete", "get", "list", "patch", "update", "watch"], None),
+            _resource("services", "Service", ["create", "get", "list", "patch", "update", "watch"], "svc"),
             _subresource("services/proxy", "ServiceProxyOptions", ["create", "delete", "get", "patch", "update"]),
         ],
     },
@@ -96,16 +84,20 @@ _DISCOVERY: dict[str, JSON] = {
         "apiVersion": "v1",
         "groupVersion": "apps/v1",
         "resources": [
-            _resource("deployments", "Deployment", ["create", "delete", "get", "list", "patch"], "deploy"),
+            _resource(
+                "deployments", "Deployment", ["create", "delete", "get", "list", "patch", "update", "watch"], "deploy"
+            ),
             _subresource("deployments/scale", "Scale", ["get", "patch", "update"], ("autoscaling", "v1")),
-            _resource("replicasets", "ReplicaSet", ["get", "list"], "rs"),
+            _resource("replicasets", "ReplicaSet", ["get", "list", "watch"], "rs"),
         ],
     },
 }
 
 
-def _json(status: int, body: JSON) -> Reply:
-    return Reply(status, json.dumps(body).encode())
+def _json(status: int, body: JSON, write: Write | None = None) -> Reply:
+    """A JSON answer; a write's warnings go into `Warning` headers, as the API server sends them (code 299)."""
+    warnings = [("Warning", f"299 - {json.dumps(text)}") for text in (write.warnings if write else [])]
+    return Reply(status, json.dumps(body).encode(), headers=warnings)
 
 
 def _json_body(body: bytes) -> Any:
@@ -167,13 +159,7 @@ def _scaled_replicas(current: JSON, scale: Any) -> int:
     if not isinstance(meta, dict) or meta.get("name") != name:
         raise bad_request(f"the name of the object ({(meta or {}).get('name')}) does not match the name on the URL")
     if meta.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
-        raise ApiError(
-            409,
-            f'Operation cannot be fulfilled on deployments.apps "{name}": the object has been modified; '
-            "please apply your changes to the latest version and try again",
-            reason="Conflict",
-            details={"name": name, "group": "apps", "kind": "deployments"},
-        )
+        raise conflict("deployments", name, "apps")
     replicas = (scale.get("spec") or {}).get("replicas", 0)
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         raise invalid(
@@ -223,6 +209,8 @@ class Api:
         handler, params = found
         if handler == "discovery" and method == "GET":
             return _json(200, _DISCOVERY[path])
+        if handler == "openapi" and method == "GET":
+            return _json(200, openapi.ROOT if path == "/openapi/v3" else openapi.DOCUMENTS[path])
         if handler == "service_proxy":
             rest = (params["rest"] or "/") + (f"?{raw_query}" if raw_query else "")
             return self.proxy.forward(
@@ -269,13 +257,7 @@ class Api:
         self, method: str, ns: str | None, resource: str, query: dict[str, str], headers: dict[str, str], body: bytes
     ) -> Reply:
         if method == "GET":
-            if resource == "events":
-                requirements = parse_label_selector(query.get("labelSelector") or "")
-                items = [
-                    e for e in self.backend.events.select(ns) if matches(requirements, e["metadata"].get("labels"))
-                ]
-            else:
-                items = self.backend.select(resource, ns, query.get("labelSelector"))
+            items = self.backend.select(resource, ns, query.get("labelSelector"))
             items = list(field_filter(items, query.get("fieldSelector"), resource))
             version = str(self.backend.resource_version)
             if as_table := table_version(headers.get("accept", "")):
@@ -289,13 +271,15 @@ class Api:
                     "items": [_strip_type(obj) for obj in items],
                 },
             )
-        if method == "POST" and ns is not None and resource == "deployments":
-            return _json(201, copy.deepcopy(self.backend.create_deployment(ns, _json_body(body))))
-        if method == "POST" and ns is not None and resource == "services":
-            return _json(201, copy.deepcopy(self.backend.create_service(ns, _json_body(body))))
-        if method == "POST" and ns is not None and resource == "secrets":
-            created = self.backend.write_secret(ns, _json_body(body), dry_run=query.get("dryRun") == "All")
-            return _json(201, copy.deepcopy(created))
+        if method == "POST" and ns is not None and resource in ("deployments", "services", "secrets"):
+            write = Write.of(query)
+            if resource == "deployments":
+                created = self.backend.create_deployment(ns, _json_body(body), write)
+            elif resource == "services":
+                created = self.backend.create_service(ns, _json_body(body), write)
+            else:
+                created = self.backend.write_secret(ns, _json_body(body), write=write)
+            return _json(201, copy.deepcopy(created), write)
         raise not_served(method, resource)
 
     def _item(
@@ -312,23 +296,22 @@ class Api:
         if resource == "deployments" and sub == "scale":
             return self._scale(method, ns, name, query, headers, body)
         if method == "GET" and sub is None:
-            found = self.backend.events.get(ns, name) if resource == "events" else self.backend.get(resource, ns, name)
-            if found is None:
-                raise not_found(resource, name)
+            found = self.backend.get(resource, ns, name)
             if as_table := table_version(headers.get("accept", "")):
                 return self._table(resource, [found], found["metadata"]["resourceVersion"], as_table, query)
             return _json(200, copy.deepcopy(found))
         if method == "GET" and sub == "status" and resource != "events":
             return _json(200, copy.deepcopy(self.backend.get(resource, ns, name)))
-        dry_run = query.get("dryRun") == "All"
-        if sub is None and method == "PATCH" and resource in ("deployments", "secrets"):
+        write = Write.of(query)
+        if sub is None and method == "PATCH" and resource in _PATCHES:
             content_type = headers.get("content-type", "").split(";")[0].strip()
-            patch = self.backend.patch_deployment if resource == "deployments" else self.backend.patch_secret
-            return _json(200, copy.deepcopy(patch(ns, name, content_type, _json_body(body), dry_run)))
-        if sub is None and method == "PUT" and resource == "secrets":
-            return _json(200, copy.deepcopy(self.backend.replace_secret(ns, name, _json_body(body), dry_run)))
+            patch = getattr(self.backend, _PATCHES[resource])
+            return _json(200, copy.deepcopy(patch(ns, name, content_type, _json_body(body), write)), write)
+        if sub is None and method == "PUT" and resource in _REPLACES:
+            replace = getattr(self.backend, _REPLACES[resource])
+            return _json(200, copy.deepcopy(replace(ns, name, _json_body(body), write)), write)
         if sub is None and method == "DELETE" and resource == "pods":
-            deleted = self.backend.delete_pod(ns, name, _grace_seconds(query, body), dry_run)
+            deleted = self.backend.delete_pod(ns, name, _grace_seconds(query, body), write.dry_run)
             return _json(200, copy.deepcopy(deleted))
         if sub is None and method == "DELETE" and resource in ("deployments", "secrets"):
             delete = self.backend.delete_deployment if resource == "deployments" else self.backend.delete_secret
@@ -377,8 +360,8 @@ class Api:
         else:
             raise not_served(method, f"deployments/{name}/scale")
         replicas = _scaled_replicas(current, wanted)
-        dry_run = query.get("dryRun") == "All"
-        patched = self.backend.patch_deployment(ns, name, MERGE_PATCH, {"spec": {"replicas": replicas}}, dry_run)
+        write = Write(dry_run=query.get("dryRun") == "All")
+        patched = self.backend.patch_deployment(ns, name, MERGE_PATCH, {"spec": {"replicas": replicas}}, write)
         return _json(200, _scale(patched))
 
     def _log(self, ns: str, name: str, query: dict[str, str]) -> Reply:

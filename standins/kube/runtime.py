@@ -56,8 +56,11 @@ class ContainerSpec:
 class ContainerRuntime(Protocol):
     """The calls the kubelet makes (a small slice of the CRI)."""
 
-    def pull(self, image: str, policy: str) -> str:
-        """Make `image` present; its image ID (`PullError` when it cannot be pulled)."""
+    def image_ref(self, image: str) -> str | None:
+        """The image ID of `image` if it is present on the node, else None (the kubelet then pulls it)."""
+
+    def pull(self, image: str) -> str:
+        """Pull `image` from its registry; its image ID (`PullError` when it cannot be pulled)."""
 
     def start(self, spec: ContainerSpec, attempt: int) -> str:
         """Create and start a container; its ID (`StartError` when it cannot start)."""
@@ -70,6 +73,9 @@ class ContainerRuntime(Protocol):
 
     def address(self, container_id: str, port: int) -> tuple[str, int] | None:
         """Where the container's `port` answers from this machine (None: nowhere)."""
+
+    def ip(self, container_id: str) -> str | None:
+        """The container's address on its network (the pod's IP), if it has one."""
 
     def logs(self, container_id: str) -> list[str]:
         """What the container wrote (stdout and stderr), a line each, each after its RFC 3339 timestamp and a space
@@ -123,7 +129,8 @@ class ScriptedRuntime:
     """A runtime without containers, whose outcomes are data: for API-protocol tests only.
 
     Images in `unpullable` fail to pull, in `crashing` exit at once with code 1, in `unready` answer every
-    probe with failure; everything else runs and answers. Each pull takes `pull_seconds`. `started` keeps the
+    probe with failure; everything else runs and answers. Each pull takes `pull_seconds`; an image pulled once is
+    `present` on the node (tests may put images there). `started` keeps the
     spec of every container started (environment included), by container ID. A container exits at once on
     SIGTERM (code 0) unless its image is in `stop_seconds`: then it takes that long (`math.inf`: it ignores SIGTERM),
     and is killed (137) if that is longer than the stop's timeout. `events` lists each container's preStop commands,
@@ -140,6 +147,7 @@ class ScriptedRuntime:
     stop_seconds: dict[str, float] = field(default_factory=dict)
     published: bool = False
     output: dict[str, list[str]] = field(default_factory=dict)
+    present: set[str] = field(default_factory=set)
     started: dict[str, ContainerSpec] = field(default_factory=dict)  # by container ID: what the kubelet asked for
     events: list[ContainerEvent] = field(default_factory=list)
     _images: dict[str, str] = field(default_factory=dict)
@@ -149,10 +157,18 @@ class ScriptedRuntime:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _count: int = 0
 
-    def pull(self, image: str, policy: str) -> str:
+    def image_ref(self, image: str) -> str | None:
+        return self._image_id(image) if image in self.present else None
+
+    def pull(self, image: str) -> str:
         time.sleep(self.pull_seconds)
         if image in self.unpullable:
             raise PullError(f'failed to pull image "{image}": manifest unknown (scripted)')
+        self.present.add(image)
+        return self._image_id(image)
+
+    @staticmethod
+    def _image_id(image: str) -> str:
         return "sha256:" + format(abs(hash(image)), "064x")[:64]
 
     def start(self, spec: ContainerSpec, attempt: int) -> str:
@@ -178,6 +194,9 @@ class ScriptedRuntime:
     def address(self, container_id: str, port: int) -> tuple[str, int] | None:
         running = self.published and self.exit_code(container_id) is None
         return (f"{container_id[-12:]}.scripted.invalid", port) if running else None
+
+    def ip(self, container_id: str) -> str | None:
+        return None
 
     def logs(self, container_id: str) -> list[str]:
         return list(self._logs.get(container_id, []))[-LOG_LINES:]

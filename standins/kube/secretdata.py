@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from standins.kube.exceptions import bad_request, invalid
+from standins.kube.exceptions import Cause, bad_request, invalid_object
 
 JSON = dict[str, Any]
 SecretLookup = Callable[[str, str], JSON | None]
@@ -48,19 +48,25 @@ def normalize_secret(obj: JSON, previous: JSON | None = None) -> None:
         if not isinstance(value, str):
             raise bad_request(f"{cannot}stringData[{key}] must be a string")
         data[key] = base64.b64encode(value.encode()).decode()
-    for key in data:
-        if not _CONFIG_KEY.match(key):
-            raise invalid(
-                f'Secret "{name}" is invalid: data[{key}]: Invalid value: "{key}": a valid config key must consist '
-                "of alphanumeric characters, '-', '_' or '.' (regex used for validation is '[-._a-zA-Z0-9]+')"
-            )
+    causes = [
+        Cause.invalid(
+            f"data[{key}]",
+            key,
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' "
+            "(regex used for validation is '[-._a-zA-Z0-9]+')",
+        )
+        for key in data
+        if not _CONFIG_KEY.match(key)
+    ]
     if data:
         obj["data"] = data
     else:
         obj.pop("data", None)
     obj["type"] = obj.get("type") or "Opaque"
     if previous is not None and obj["type"] != previous["type"]:
-        raise invalid(f'Secret "{name}" is invalid: type: Invalid value: "{obj["type"]}": field is immutable')
+        causes.append(Cause.invalid("type", obj["type"], "field is immutable"))
+    if causes:
+        raise invalid_object("Secret", name, causes)
 
 
 def _decoded(value: str) -> str:

@@ -3,10 +3,13 @@ pods are real Docker containers.
 
 This is NOT Kubernetes. No API server can be installed on this machine, so the deploy code runs against this focused
 double. It speaks the REST protocol of the official `kubernetes` client for what the project uses: apps/v1
-Deployments (list by `labelSelector`, get, create, the three PATCH types, delete) and ReplicaSets; v1 Pods and
-Services, and the Service proxy; v1 Secrets (create, get, list, replace, patch, delete), which pods' containers read
-through `env[].valueFrom.secretKeyRef` and `envFrom[].secretRef`; watch of these collections (`watch.py`). Errors are
-`Status` objects (401 without the bearer token, 400, 404, 409, 415, 422). It serves HTTPS as an API server does
+Deployments (list by `labelSelector`, get, create, replace, the three PATCH types, delete) and ReplicaSets; v1 Pods,
+Services (create, replace, patch) and the Service proxy; v1 Secrets (create, get, list, replace, patch, delete), which
+pods' containers read through `env[].valueFrom.secretKeyRef` and `envFrom[].secretRef`; Events; watch of these
+collections (`watch.py`). Writes keep the API server's semantics: optimistic concurrency on
+`metadata.resourceVersion` (409 Conflict), decoding against the schema of the Kubernetes minor it claims with
+`fieldValidation` (`schema.py`, `openapi.py`), validation with field causes (422 Invalid, `validation.py`). Errors
+are `Status` objects (401 without the bearer token, 400, 404, 409, 415, 422). It serves HTTPS as an API server does
 (kubectl sends its token over TLS only), with a CA of its own (`tls.py`) that its kubeconfig carries; a
 port-forward (`port_forward`) is plain HTTP, as kubectl's is. Its pods run the pod template's image in
 Docker (pulled by digest with the node's registry credentials), probed for real, and end gracefully when deleted
@@ -74,6 +77,7 @@ class KubeStandIn:
             self.runtime,
             self.backend.lock,
             backoff=backoff,
+            events=self.backend.events,
             on_change=self.backend.bump_pod,
             secrets=self.backend.find_secret,
         )

@@ -9,6 +9,7 @@ _NAME = r"(?P<name>[a-z0-9][a-z0-9.-]*)"
 
 URLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/(?:version|api|api/v1|apis|apis/apps|apis/apps/v1)$"), "discovery"),
+    (re.compile(r"^/openapi/v3(?:/api/v1|/apis/apps/v1)?$"), "openapi"),
     (
         re.compile(
             rf"^/api/v1/namespaces/{_NS}/services/(?P<service>[a-z0-9.-]+)(?::(?P<port>[A-Za-z0-9-]+))?"

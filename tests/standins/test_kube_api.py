@@ -43,9 +43,13 @@ def runtime() -> ScriptedRuntime:
 @pytest.fixture
 def standin(runtime: ScriptedRuntime) -> Iterator[KubeStandIn]:
     with KubeStandIn(TOKEN, runtime=runtime, step_interval=0.02, progress_deadline=0.3) as server:
-        server.add_deployment(NS, "web", {"app": "web", "tier": "front"}, {"web": IMAGE, "sidecar": "proxy:1"}, 2)
-        server.add_deployment(NS, "api", {"app": "api", "tier": "back"}, {"api": IMAGE})
-        server.add_deployment(NS, "legacy", {"app": "web", "legacy": "yes"}, {"web": IMAGE})
+        server.add_deployment(
+            NS, "web", {"app": "web", "tier": "front"}, {"web": IMAGE, "sidecar": "proxy:1"}, 2, settle=False
+        )
+        server.add_deployment(NS, "api", {"app": "api", "tier": "back"}, {"api": IMAGE}, settle=False)
+        server.add_deployment(NS, "legacy", {"app": "web", "legacy": "yes"}, {"web": IMAGE}, settle=False)
+        # They roll out side by side: one wait instead of three in a row.
+        assert server.wait_until(lambda: all(server.controller.complete(NS, n) for n in ("web", "api", "legacy")))
         yield server
 
 

@@ -132,8 +132,13 @@ def test_events_are_listed_in_every_namespace_and_filtered_by_fields(standin: Ku
 
 
 def test_the_log_keeps_the_newest_events_and_counts_repeats() -> None:
-    versions = iter(range(1, 100))
-    log = EventLog(threading.RLock(), lambda: next(versions), limit=2)
+    changes: list[tuple[str, str, str]] = []
+
+    def changed(kind: str, event: dict[str, Any]) -> None:
+        event["metadata"]["resourceVersion"] = str(len(changes) + 1)
+        changes.append((kind, event["reason"], event["metadata"]["resourceVersion"]))
+
+    log = EventLog(threading.RLock(), changed, limit=2)
     pod = {"kind": "Pod", "namespace": "ns", "name": "p", "uid": "u", "apiVersion": "v1"}
     first = log.record(pod, "Normal", "Pulling", "Pulling image", "kubelet")
     log.record(pod, "Normal", "Pulled", "Pulled image", "kubelet")
@@ -144,6 +149,17 @@ def test_the_log_keeps_the_newest_events_and_counts_repeats() -> None:
     log.record(pod, "Warning", "Failed", "Error: ErrImagePull", "kubelet")
     assert [e["reason"] for e in log.select("ns")] == ["Pulling", "Failed"]  # "Pulled", the oldest, is dropped
     assert log.select("other") == []
+    log.clear()
+    assert log.select("ns") == []
+    assert [(kind, reason) for kind, reason, _ in changes] == [
+        ("ADDED", "Pulling"),
+        ("ADDED", "Pulled"),
+        ("MODIFIED", "Pulling"),
+        ("ADDED", "Failed"),
+        ("DELETED", "Pulled"),
+        ("DELETED", "Pulling"),
+        ("DELETED", "Failed"),
+    ]
 
 
 @pytest.mark.parametrize(

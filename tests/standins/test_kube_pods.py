@@ -68,6 +68,8 @@ def test_pods_run_the_pushed_image_as_the_pod_spec_says(
         assert status.ready and status.image == workloads.current and status.image_id.endswith(digest)
         container = containers[status.container_id.removeprefix("docker://")]
         assert container.image.id == image_id
+        networks = container.attrs["NetworkSettings"]["Networks"].values()
+        assert pod.status.pod_ip in {network["IPAddress"] for network in networks}  # the container's own address
         host = container.attrs["HostConfig"]
         assert container.attrs["Config"]["User"] == "10001:10001"
         assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]

@@ -119,7 +119,8 @@ def test_pods_show_ready_status_and_restarts_as_kubectl_computes_them(standin: K
     shown = rows(standin, f"/api/v1/namespaces/{NS}/pods")
     web = shown[pod_named(standin, "web")]
     assert web[1:4] == ["2/2", "Running", "0"]
-    assert web[5:] == ["<none>", "kube-standin", "<none>", "<none>"]  # IP, NODE, NOMINATED NODE, READINESS GATES
+    (ip,) = [p["status"]["podIP"] for p in standin.pods(NS) if p["metadata"]["name"] == pod_named(standin, "web")]
+    assert web[5:] == [ip, "kube-standin", "<none>", "<none>"]  # IP, NODE, NOMINATED NODE, READINESS GATES
     crash = shown[pod_named(standin, "crash")]
     assert crash[1:3] == ["0/1", "CrashLoopBackOff"]
     restarts, _, ago = crash[3].partition(" ")

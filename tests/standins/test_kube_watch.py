@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from oncology_pipeline.kubeapi import connect_kubeconfig
 from standins.kube import KubeStandIn, ScriptedRuntime
-from standins.kube.models import HISTORY
+from standins.kube.models import HISTORY, Write
 
 TOKEN = "watch-token"
 IMAGE = "registry.local/web@sha256:" + "1" * 64
@@ -162,7 +162,9 @@ def test_a_version_older_than_the_history_kept_is_410_gone(standin: KubeStandIn,
     start = apps.list_namespaced_deployment(ns).metadata.resource_version  # type: ignore[union-attr]
     with standin.backend.lock:  # more changes than the history keeps (each patch changes the Secret)
         for n in range(1, HISTORY + 2):
-            standin.backend.patch_secret(ns, "s", "application/merge-patch+json", {"stringData": {"n": str(n)}}, False)
+            standin.backend.patch_secret(
+                ns, "s", "application/merge-patch+json", {"stringData": {"n": str(n)}}, Write()
+            )
     with pytest.raises(ApiException) as raised:
         next(stream(apps, ns, resource_version=start))
     assert raised.value.status == 410

@@ -6,6 +6,7 @@ with its CA and a bearer token). Scripted containers: no Docker.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
@@ -14,10 +15,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from standins.kube import KubeStandIn, ScriptedRuntime
+from standins.kube.schema import KUBERNETES_MINOR
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 MANIFEST = Path(__file__).resolve().parents[2] / "deployments" / "webservice.yaml"
@@ -52,10 +55,11 @@ def kubectl(env: dict[str, str], *args: str, timeout: float = 10) -> str:
     return done.stdout
 
 
-def test_kubectl_is_the_pinned_one_and_sees_the_stand_in(env: dict[str, str]) -> None:
-    out = kubectl(env, "version")
-    assert "Client Version: v1.37.1" in out
-    assert "Server Version: v1.33.0-standin" in out
+def test_kubectl_is_the_pinned_one_and_sees_the_stand_in_without_a_skew_warning(env: dict[str, str]) -> None:
+    done = subprocess.run([str(KUBECTL), "version"], env=env, capture_output=True, text=True, timeout=10)
+    assert "Client Version: v1.37.1" in done.stdout
+    assert f"Server Version: v{KUBERNETES_MINOR}.0-standin" in done.stdout
+    assert done.stderr == ""  # within kubectl's supported skew (+/-1 minor): no warning
 
 
 def test_get_deployments_lists_the_webservice(env: dict[str, str]) -> None:
@@ -111,3 +115,44 @@ def test_get_pods_watch_sees_the_new_pods_of_a_rollout(standin: KubeStandIn, env
     finally:
         watching.terminate()
         watching.wait(timeout=10)
+
+
+def _fails(env: dict[str, str], *args: str) -> str:
+    """Run kubectl expecting it to fail; its error output."""
+    done = subprocess.run([str(KUBECTL), *args], env=env, capture_output=True, text=True, timeout=10)
+    assert done.returncode != 0, f"kubectl {' '.join(args)} succeeded: {done.stdout}"
+    return done.stderr
+
+
+def test_apply_replace_and_edit_write_with_server_side_validation_and_optimistic_concurrency(
+    standin: KubeStandIn, env: dict[str, str], tmp_path: Path
+) -> None:
+    service: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "extra"},
+        "spec": {"ports": [{"port": 80}]},
+    }
+    path = tmp_path / "service.json"
+    path.write_text(json.dumps({**service, "spec": {**service["spec"], "bogus": 1}}))
+    refused = _fails(env, "apply", "-f", str(path), "-n", NS)  # kubectl asks for fieldValidation=Strict
+    assert (
+        'Service in version "v1" cannot be handled as a Service: strict decoding error: unknown field "spec.bogus"'
+        in refused
+    )
+    path.write_text(json.dumps(service))
+    assert kubectl(env, "apply", "-f", str(path), "-n", NS).strip() == "service/extra created"
+    path.write_text(json.dumps({**service, "metadata": {"name": "extra", "labels": {"tier": "front"}}}))
+    assert kubectl(env, "apply", "-f", str(path), "-n", NS).strip() == "service/extra configured"
+    read = json.loads(kubectl(env, "get", "service/extra", "-n", NS, "-o", "json"))
+    read["metadata"]["annotations"]["replaced"] = "yes"
+    path.write_text(json.dumps(read))
+    assert kubectl(env, "replace", "-f", str(path), "-n", NS).strip() == "service/extra replaced"
+    stale = _fails(env, "replace", "-f", str(path), "-n", NS)  # its resourceVersion is the one replaced
+    assert 'Error from server (Conflict): error when replacing "' in stale
+    assert 'Operation cannot be fulfilled on services "extra": the object has been modified' in stale
+    stale = _fails(env, "annotate", "deployment/oncology-webservice", "a=b", "--resource-version=1", "-n", NS)
+    assert 'Operation cannot be fulfilled on deployments.apps "oncology-webservice"' in stale
+    editor = {**env, "KUBE_EDITOR": "sed -i s/front/back/"}  # kubectl edit: GET, edit, strategic-merge PATCH
+    assert kubectl(editor, "edit", "service/extra", "-n", NS).strip() == "service/extra edited"
+    assert standin.backend.get("services", NS, "extra")["metadata"]["labels"] == {"tier": "back"}
