@@ -51,7 +51,7 @@ pytest: install  ## every test on cores + 1 workers (groups that share a server 
 	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 test-fast: install  ## the fast suite while changing code: no Docker, no Prefect server, no whole flows; a fifth of the property examples
-	ONCOLOGY_TEST_EXAMPLES=fast $(RUN) pytest -n 2 -m "not docker and not cluster and not slow"
+	ONCOLOGY_TEST_EXAMPLES=fast $(RUN) pytest -n 4 -m "not docker and not cluster and not slow"
 
 audit: install  ## known vulnerabilities in every locked package (pip-audit, its database online); accepted: audit/allowlist.toml
 	$(RUN) python -m audit

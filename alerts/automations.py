@@ -12,7 +12,7 @@ from uuid import UUID
 
 from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
 
-from oncology_pipeline.events import DRIFT_EVENT, RECALL_ALARM_EVENT
+from oncology_pipeline.events import CLUSTER_DRIFT_EVENT, DRIFT_EVENT, RECALL_ALARM_EVENT
 from tasks.runs import NESTED_PREFIX
 
 #: Every flow of this project (the names in `@flow(name=...)`).
@@ -28,7 +28,8 @@ FAILED_RUN = "oncology: pipeline run failed"
 NIGHTLY_OVERDUE = "oncology: nightly not completed in time"
 RECALL_BELOW_GATE = "oncology: realised recall below the gate"
 INPUT_DRIFT = "oncology: input drift"
-NAMES = (FAILED_RUN, NIGHTLY_OVERDUE, RECALL_BELOW_GATE, INPUT_DRIFT)
+CLUSTER_DRIFT = "oncology: cluster drifted from production"
+NAMES = (FAILED_RUN, NIGHTLY_OVERDUE, RECALL_BELOW_GATE, INPUT_DRIFT, CLUSTER_DRIFT)
 TAGS = ["oncology", "alerts"]
 
 FAILED_SUBJECT = "[oncology] {{ flow.name }} {{ flow_run.state.name }}: {{ flow_run.name }}"
@@ -71,6 +72,14 @@ Rule: Holm-adjusted chi-square p below {{ event.payload.alpha }} and PSI above i
 Figures and chart: {{ event.payload.drift }}
 Retraining waits for confirmed cases: {{ event.payload.new_confirmed_cases }} new this run; the nightly retrains \
 when they arrive, never on drift alone."""
+
+CLUSTER_DRIFT_SUBJECT = "[oncology] the cluster does not serve production {{ event.payload.model_version }} as recorded"
+CLUSTER_DRIFT_BODY = """\
+Production (the pointer): {{ event.payload.model_version }}, recorded image {{ event.payload.image }}
+Deployments: {{ event.payload.selector }} in namespace {{ event.payload.namespace }}
+Found: {{ event.payload.drifts }}
+Action: {{ event.payload.action }}
+The pointer never moves to what was found. Flow run: {{ flow_run.name }} ({{ flow_run|ui_url }})"""
 
 
 def _notify(
@@ -167,6 +176,20 @@ def drift_alert(block_id: UUID) -> AutomationCore:
     return _notify(block_id, INPUT_DRIFT, description, _per_version(DRIFT_EVENT), DRIFT_SUBJECT, DRIFT_BODY)
 
 
+def cluster_drift_alert(block_id: UUID) -> AutomationCore:
+    """One notification per cluster-drift event of a pipeline, deploy or rollback run: production's version and
+    recorded image, where the cluster disagreed, and what the run did about it (repair, or alert only)."""
+    description = "A run found the cluster running or serving something else than production's records say."
+    return _notify(
+        block_id,
+        CLUSTER_DRIFT,
+        description,
+        _per_version(CLUSTER_DRIFT_EVENT),
+        CLUSTER_DRIFT_SUBJECT,
+        CLUSTER_DRIFT_BODY,
+    )
+
+
 def alert_automations(block_id: UUID, nightly_deadline_hours: float) -> list[AutomationCore]:
     """Every alert of the pipeline, delivered through the notification block `block_id`."""
     return [
@@ -174,4 +197,5 @@ def alert_automations(block_id: UUID, nightly_deadline_hours: float) -> list[Aut
         nightly_overdue_alert(block_id, nightly_deadline_hours),
         recall_alert(block_id),
         drift_alert(block_id),
+        cluster_drift_alert(block_id),
     ]

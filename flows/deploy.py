@@ -2,22 +2,34 @@
 
 Production means verified serving: `models/production.json` moves to `version` only after every Deployment
 rolled out, the Service answers with that model and its golden set matches. Anything else, including a lost
-concurrency lease or an interruption, puts the previous image and annotations back before the run ends.
+concurrency lease or an interruption, puts production's recorded image and annotations back before the run ends
+(what ran before, when there is no production yet).
+
+It starts by reading the world (`reconcile`): production's records against what the cluster runs and serves; a
+disagreement is shown in the `reconcile` artifact and sent as an alert. The pipeline's `reconcile` step does the
+same and, with `reconcile: repair`, rolls production's recorded image out again through the same path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from kubernetes.client import ApiClient
 from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.concurrency.sync import concurrency
 
+from oncology_pipeline.cluster import ImageChange, Restore
 from oncology_pipeline.errors import RolloutFailed
-from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION
-from oncology_pipeline.settings import load_settings
+from oncology_pipeline.reconcile import Observation, decide
+from oncology_pipeline.releases import deployment_annotations
+from oncology_pipeline.settings import PipelineSettings, load_settings
 from tasks.deploy import connect_cluster, report_deploy, rollback, set_image, verify_release, wait_for_rollout
-from tasks.releases import promote_model, read_production, record_uri, stage_times, update_release
+from tasks.reconcile import observe, report_reconcile
+from tasks.releases import promote_model, record_uri, stage_times, update_release
 from tasks.runs import ensure_concurrency_limit, run_name, stamp_run
 from tasks.training import model_bundle_to_use
 
@@ -42,34 +54,25 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
     version = stamp_run("deploy", version)
     bundle_dir = model_bundle_to_use(settings, None, version)  # its golden set; refused before any change
     ensure_concurrency_limit(DEPLOY_LIMIT)
-    annotations = {ANNOTATION_VERSION: version, ANNOTATION_RELEASE: record_uri(settings, version)}
+    annotations = deployment_annotations(version, record_uri(settings, version))
     api = connect_cluster(settings)
     update_release(settings, version, {"stages": stage_times("deploy")})
     with concurrency(DEPLOY_LIMIT, occupy=1, strict=True):
-        _, etag = read_production(settings)
-        changes = set_image(api, settings, image, annotations)
+        observation = observe(api, settings)
+        report_reconcile(settings, observation, decide(observation, settings.reconcile, deploying=version))
+        restore = observation.restore_for(image)
+        rolled = _roll_out(api, settings, image, version, bundle_dir, annotations, restore, observation.pointer_etag)
         cluster = {
             "context": settings.kube_context,
             "namespace": settings.kube_namespace,
             "deployments": [
-                {"name": c.deployment, "previous_image": c.previous_image, "new_image": c.new_image} for c in changes
+                {"name": c.deployment, "previous_image": c.previous_image, "new_image": c.new_image}
+                for c in rolled.changes
             ],
         }
-        try:
-            rollout = wait_for_rollout(api, settings, changes, return_state=True)
-            steps: list[State[Any]] = [rollout]
-            if rollout.is_completed():
-                steps.append(verify_release(api, settings, version, bundle_dir, return_state=True))
-            if steps[-1].is_completed():
-                steps.append(promote_model(settings, version, image, etag, return_state=True))
-        except BaseException:  # a lost lease, an interruption: never leave the cluster half-way
-            rollback(api, settings, changes)
-            raise
-        failed = next((step for step in steps if not step.is_completed()), None)
-        if failed is not None:
-            restored = rollback(api, settings, changes)
-            reason = failed.result(raise_on_failure=False)
-            undone = {"outcome": "rolled back", "image": image, "reason": str(reason), "restored": restored}
+        if rolled.failed is not None:
+            reason = rolled.failed.result(raise_on_failure=False)
+            undone = {"outcome": "rolled back", "image": image, "reason": str(reason), "restored": rolled.restored}
             update_release(
                 settings,
                 version,
@@ -80,24 +83,93 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
                     "stages": stage_times("deploy", "rolled back"),
                 },
             )
-            verified = "passed" if len(steps) > 2 else "not reached" if len(steps) < 2 else f"FAILED: {reason}"
+            steps = len(rolled.steps)
+            verified = "passed" if steps > 2 else "not reached" if steps < 2 else f"FAILED: {reason}"
             report_deploy(version, image, cluster, undone, verified)
-            raise RolloutFailed(f"{reason} Rolled back: {restored}.")
-    summary = str(steps[1].result())
-    report_deploy(version, image, cluster, {"outcome": "rolled out", "detail": str(rollout.result())}, summary)
+            raise RolloutFailed(f"{reason} Rolled back: {rolled.restored}.")
+    rollout, summary = str(rolled.steps[0].result()), str(rolled.steps[1].result())
+    report_deploy(version, image, cluster, {"outcome": "rolled out", "detail": rollout}, summary)
     update_release(
         settings,
         version,
         {
             "cluster": cluster,
             "outcome": "released: verified serving, production",
-            "rollout": {"outcome": "rolled out", "detail": str(rollout.result())},
+            "rollout": {"outcome": "rolled out", "detail": rollout},
             "image": {"reference": image, "digest": image.rsplit("@", 1)[-1]},
             "verification": {"passed": True, "summary": summary},
             "stages": stage_times("deploy", "verified, promoted"),
         },
     )
-    return f"{rollout.result()}; {summary}; production is {version}"
+    return f"{rollout}; {summary}; production is {version}"
+
+
+def reconcile(settings: PipelineSettings) -> tuple[Observation, str]:
+    """Observe first (holding the deploy slot, so that no deploy is half-way), report, alert on a drift and, with
+    `reconcile: repair`, roll production's recorded image out again and verify it. The pointer never moves.
+
+    Returns the observation and what was done about it; RolloutFailed when the repair fails (what was found goes
+    back: it was serving).
+    """
+    api = connect_cluster(settings)
+    ensure_concurrency_limit(DEPLOY_LIMIT)
+    with concurrency(DEPLOY_LIMIT, occupy=1, strict=True):
+        observation = observe(api, settings)
+        decision = decide(observation, settings.reconcile)
+        report_reconcile(settings, observation, decision)
+        repair = decision.repair
+        if repair is None:
+            return observation, decision.text
+        bundle_dir = model_bundle_to_use(settings, None, repair.version)
+        rolled = _roll_out(api, settings, repair.image, repair.version, bundle_dir, repair.annotations, None)
+    if rolled.failed is not None:
+        reason = rolled.failed.result(raise_on_failure=False)
+        raise RolloutFailed(f"repairing production {repair.version} failed: {reason} Put back: {rolled.restored}.")
+    return (
+        observation,
+        f"repaired: {repair.image} rolled out again; {rolled.steps[1].result()}; the pointer did not move",
+    )
+
+
+@dataclass(frozen=True)
+class _Rollout:
+    """The patches made, the steps' states in order, and what the rollback restored when a step failed."""
+
+    changes: list[ImageChange]
+    steps: list[State[Any]]
+    restored: str | None
+
+    @property
+    def failed(self) -> State[Any] | None:
+        """The first step that did not complete."""
+        return next((step for step in self.steps if not step.is_completed()), None)
+
+
+def _roll_out(
+    api: ApiClient,
+    settings: PipelineSettings,
+    image: str,
+    version: str,
+    bundle_dir: Path,
+    annotations: Mapping[str, str],
+    restore: Restore | None,
+    promote_etag: str | None = None,
+) -> _Rollout:
+    """set image -> wait for the rollout -> verify `version` (-> promote it, compare-and-swap on `promote_etag`);
+    a step that fails, or an interruption, puts `restore` back (None: what ran before). The one compensation path
+    of deploy and repair (a repair promotes nothing: production is already recorded)."""
+    changes = set_image(api, settings, image, annotations, restore)
+    try:
+        steps: list[State[Any]] = [wait_for_rollout(api, settings, changes, return_state=True)]
+        if steps[-1].is_completed():
+            steps.append(verify_release(api, settings, version, bundle_dir, return_state=True))
+        if promote_etag is not None and steps[-1].is_completed():
+            steps.append(promote_model(settings, version, image, promote_etag, return_state=True))
+    except BaseException:  # a lost lease, an interruption: never leave the cluster half-way
+        rollback(api, settings, changes)
+        raise
+    rolled = _Rollout(changes, steps, None)
+    return rolled if rolled.failed is None else _Rollout(changes, steps, rollback(api, settings, changes))
 
 
 if __name__ == "__main__":

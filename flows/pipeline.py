@@ -1,9 +1,12 @@
 """Flow `train-test-publish-deploy`: the whole nightly pipeline, one version through every stage.
 
-Before training it fingerprints its inputs (data, model settings, code, lock, base image). When production was
-built from the same inputs the run ends at once (a `no-change` artifact); when an earlier run with the same
-inputs stopped after its model passed the gate, this run resumes it at the first stage that did not complete
-(so does Prefect's Retry of that run: it finds the same record). `force=True` runs everything.
+Before training it fingerprints its inputs (data, model settings, code, lock, base image), then, when it may
+deploy, reads the world: production's records against what the cluster runs and serves (flows/deploy.py
+`reconcile`: a drift is reported, alerted and, with `reconcile: repair`, repaired). When production was built from
+the same inputs the run ends there (a `no-change` artifact, which says so when the cluster had drifted); when an
+earlier run with the same inputs stopped after its model passed the gate, this run resumes it at the first stage
+that did not complete (so does Prefect's Retry of that run: it finds the same record). `force=True` runs
+everything.
 
 The run stops before publishing when the gate rejects the model or a test suite fails, and before deploying
 when publish fails; it then ends Failed with `failed at <stage>: <reason>` as its state message. The model
@@ -23,13 +26,13 @@ from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from flows.deploy import deploy
+from flows.deploy import deploy, reconcile
 from flows.publish import publish
 from flows.test import run_test_suites
 from flows.train import train
 from oncology_pipeline import layout
 from oncology_pipeline.errors import ConfigurationError
-from oncology_pipeline.fingerprint import Plan
+from oncology_pipeline.fingerprint import Fingerprint, Plan
 from oncology_pipeline.settings import PipelineSettings, load_settings
 from oncology_pipeline.summary import STAGES, PipelineSummary
 from tasks.data import download_labelled_data, download_training_data
@@ -79,13 +82,17 @@ def train_test_publish_deploy(
     version = stamp_run(FLOW_NAME, model_version or version)
     summary = PipelineSummary(version=version)
     plan = Plan("resume", "model_version given: release that candidate", model_version) if model_version else None
+    inputs: Fingerprint | None = None
     try:
         if plan is None:
             inputs = fingerprint_inputs(settings, download_training_data(settings), download_labelled_data(settings))
             plan = plan_run(settings, inputs, force)
-            if plan.action == "no-change":
+        if publish_image and deploy_image:  # a run that may change the cluster first sees what it serves
+            _reconcile(summary, settings)
+        if inputs is not None:
+            if plan.action == "no-change":  # the inputs did not change; the cluster may have (summary.drifts)
                 summary.skip(dict.fromkeys(STAGES, "no change: production was built from the same inputs"))
-                summary.rollout = report_no_change(plan, inputs)
+                summary.rollout = report_no_change(plan, inputs, summary.reconcile if summary.drifts else None)
                 return summary
             if plan.action == "resume" and plan.version:
                 version = summary.version = stamp_run(FLOW_NAME, plan.version)
@@ -143,7 +150,7 @@ def train_test_publish_deploy(
     except StageFailed as failure:
         if failure.stage == "deploy":  # the deploy flow wrote its outcome (rolled back, and why)
             summary.rollout = str(failure.cause)
-        else:
+        elif failure.stage != "reconcile":  # before any stage: this run's version has nothing to record
             update_release(settings, version, {"outcome": str(failure)})
         return Failed(message=str(failure), data=failure.cause)
     finally:
@@ -181,6 +188,18 @@ def _stage(summary: PipelineSummary, settings: PipelineSettings, stage: str, run
         raise
     finally:
         summary.seconds[stage] = round(time.perf_counter() - start, 1)
+
+
+def _reconcile(summary: PipelineSummary, settings: PipelineSettings) -> None:
+    """Observe first, and repair or alert (flows/deploy.py `reconcile`); the summary says what was found and done.
+    StageFailed("reconcile") when the cluster cannot be read or the repair fails: no stage runs then."""
+    try:
+        observation, summary.reconcile = reconcile(settings)
+    except Exception as exc:
+        summary.reconcile = f"FAILED: {exc}"
+        summary.skip(dict.fromkeys(STAGES, "reconcile failed"))
+        raise StageFailed("reconcile", exc) from exc
+    summary.drifts = [str(drift) for drift in observation.drifts]
 
 
 def _run_url() -> str:

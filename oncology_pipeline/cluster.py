@@ -2,9 +2,10 @@
 
 The seed ran `kubectl set image deployments -l app=oncology-webservice,team=<team> oncology-webservice=<image>`
 and forgot about it. Here the same patch goes through the official client, the image is pinned by digest,
-the rollout is watched (`oncology_pipeline.rolloutstatus`), and the previous image is restored when the rollout
-fails. One function per verb, the API object first; nothing here knows Prefect. Connecting and reading are
-in `oncology_pipeline.kubeapi`.
+the rollout is watched (`oncology_pipeline.rolloutstatus`), and production's recorded image is restored when the
+rollout fails (what ran before only when there is no production yet: an image nobody verified is never the way
+back). One function per verb, the API object first; nothing here knows Prefect. Connecting and reading are in
+`oncology_pipeline.kubeapi`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _RESTORE_BACKOFF = 0.5  # seconds, doubled per attempt
 
 @dataclass(frozen=True)
 class ImageChange:
-    """One Deployment's container image, before and after a patch."""
+    """One Deployment's container image after a patch, and the image (and annotations) a rollback puts back."""
 
     deployment: str
     previous_image: str
@@ -49,6 +50,14 @@ class ImageChange:
     def changed(self) -> bool:
         """The patch changed something that a rollback must put back (the image or annotations)."""
         return self.previous_image != self.new_image or bool(self.previous_annotations)
+
+
+@dataclass(frozen=True)
+class Restore:
+    """What a rollback puts back: production's recorded image and the annotations that name its version."""
+
+    image: str
+    annotations: Mapping[str, str]
 
 
 # --- images and selectors ---------------------------------------------------------------------------
@@ -90,6 +99,12 @@ def _container(deployment: V1Deployment, container: str) -> V1Container | None:
     return next((c for c in _containers(deployment) if c.name == container), None)
 
 
+def container_image(deployment: V1Deployment, container: str) -> str | None:
+    """The image of `container` in the Deployment's pod template (None: no such container)."""
+    found = _container(deployment, container)
+    return found.image if found else None
+
+
 def set_image(
     apps: AppsV1Api,
     namespace: str,
@@ -97,14 +112,15 @@ def set_image(
     container: str,
     image: str,
     annotations: Mapping[str, str] | None = None,
+    restore: Restore | None = None,
 ) -> list[ImageChange]:
     """Patch `container` to `image` in every Deployment matching `selector`; all or none.
 
-    `annotations` go on each Deployment in the same patch (so the cluster says what it serves); a rollback
-    puts their previous values back with the image.
+    `annotations` go on each Deployment in the same patch (so the cluster says what it serves). A rollback puts
+    `restore` back (production's recorded image and annotations), else what each Deployment ran before.
 
     Everything is checked before anything is patched. If a patch fails half-way, the Deployments already
-    patched get their previous image back before the error is raised, so a retry starts from a clean state.
+    patched get that image back before the error is raised, so a retry starts from a clean state.
     """
     if not is_pinned(image):
         raise ConfigurationError(
@@ -132,9 +148,12 @@ def set_image(
     changes: list[ImageChange] = []
     for deployment in deployments:
         name = deployment_name(deployment)
-        current = _container(deployment, container)
-        previous = (current.image if current else None) or ""
-        existing = (deployment.metadata.annotations if deployment.metadata else None) or {}
+        existing: Mapping[str, str]
+        if restore is None:
+            previous = container_image(deployment, container) or ""
+            existing = (deployment.metadata.annotations if deployment.metadata else None) or {}
+        else:
+            previous, existing = restore.image, restore.annotations
         before = tuple((key, existing.get(key)) for key in sorted(annotations or {}))
         try:
             with calling(f"patch deployment {name!r} in namespace {namespace!r}"):

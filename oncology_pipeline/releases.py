@@ -25,6 +25,16 @@ ANNOTATION_VERSION = "oncology-mlops/model-version"
 ANNOTATION_RELEASE = "oncology-mlops/release"
 
 
+def record_uri(bucket: str, version: str) -> str:
+    """`s3://<bucket>/releases/<version>.json`: where a version's release record lives."""
+    return f"s3://{bucket}/{layout.release_key(version)}"
+
+
+def deployment_annotations(version: str, release: str) -> dict[str, str]:
+    """What a verified deploy of `version` writes on the Deployments: the version and its release record's URI."""
+    return {ANNOTATION_VERSION: version, ANNOTATION_RELEASE: release}
+
+
 class StageTimes(BaseModel):
     """When a stage ran and how it ended."""
 

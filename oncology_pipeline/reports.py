@@ -12,8 +12,10 @@ from oncology_pipeline.driftwatch import DriftWatch
 from oncology_pipeline.image import ImageInfo
 from oncology_pipeline.outcomes import RULES, OutcomesReport, Rule
 from oncology_pipeline.performance import Performance, Rate, VersionPerformance
+from oncology_pipeline.reconcile import Decision, Observation
 from oncology_pipeline.s3store import S3Object
 from oncology_pipeline.smoketest import SmokeResult
+from oncology_pipeline.summary import table_cell
 from oncology_pipeline.testsuites import Suite, SuiteResult
 
 
@@ -210,6 +212,42 @@ def deploy_markdown(version: str, image: str, cluster: dict[str, Any], rollout: 
     lines += ["", f"Verification: {verified}"]
     rollback = "none needed" if outcome == "rolled out" else f"rolled back: {rollout.get('restored') or '-'}"
     lines += ["", f"Rollback: {rollback}"]
+    return "\n".join(lines)
+
+
+def reconcile_markdown(observation: Observation, decision: Decision, namespace: str, selector: str) -> str:
+    """What a run found before acting: production's records, each Deployment, the Service's answer, every drift and
+    what the run does about it."""
+    production = observation.production
+    drifts = observation.drifts
+    if production is None:
+        headline = "no production yet"
+    else:
+        headline = f"{len(drifts)} drift(s) from production {production.version}" if drifts else "in sync"
+    lines = [f"# Reconcile: {headline}", "", f"Action: {escape_markdown(decision.text)}", ""]
+    if production is not None:
+        lines += [
+            f"Production (the pointer): **{production.version}**, image `{production.image or '-'}`, "
+            f"record `{production.release}`",
+            "",
+        ]
+    if drifts:
+        lines += ["| where | found | production's records say |", "|---|---|---|"]
+        lines += [
+            f"| {escape_markdown(d.where)} | {table_cell(d.found, 160)} | {table_cell(d.expected, 160)} |"
+            for d in drifts
+        ]
+        lines.append("")
+    lines += [f"Deployments matching `{selector}` in namespace `{namespace}`:", ""]
+    lines += ["| Deployment | image | model-version annotation | replicas |", "|---|---|---|---:|"]
+    lines += [
+        f"| {r.deployment} | `{_digest(r.image)}` | {r.version or '-'} | {r.replicas} |"
+        for r in observation.deployments
+    ] or ["| (none) | - | - | - |"]
+    served = observation.served
+    if served is not None:
+        answer = ", ".join(served.versions) or f"no answer: {table_cell(served.error or '-')}"
+        lines += ["", f"Service `{served.service}` serves: {answer}"]
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,6 +105,11 @@ class PipelineSettings(BaseSettings):
     kube_service_port: str = Field(default="http", description="its port, by name or number")
     rollout_timeout_seconds: float = Field(default=600, gt=0)
     rollout_poll_seconds: float = Field(default=2, gt=0)
+    reconcile: Literal["alert", "repair"] = Field(
+        default="repair",
+        description="a cluster found disagreeing with production's records: alert, or alert and roll production's "
+        "recorded image out again (the pointer never moves to what was found)",
+    )
 
     # Monitoring: the prediction log joined to confirmed diagnoses
     monitor_lookback_days: float = Field(

@@ -31,6 +31,8 @@ class PipelineSummary(BaseModel):
     coverage: dict[str, float] = Field(default_factory=dict)
     image: str | None = None
     rollout: str | None = None
+    reconcile: str | None = Field(default=None, description="what the run found in the cluster and did about it")
+    drifts: list[str] = Field(default_factory=list, description="where the cluster disagreed with production's records")
     s3_uris: list[str] = Field(default_factory=list)
     seconds: dict[str, float] = Field(default_factory=dict, description="wall time per stage")
     started_at: dict[str, datetime] = Field(default_factory=dict, description="when each stage started (UTC)")
@@ -59,6 +61,8 @@ class PipelineSummary(BaseModel):
         if self.coverage:
             lines += ["", "Coverage: " + ", ".join(f"{k} {v:.1f} %" for k, v in self.coverage.items())]
         lines += ["", f"Image: `{self.image or '-'}`", "", f"Rollout: {self.rollout or '-'}"]
+        if self.reconcile:
+            lines += ["", f"Cluster: {self.reconcile}"] + [f"- drift: {drift}" for drift in self.drifts]
         if self.s3_uris:
             lines += ["", "S3 objects written:"] + [f"- `{uri}`" for uri in self.s3_uris]
         return "\n".join(lines)

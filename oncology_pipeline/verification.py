@@ -53,13 +53,10 @@ def verify_service(
 ) -> str:
     """Check that every answer comes from model `version` and that the golden set's probabilities match to 1e-9.
 
-    `/v1/model` is asked twice per replica, so that each pod behind the Service is likely asked at least
-    once. A 5xx from the proxy (a pod going away) is asked again up to `attempts` times.
+    `/v1/model` is asked as `served_versions` asks. A 5xx from the proxy (a pod going away) is asked again up to
+    `attempts` times.
     """
-    seen = set()
-    for _ in range(max(2, 2 * replicas)):
-        served = _ask(api, "GET", namespace, service, "v1/model", None, attempts)
-        seen.add(str(served.get("model_version")))
+    seen = served_versions(api, namespace, service, replicas=replicas, attempts=attempts)
     if seen != {version}:
         raise VerificationFailed(f"service {service} serves model {', '.join(sorted(seen))}, expected {version}")
     if not golden:
@@ -81,6 +78,15 @@ def verify_service(
             "image does not compute what was tested"
         )
     return f"service {service} serves model {version}; {len(golden)} golden cases match (max difference {worst:.1e})"
+
+
+def served_versions(api: ApiClient, namespace: str, service: str, *, replicas: int = 1, attempts: int = 3) -> set[str]:
+    """The model versions `service` answers `GET /v1/model` with, asked twice per replica (so each pod behind it is
+    likely asked once); VerificationFailed when it does not answer."""
+    return {
+        str(_ask(api, "GET", namespace, service, "v1/model", None, attempts).get("model_version"))
+        for _ in range(max(2, 2 * replicas))
+    }
 
 
 def _ask(api: ApiClient, method: str, namespace: str, service: str, path: str, body: Any, attempts: int) -> Any:

@@ -4,6 +4,7 @@ pinned by digest, watched like `kubectl rollout status`, and rolled back when it
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,21 @@ def connect_cluster(settings: PipelineSettings) -> ApiClient:
 
 @task(name="set_image", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def set_image(
-    api: ApiClient, settings: PipelineSettings, image: str, annotations: dict[str, str]
+    api: ApiClient,
+    settings: PipelineSettings,
+    image: str,
+    annotations: Mapping[str, str],
+    restore: cluster.Restore | None,
 ) -> list[cluster.ImageChange]:
     """Patch container oncology-webservice of every matching Deployment to `image`, with `annotations` on the
-    Deployments in the same patch (all or none)."""
+    Deployments in the same patch (all or none); a rollback puts `restore` back (None: what ran)."""
     selector = cluster.webservice_selector(settings.team)
     changes = cluster.set_image(
-        AppsV1Api(api), settings.kube_namespace, selector, cluster.WEBSERVICE_CONTAINER, image, annotations
+        AppsV1Api(api), settings.kube_namespace, selector, cluster.WEBSERVICE_CONTAINER, image, annotations, restore
     )
     log = get_run_logger()
     for change in changes:
-        log.info("deployment %s: %s -> %s", change.deployment, change.previous_image, change.new_image)
+        log.info("deployment %s: %s (way back: %s)", change.deployment, change.new_image, change.previous_image)
     return changes
 
 

@@ -81,11 +81,18 @@ def remember_fingerprint(settings: PipelineSettings, inputs: Fingerprint, versio
 
 
 @task(name="report_no_change", cache_policy=NO_CACHE)
-def report_no_change(plan: Plan, inputs: Fingerprint) -> str:
-    """The `no-change` artifact: which version keeps serving and why nothing ran."""
+def report_no_change(plan: Plan, inputs: Fingerprint, drifted: str | None = None) -> str:
+    """The `no-change` artifact: which version keeps serving and why nothing ran; `drifted`: what the run did about
+    a cluster that did not serve production as recorded (then this night was not "no change")."""
+    if drifted is None:
+        headline, done = f"No change: {plan.version} stays in production", "Nothing was"
+    else:
+        headline = f"No change in the inputs, but the cluster drifted from production {plan.version}"
+        done = f"The cluster did not serve production as recorded (`reconcile` artifact): {drifted}.\n\nNothing was"
     text = (
-        f"# No change: {plan.version} stays in production\n\n{plan.reason}.\n\n"
-        "Nothing was retrained, tested, built, pushed or deployed. Run with `force=true` to release anyway:\n\n"
+        f"# {headline}\n\n{plan.reason}.\n\n"
+        f"{done} retrained, tested, built or pushed, and no new version deployed. Run with `force=true` to release "
+        "anyway:\n\n"
         "```bash\nprefect deployment run 'train-test-publish-deploy/nightly' --param force=true\n```\n\n"
         "| input | value |\n|---|---|\n"
         f"| data | `{inputs.data_uri}` |\n"
@@ -96,8 +103,8 @@ def report_no_change(plan: Plan, inputs: Fingerprint) -> str:
         f"| dependency lock (uv.lock) | sha256 `{(inputs.lock_sha256 or '-')[:12]}` |\n"
         f"| base image | `{inputs.base_image}` |\n"
     )
-    create_markdown_artifact(markdown=text, key="no-change", description=f"No change: {plan.version} keeps serving")
-    return f"no change: {plan.version} stays in production"
+    create_markdown_artifact(markdown=text, key="no-change", description=headline)
+    return f"no change: {plan.version} stays in production" if drifted is None else f"{headline}: {drifted}"
 
 
 def _labelled(inputs: Fingerprint) -> str:

@@ -15,7 +15,7 @@ from oncology_model.bundle import METADATA_FILE, ModelMetadata
 from oncology_model.reference import Reference
 from oncology_pipeline import driftwatch, labelled, layout, predictionlog, s3store
 from oncology_pipeline.driftchart import drift_svg
-from oncology_pipeline.events import DRIFT_EVENT, RECALL_ALARM_EVENT
+from oncology_pipeline.events import DRIFT_EVENT, RECALL_ALARM_EVENT, version_resource
 from oncology_pipeline.outcomes import Outcome, OutcomesReport, read_outcomes
 from oncology_pipeline.performance import JoinedCase, LoggedCases, Performance, measure_performance
 from oncology_pipeline.reports import drift_markdown, outcomes_markdown, performance_markdown
@@ -25,11 +25,6 @@ from tasks.policy import NETWORK_RETRIES
 
 #: How long the drift chart's presigned link in the artifact works (SigV4's longest).
 CHART_LINK_SECONDS = 7 * 24 * 3600
-
-
-def _version_resource(version: str) -> dict[str, str]:
-    """The Prefect event resource of a model version (the alert automations match `oncology.model-version.*`)."""
-    return {"prefect.resource.id": f"oncology.model-version.{version}", "prefect.resource.name": version}
 
 
 @task(name="read_prediction_log", cache_policy=NO_CACHE, **NETWORK_RETRIES)
@@ -100,7 +95,7 @@ def report_performance(
             rate = version.sensitivity
             emit_event(
                 event=RECALL_ALARM_EVENT,
-                resource=_version_resource(version.model_version),
+                resource=version_resource(version.model_version),
                 payload={
                     "model_version": version.model_version,
                     "recall": rate.value,
@@ -215,7 +210,7 @@ def watch_drift(
             continue
         emit_event(
             event=DRIFT_EVENT,
-            resource=_version_resource(version.model_version),
+            resource=version_resource(version.model_version),
             payload={
                 "model_version": version.model_version,
                 "features": ", ".join(version.report.drifting),

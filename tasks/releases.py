@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from oncology_pipeline import layout, modelstore, releases, s3store
+from oncology_pipeline import releases, s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.releases import ReleaseRecord
 from oncology_pipeline.settings import PipelineSettings
@@ -19,7 +19,7 @@ from tasks.policy import NETWORK_RETRIES
 
 def record_uri(settings: PipelineSettings, version: str) -> str:
     """`s3://<model-bucket>/releases/<version>.json`."""
-    return f"s3://{settings.model_bucket}/{layout.release_key(version)}"
+    return releases.record_uri(settings.model_bucket, version)
 
 
 def stage_times(stage: str, outcome: str | None = None) -> dict[str, Any]:
@@ -48,15 +48,6 @@ def read_release(settings: PipelineSettings, version: str) -> ReleaseRecord:
             f"{record_uri(settings, version)} does not exist: {version} was never trained by this pipeline"
         )
     return record
-
-
-@task(name="read_production", cache_policy=NO_CACHE, **NETWORK_RETRIES)
-def read_production(settings: PipelineSettings) -> tuple[str | None, str]:
-    """The production version (None before the first) and the pointer's ETag, for the compare-and-swap."""
-    pointer, etag = modelstore.read_pointer_etag(
-        aws_client(settings, "s3"), settings.model_bucket, settings.model_prefix
-    )
-    return (pointer.model_version if pointer else None), etag
 
 
 @task(name="promote_model", cache_policy=NO_CACHE, **NETWORK_RETRIES)

@@ -5,7 +5,11 @@ the pushed image in Docker."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,6 +20,7 @@ import boto3
 import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.flow_engine import run_flow
 from prefect.states import AwaitingRetry
 
@@ -27,6 +32,7 @@ from oncology_model.errors import QualityGateFailed
 from oncology_pipeline import aws
 from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, is_pinned
 from oncology_pipeline.errors import SmokeTestFailed, SuiteFailed
+from oncology_pipeline.events import CLUSTER_DRIFT_EVENT
 from oncology_pipeline.kubeapi import connect_kubeconfig
 from oncology_pipeline.releases import read_record
 from oncology_pipeline.settings import load_settings
@@ -50,6 +56,7 @@ from tests.support.workloads import NODE_CREDENTIALS, Workloads, model_version_s
 
 NS = "oncology"
 DEPLOYMENTS = ("oncology-webservice",)
+KUBECTL = Path(sys.executable).parent / "kubectl"
 
 
 @pytest.fixture
@@ -219,8 +226,11 @@ def test_the_readme_sequence_on_demand_training_never_changes_production_and_a_f
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """nightly (the whole pipeline: one version released) -> on-demand random forest (the gate finds it worse than
-    the champion; production stays) -> nightly (no change) -> forced nightly (trains and tests again; its unit suite
-    is red here, so it fails at test and production stays, recorded) -> roll back by hand to the release before.
+    the champion; production stays) -> nightly (no change) -> an older digest set by hand (stock kubectl), then a
+    no-change nightly with `reconcile: alert` (it alerts and changes nothing) and one with the default (it rolls
+    production's recorded digest out again and verifies it; the pointer does not move) -> forced nightly (trains and
+    tests again; its unit suite is red here, so it fails at test and production stays, recorded) -> roll back by
+    hand to the release before.
     Releasing a stored candidate (`model_version=`) takes the step a resumed run takes (`_candidate` in
     flows/pipeline.py, run by test_a_failed_run_resumes_on_prefects_retry_and_on_the_next_night_without_retraining);
     the `model_version=` entry itself has no whole-pipeline test (it had none before: the forest never passed).
@@ -263,6 +273,22 @@ def test_the_readme_sequence_on_demand_training_never_changes_production_and_a_f
     assert snapshot(stack.s3, stack.settings.model_bucket) == objects  # nothing written, nothing moved
     assert_invariant(stack.s3, stack.settings, standin, version=first.version, image=first.image, before=objects)
 
+    api = connect_kubeconfig(overrides["kubeconfig"])
+    _kubectl(overrides, "set", "image", f"deployment/{DEPLOYMENTS[0]}", f"{WEBSERVICE_CONTAINER}={workloads.previous}")
+    assert standin.wait_until(lambda: standin.controller.complete(NS, DEPLOYMENTS[0]), 120)
+    assert model_version_served(api, NS) == workloads.previous_version
+    alerted = train_test_publish_deploy(overrides={**overrides, "reconcile": "alert"}, return_state=True)
+    _assert_drift_reported(alerted, first.version, workloads.previous, "alert only (reconcile: alert)")
+    assert _image(standin, DEPLOYMENTS[0]) == workloads.previous  # changed nothing
+    assert model_version_served(api, NS) == workloads.previous_version
+    repaired = train_test_publish_deploy(overrides=overrides, return_state=True)
+    summary = _assert_drift_reported(repaired, first.version, workloads.previous, "repair: roll production's recorded")
+    assert summary.reconcile is not None and summary.reconcile.startswith(f"repaired: {first.image} rolled out again")
+    assert "golden cases match" in summary.reconcile
+    assert model_version_served(api, NS) == first.version
+    assert snapshot(stack.s3, stack.settings.model_bucket) == objects  # the pointer never moved to what was found
+    assert_invariant(stack.s3, stack.settings, standin, version=first.version, image=first.image, before=objects)
+
     red = {**overrides, "unit_tests": "tests/support/always_fails.py"}  # not a model input: the same fingerprint
     forced = train_test_publish_deploy(force=True, overrides=red, return_state=True)
     assert forced.is_failed()
@@ -297,6 +323,40 @@ def test_the_readme_sequence_on_demand_training_never_changes_production_and_a_f
     assert sinks.controlled == set(sinks.searched) - {"task run", "Prefect home"}, sinks.searched  # the version
     assert sinks.searched["image file"] > 1000 and sinks.searched["log"] > 50 and sinks.searched["artifact"] >= 5
     assert sinks.searched["S3 object"] >= 8 and sinks.searched["task run"] >= 20
+
+
+def _kubectl(overrides: dict[str, Any], *args: str) -> None:
+    """The pinned stock kubectl against the stand-in, through the kubeconfig the runs use."""
+    home = Path(overrides["work_dir"]).parent / "kubectl-home"  # its discovery cache
+    home.mkdir(exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home)}
+    command = [str(KUBECTL), "--kubeconfig", overrides["kubeconfig"], "--context", overrides["kube_context"]]
+    done = subprocess.run([*command, "-n", NS, *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def _assert_drift_reported(state: State[Any], production: str, found: str, action: str) -> PipelineSummary:
+    """A no-change nightly that found a Deployment running `found`: not "no change" in its summary, the drift in its
+    `reconcile` artifact, and the drift event (the alert) sent, saying what the run did (`action`)."""
+    assert state.is_completed(), state.message
+    summary = _summary_of(state.result())
+    assert summary.rollout is not None
+    assert summary.rollout.startswith(f"No change in the inputs, but the cluster drifted from production {production}")
+    assert set(summary.skipped) == {"train", "test", "publish", "deploy"} and summary.image is None
+    assert f"deployment {DEPLOYMENTS[0]}: image: found {found}, production's records say" in "\n".join(summary.drifts)
+    run_id = _run_id(state)
+    (report,) = [a for a in artifacts(run_id) if a.key == "reconcile"]
+    assert f"| deployment {DEPLOYMENTS[0]}: image | {found} |" in str(report.data) and action in str(report.data)
+    related = EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"])
+    wanted = EventFilter(event=EventNameFilter(name=[CLUSTER_DRIFT_EVENT]), related=related)
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while not (events := client.read_events(wanted, limit=10).events) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    [event] = events
+    assert event.resource.id == f"oncology.model-version.{production}"
+    assert event.payload["action"].startswith(action) and found in event.payload["drifts"]
+    return summary
 
 
 def _run_id(state: State[Any]) -> uuid.UUID:
@@ -388,8 +448,10 @@ def read_flow_run_version(state: State[Any]) -> str:
 
 def test_a_stage_over_its_time_limit_fails_the_run_with_the_reason_and_changes_nothing(stack: Stack) -> None:
     """With a 0.5 s limit the first stage that runs longer fails the run (on a loaded machine the cancellation of
-    train can land after its code finished: then it is the test stage)."""
-    state = train_test_publish_deploy(overrides={**stack.overrides, "stage_timeout_seconds": 0.5}, return_state=True)
+    train can land after its code finished: then it is the test stage). No cluster here: a run that does not deploy
+    does not observe one."""
+    overrides = {**stack.overrides, "stage_timeout_seconds": 0.5}
+    state = train_test_publish_deploy(deploy_image=False, overrides=overrides, return_state=True)
     assert state.is_failed() and state.message is not None
     assert re.fullmatch(
         r"failed at (train|test): did not finish within 0\.5 s \(stage_timeout_seconds\)", state.message

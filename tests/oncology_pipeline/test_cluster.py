@@ -20,6 +20,7 @@ from oncology_pipeline import cluster
 from oncology_pipeline.cluster import (
     WEBSERVICE_CONTAINER,
     ImageChange,
+    Restore,
     is_pinned,
     pin_image,
     rollback,
@@ -28,6 +29,7 @@ from oncology_pipeline.cluster import (
 )
 from oncology_pipeline.errors import ClusterError, ConfigurationError, RolloutFailed, TransientError, is_transient
 from oncology_pipeline.kubeapi import api_error, connect_in_cluster, connect_kubeconfig
+from oncology_pipeline.releases import ANNOTATION_VERSION
 from oncology_pipeline.rolloutstatus import rollout_status, wait_for_rollout
 from standins.kube import KubeStandIn, ScriptedRuntime
 from tests.support.moto_server import free_port
@@ -267,6 +269,28 @@ def test_rollback_leaves_alone_a_deployment_someone_else_changed(seeded: KubeSta
     assert_rolled_out(seeded, "oncology-webservice", OLD)
     assert image_of(seeded, "oncology-webservice-canary") == THIRD
     assert f'deployment "oncology-webservice-canary" no longer runs {NEW}: left alone' in logs
+
+
+def test_a_failed_rollout_restores_productions_recorded_image_not_what_ran(
+    seeded: KubeStandIn, apps: AppsV1Api, runtime: ScriptedRuntime
+) -> None:
+    runtime.unpullable.add(NEW)
+    by_hand = {"spec": {"template": {"spec": {"containers": [{"name": CONTAINER, "image": THIRD}]}}}}
+    apps.patch_namespaced_deployment("oncology-webservice", NS, by_hand)  # someone's `kubectl set image`
+    production = Restore(OLD, {ANNOTATION_VERSION: "v1"})
+
+    changes = set_image(apps, NS, SELECTOR, CONTAINER, NEW, {ANNOTATION_VERSION: "v2"}, production)
+    with pytest.raises(RolloutFailed, match="exceeded its progress deadline"):
+        wait_for_rollout(apps, NS, [c.deployment for c in changes], TIMEOUT, POLL, lambda _: None)
+    rollback(apps, NS, changes, CONTAINER, timeout=TIMEOUT, poll=POLL)
+
+    assert [(c.deployment, c.previous_image) for c in changes] == [
+        ("oncology-webservice", OLD),
+        ("oncology-webservice-canary", OLD),
+    ]
+    for name in ("oncology-webservice", "oncology-webservice-canary"):
+        assert_rolled_out(seeded, name, OLD)  # not THIRD, which nobody verified
+        assert seeded.deployment(NS, name)["metadata"]["annotations"][ANNOTATION_VERSION] == "v1"
 
 
 # --- the API failing ----------------------------------------------------------------------------------

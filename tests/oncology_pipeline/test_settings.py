@@ -128,6 +128,7 @@ def test_no_overrides_give_the_same_settings(overrides: dict[str, object] | None
         ({"decision_threshold": 0.0}, "decision_threshold: Input should be greater than 0 (got 0.0)"),
         ({"decision_threshold": 1}, "decision_threshold: Input should be less than 1 (got 1)"),
         ({"target_recall": 0}, "target_recall: Input should be greater than 0 (got 0)"),
+        ({"reconcile": "fix"}, "reconcile: Input should be 'alert' or 'repair' (got 'fix')"),
     ],
 )
 def test_a_bad_override_is_refused_in_one_line_naming_the_field_and_the_rule(
@@ -268,6 +269,7 @@ def test_publish_and_deploy_defaults() -> None:
     assert settings.kube_namespace == "oncology"
     assert settings.rollout_timeout_seconds == 600
     assert settings.rollout_poll_seconds == 2
+    assert settings.reconcile == "repair"
 
 
 @pytest.mark.parametrize("field", ["rollout_timeout_seconds", "rollout_poll_seconds", "smoke_test_timeout_seconds"])
