@@ -234,7 +234,7 @@ def reconcile_markdown(observation: Observation, decision: Decision, namespace: 
     if drifts:
         lines += ["| where | found | production's records say |", "|---|---|---|"]
         lines += [
-            f"| {escape_markdown(d.where)} | {table_cell(d.found, 160)} | {table_cell(d.expected, 160)} |"
+            f"| {escape_markdown(d.where)} | {table_cell(_short(d.found))} | {table_cell(_short(d.expected))} |"
             for d in drifts
         ]
         lines.append("")
@@ -249,6 +249,11 @@ def reconcile_markdown(observation: Observation, decision: Decision, namespace: 
         answer = ", ".join(served.versions) or f"no answer: {table_cell(served.error or '-')}"
         lines += ["", f"Service `{served.service}` serves: {answer}"]
     return "\n".join(lines)
+
+
+def _short(value: str) -> str:
+    """A pinned image as `_digest` shows it (the full references are on the Production line and in the alert)."""
+    return _digest(value) if "@sha256:" in value else value
 
 
 def _digest(image: str | None) -> str:

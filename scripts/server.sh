@@ -57,7 +57,7 @@ alerts=$("${RUN[@]}" python -m alerts) || { echo "python -m alerts failed (see a
 
 echo
 echo "Stand-ins (log: $state/stand-ins.log):"
-grep -v '^127\.0\.0\.1 - - ' "$state/stand-ins.log" | sed 's/^/  /'  # without moto's access log
+grep -vE '^[0-9.]+ - - \[' "$state/stand-ins.log" | sed 's/^/  /'  # without moto's access log
 cat <<TEXT
 
 $alerts

@@ -346,7 +346,9 @@ def _assert_drift_reported(state: State[Any], production: str, found: str, actio
     assert f"deployment {DEPLOYMENTS[0]}: image: found {found}, production's records say" in "\n".join(summary.drifts)
     run_id = _run_id(state)
     (report,) = [a for a in artifacts(run_id) if a.key == "reconcile"]
-    assert f"| deployment {DEPLOYMENTS[0]}: image | {found} |" in str(report.data) and action in str(report.data)
+    repository, digest = found.rsplit("/", 1)[-1].split("@")
+    short = f"{repository}@{digest[:19]}"  # the table's form; the full references are in the alert
+    assert f"| deployment {DEPLOYMENTS[0]}: image | {short} |" in str(report.data) and action in str(report.data)
     related = EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"])
     wanted = EventFilter(event=EventNameFilter(name=[CLUSTER_DRIFT_EVENT]), related=related)
     deadline = time.monotonic() + 30

@@ -174,7 +174,9 @@ def test_the_artifact_and_the_run_summary_list_every_drift_and_the_action() -> N
 
     assert text.startswith(f"# Reconcile: 2 drift(s) from production {V2}\n")
     assert "Action: alert only (reconcile: alert): nothing was changed" in text
-    assert f"| deployment oncology-webservice: image | {OLD} | {NEW} |" in text
+    found, recorded = f"oncology-webservice@sha256:{'a' * 12}", f"oncology-webservice@sha256:{'b' * 12}"
+    assert f"| deployment oncology-webservice: image | {found} | {recorded} |" in text  # in full on the Production line
+    assert f"image `{NEW}`" in text
     assert f"| service {SERVICE}: GET /v1/model | {V1} | {V2} |" in text
     assert f"| oncology-webservice | `oncology-webservice@sha256:{'a' * 12}` | {V2} | 2 |" in text
     assert f"Service `{SERVICE}` serves: {V1}" in text
