@@ -40,7 +40,7 @@ def cleanup(dry_run: bool = True, overrides: dict[str, Any] | None = None) -> li
     deleted: list[str] = []
     if stale and not dry_run:
         ensure_concurrency_limit(DEPLOY_LIMIT)
-        with concurrency(DEPLOY_LIMIT, occupy=1, strict=True):
+        with concurrency(DEPLOY_LIMIT, occupy=1, strict=True, lease_duration=settings.deploy_lease_seconds):
             deleted = delete_model_versions(settings, stale)
     report_cleanup(settings, decisions, deleted, dry_run)
     return stale if dry_run else deleted

@@ -21,6 +21,7 @@ from kubernetes.client import ApiClient
 from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.concurrency.sync import concurrency
+from prefect.states import Completed
 
 from oncology_pipeline.cluster import ImageChange, Restore
 from oncology_pipeline.errors import RolloutFailed
@@ -29,7 +30,14 @@ from oncology_pipeline.releases import deployment_annotations
 from oncology_pipeline.settings import PipelineSettings, load_settings
 from tasks.deploy import connect_cluster, report_deploy, rollback, set_image, verify_release, wait_for_rollout
 from tasks.reconcile import observe, report_reconcile
-from tasks.releases import promote_model, record_uri, stage_times, update_release
+from tasks.releases import (
+    finish_promotion,
+    production_version,
+    promote_model,
+    record_uri,
+    stage_times,
+    update_release,
+)
 from tasks.runs import ensure_concurrency_limit, run_name, stamp_run
 from tasks.training import model_bundle_to_use
 
@@ -57,7 +65,8 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
     annotations = deployment_annotations(version, record_uri(settings, version))
     api = connect_cluster(settings)
     update_release(settings, version, {"stages": stage_times("deploy")})
-    with concurrency(DEPLOY_LIMIT, occupy=1, strict=True):
+    with concurrency(DEPLOY_LIMIT, occupy=1, strict=True, lease_duration=settings.deploy_lease_seconds):
+        finish_promotion(settings)  # a promotion cut off after its pointer write is finished first
         observation = observe(api, settings)
         report_reconcile(settings, observation, decide(observation, settings.reconcile, deploying=version))
         restore = observation.restore_for(image)
@@ -73,6 +82,8 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
         if rolled.failed is not None:
             reason = rolled.failed.result(raise_on_failure=False)
             undone = {"outcome": "rolled back", "image": image, "reason": str(reason), "restored": rolled.restored}
+            steps = len(rolled.steps)
+            verified = "passed" if steps > 2 else "not reached" if steps < 2 else f"FAILED: {reason}"
             update_release(
                 settings,
                 version,
@@ -80,11 +91,11 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
                     "cluster": cluster,
                     "outcome": f"failed at deploy: {reason}",
                     "rollout": undone,
+                    "promoting": False,
                     "stages": stage_times("deploy", "rolled back"),
+                    **({"verification": {"passed": steps > 2, "summary": verified}} if steps >= 2 else {}),
                 },
             )
-            steps = len(rolled.steps)
-            verified = "passed" if steps > 2 else "not reached" if steps < 2 else f"FAILED: {reason}"
             report_deploy(version, image, cluster, undone, verified)
             raise RolloutFailed(f"{reason} Rolled back: {rolled.restored}.")
     rollout, summary = str(rolled.steps[0].result()), str(rolled.steps[1].result())
@@ -113,7 +124,8 @@ def reconcile(settings: PipelineSettings) -> tuple[Observation, str]:
     """
     api = connect_cluster(settings)
     ensure_concurrency_limit(DEPLOY_LIMIT)
-    with concurrency(DEPLOY_LIMIT, occupy=1, strict=True):
+    with concurrency(DEPLOY_LIMIT, occupy=1, strict=True, lease_duration=settings.deploy_lease_seconds):
+        finish_promotion(settings)  # a promotion cut off after its pointer write is finished first
         observation = observe(api, settings)
         decision = decide(observation, settings.reconcile)
         report_reconcile(settings, observation, decision)
@@ -157,19 +169,35 @@ def _roll_out(
 ) -> _Rollout:
     """set image -> wait for the rollout -> verify `version` (-> promote it, compare-and-swap on `promote_etag`);
     a step that fails, or an interruption, puts `restore` back (None: what ran before). The one compensation path
-    of deploy and repair (a repair promotes nothing: production is already recorded)."""
+    of deploy and repair (a repair promotes nothing: production is already recorded). Once the pointer names
+    `version` nothing is rolled back: the promotion is finished instead (now, or by the next run)."""
     changes = set_image(api, settings, image, annotations, restore)
+    steps: list[State[Any]] = []
+    promoting = False
     try:
-        steps: list[State[Any]] = [wait_for_rollout(api, settings, changes, return_state=True)]
+        steps.append(wait_for_rollout(api, settings, changes, return_state=True))
         if steps[-1].is_completed():
             steps.append(verify_release(api, settings, version, bundle_dir, return_state=True))
         if promote_etag is not None and steps[-1].is_completed():
+            promoting = True
             steps.append(promote_model(settings, version, image, promote_etag, return_state=True))
+            if not steps[-1].is_completed() and _pointer_names(settings, version):
+                steps[-1] = finish_promotion(settings, return_state=True)
+                if not steps[-1].is_completed():
+                    steps[-1] = Completed(message="promoted; its release records are finished by the next run")
     except BaseException:  # a lost lease, an interruption: never leave the cluster half-way
-        rollback(api, settings, changes)
+        if not promoting or not _pointer_names(settings, version):
+            rollback(api, settings, changes)
         raise
     rolled = _Rollout(changes, steps, None)
     return rolled if rolled.failed is None else _Rollout(changes, steps, rollback(api, settings, changes))
+
+
+def _pointer_names(settings: PipelineSettings, version: str) -> bool:
+    """Whether the production pointer names `version` (a promotion that failed after its pointer write); False
+    when the pointer cannot be read (the rollback then puts production's recorded image back)."""
+    state = production_version(settings, return_state=True)
+    return state.is_completed() and state.result() == version
 
 
 if __name__ == "__main__":

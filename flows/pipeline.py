@@ -38,7 +38,7 @@ from oncology_pipeline.summary import STAGES, PipelineSummary
 from tasks.data import download_labelled_data, download_training_data
 from tasks.fingerprint import fingerprint_inputs, plan_run, remember_fingerprint, report_no_change
 from tasks.housekeeping import tidy_local
-from tasks.releases import read_release, record_uri, stage_times, update_release
+from tasks.releases import read_release, record_operator_action, record_uri, stage_times, update_release
 from tasks.runs import run_name, stamp_run
 from tasks.summary import record_summary
 from tasks.training import model_bundle_to_use
@@ -90,8 +90,9 @@ def train_test_publish_deploy(
         if publish_image and deploy_image:  # a run that may change the cluster first sees what it serves
             _reconcile(summary, settings)
         if inputs is not None:
-            if plan.action == "no-change":  # the inputs did not change; the cluster may have (summary.drifts)
-                summary.skip(dict.fromkeys(STAGES, "no change: production was built from the same inputs"))
+            if plan.action in ("no-change", "held"):  # nothing to release; the cluster may have drifted
+                why = plan.reason if plan.action == "held" else "no change: production was built from the same inputs"
+                summary.skip(dict.fromkeys(STAGES, why))
                 summary.rollout = report_no_change(plan, inputs, summary.reconcile if summary.drifts else None)
                 return summary
             if plan.action == "resume" and plan.version:
@@ -144,6 +145,8 @@ def train_test_publish_deploy(
             summary, settings, "deploy", deploy, image=summary.image, version=version, overrides=overrides
         )
         summary.stages["deploy"] = summary.rollout or "rolled out"
+        if model_version:  # a person chose this version: the records say so
+            record_operator_action(settings, "release", version, None)
         pointer = f"s3://{settings.model_bucket}/{layout.pointer_key(settings.model_prefix)}"
         summary.s3_uris = [*summary.s3_uris, pointer, record_uri(settings, version)]
         return summary

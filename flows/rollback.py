@@ -9,7 +9,7 @@ from prefect import flow
 from flows.deploy import deploy
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.settings import load_settings
-from tasks.releases import read_release
+from tasks.releases import read_release, record_operator_action
 from tasks.runs import run_name, stamp_run
 
 
@@ -19,11 +19,14 @@ from tasks.runs import run_name, stamp_run
     log_prints=False,
     timeout_seconds=load_settings().stage_timeout_seconds,
 )
-def rollback(version: str, overrides: dict[str, Any] | None = None) -> str:
-    """Redeploy model `version` by the digest its release record holds, verify it, and make it production.
+def rollback(version: str, reason: str | None = None, overrides: dict[str, Any] | None = None) -> str:
+    """Redeploy model `version` by the digest its release record holds, verify it, and make it production. The
+    records say who did it and why: the version it replaced is `rolled_back` (a nightly never releases it again)
+    and `version` is `pinned`.
 
     Args:
         version: a model version that was published before (see s3://<model-bucket>/releases/).
+        reason: why (kept in both release records and shown where a nightly declines to release the version).
         overrides: settings for this run (see oncology_pipeline.settings.PipelineSettings).
     """
     settings = load_settings(overrides)
@@ -31,7 +34,9 @@ def rollback(version: str, overrides: dict[str, Any] | None = None) -> str:
     image = read_release(settings, version).image.get("reference")
     if not image:
         raise ConfigurationError(f"the release record of {version} holds no image: it was never published")
-    return deploy(image=str(image), version=version, overrides=overrides)
+    done = deploy(image=str(image), version=version, overrides=overrides)
+    record_operator_action(settings, "rollback", version, reason)
+    return done
 
 
 if __name__ == "__main__":

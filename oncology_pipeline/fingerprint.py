@@ -19,14 +19,14 @@ from pydantic import BaseModel, Field, computed_field
 from oncology_pipeline.releases import DataFile, ReleaseRecord
 from oncology_pipeline.s3store import CachedDownload
 
-#: The code a model and its image are made from: the model package (training and serving) and the image recipe
-#: (the dependency lock has a field of its own, `lock_sha256`).
-CODE_PATHS = ("oncology_model", "Dockerfile")
+#: The code a model and its image are made from: the model package (training and serving), the image recipe and
+#: what assembles the build context (the dependency lock has a field of its own, `lock_sha256`).
+CODE_PATHS = ("oncology_model", "Dockerfile", ".dockerignore", "oncology_pipeline/buildcontext.py")
 
 
 class Fingerprint(BaseModel):
-    """The inputs of one model: data (the training CSV and the labelled cases), configuration, code and base
-    image."""
+    """The inputs of one release: data (the training CSV and the labelled cases), configuration, code and base
+    image, and where it goes (registry, repository, cluster, namespace, team, Service)."""
 
     data_uri: str
     data_etag: str
@@ -36,6 +36,7 @@ class Fingerprint(BaseModel):
     code_sha256: str
     lock_sha256: str | None
     base_image: str
+    target: dict[str, str | None] = Field(default_factory=dict, description="settings.deploy_target()")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -78,15 +79,16 @@ def data_files(downloads: Sequence[CachedDownload]) -> list[DataFile]:
     ]
 
 
-Action = Literal["no-change", "resume", "full"]
+Action = Literal["no-change", "held", "resume", "full"]
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What this run does: nothing (production already has these inputs), resume an earlier run, or everything.
+    """What this run does: nothing (production already has these inputs, or the version made from them is held
+    back by what happened to it), resume an earlier run, or everything.
 
-    `version` is production's (no-change) or the resumed run's; `tested` and `image` say which of the resumed
-    run's stages completed."""
+    `version` is production's (no-change), the held one's, or the resumed run's; `tested` and `image` say which of
+    the resumed run's stages completed."""
 
     action: Action
     reason: str
@@ -96,9 +98,14 @@ class Plan:
 
 
 def plan_run(
-    fingerprint: Fingerprint, production: ReleaseRecord | None, earlier: ReleaseRecord | None, force: bool
+    fingerprint: Fingerprint,
+    production: ReleaseRecord | None,
+    earlier: ReleaseRecord | None,
+    force: bool,
+    replaced: ReleaseRecord | None = None,
 ) -> Plan:
-    """Decide from production's release record and the latest earlier record with the same fingerprint."""
+    """Decide from production's release record, the latest earlier record with the same fingerprint and, when a
+    person put production there (`pinned`), the record of the version that took out (`replaced`)."""
     digest = fingerprint.digest
     if force:
         return Plan("full", "force=True: every stage runs")
@@ -109,8 +116,20 @@ def plan_run(
             f"base image (fingerprint {digest[:12]})",
             production.model_version,
         )
+    pinned = production.pinned if production is not None else None
+    if pinned is not None and replaced is not None and replaced.fingerprint.get("digest") == digest:
+        why = f": {pinned.reason}" if pinned.reason else ""
+        return _hold(
+            replaced.model_version,
+            f"production {pinned.to} was put there by hand ({pinned.action} by {pinned.by} at "
+            f"{pinned.at:%Y-%m-%d %H:%M} UTC{why}), taking out {replaced.model_version}, which was made from these "
+            "inputs",
+        )
     if earlier is None or earlier.production or earlier.fingerprint.get("digest") != digest:
         return Plan("full", "no earlier run with these inputs")
+    held = _held(earlier)
+    if held is not None:
+        return _hold(earlier.model_version, held)
     if not earlier.gate.get("passed"):
         return Plan("full", f"{earlier.model_version} had these inputs but did not pass the gate: training again")
     image = earlier.image.get("reference") if earlier.image.get("digest") else None
@@ -123,3 +142,24 @@ def plan_run(
         tested=bool(earlier.tests),
         image=image,
     )
+
+
+def _hold(version: str, why: str) -> Plan:
+    """Plan "held": `version`, made from tonight's inputs, is not released again, and what would release it."""
+    release = f"release it with model_version={version}, or train anew with force=true"
+    return Plan("held", f"{why}: a nightly does not release it again ({release})", version)
+
+
+def _held(earlier: ReleaseRecord) -> str | None:
+    """Why a version made from tonight's inputs must not be resumed (an operator's decision, or its image failing
+    verification), or None."""
+    version = earlier.model_version
+    if earlier.rolled_back is not None:
+        back = earlier.rolled_back
+        why = f": {back.reason}" if back.reason else ""
+        return f"{version} was rolled back to {back.to} by {back.by} at {back.at:%Y-%m-%d %H:%M} UTC{why}"
+    if earlier.promoted_at:
+        return f"{version} served production before and was replaced by {earlier.superseded_by or 'another version'}"
+    if earlier.verification.get("passed") is False:
+        return f"{version}'s image failed verification at deploy ({earlier.verification.get('summary', '-')})"
+    return None

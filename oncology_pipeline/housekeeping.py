@@ -59,8 +59,8 @@ def rollback_protection(
     production: str | None, previous: str | None, promoted: Iterable[str], unreadable: Iterable[str]
 ) -> dict[str, str]:
     """The versions the S3 cleanup keeps whatever their age, with why: production, the version it replaced,
-    every version ever promoted (a rollback redeploys it and needs its bundle), and versions whose release
-    record cannot be read (nothing proves they are not needed)."""
+    every version ever promoted or being promoted (a rollback redeploys it and needs its bundle), and versions
+    whose release record cannot be read (nothing proves they are not needed)."""
     protected = dict.fromkeys(unreadable, "release record unreadable: kept to be safe")
     protected |= dict.fromkeys(promoted, "was production: kept for rollback")
     if previous:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +84,31 @@ def training_files(downloads: Sequence[s3store.CachedDownload], files: Sequence[
     ]
 
 
+class OperatorAction(BaseModel):
+    """A change of production a person asked for (a rollback, a release of a chosen version): who, when, why."""
+
+    action: str = Field(description="rollback | release")
+    to: str = Field(description="the version put in production")
+    replaced: str | None = Field(default=None, description="the version it took out of production")
+    at: datetime
+    by: str = Field(description="the flow run that did it (its name and UI address)")
+    reason: str | None = None
+
+
 class ReleaseRecord(BaseModel):
     """Everything about one version's way to production (or why it stopped)."""
 
     model_version: str
     production: bool = Field(default=False, description="this version is the one production.json names now")
+    promoting: bool = Field(default=False, description="a promotion began: its pointer write may not have landed")
     promoted_at: list[datetime] = Field(default_factory=list, description="every time it became production")
     superseded_by: str | None = None
+    rolled_back: OperatorAction | None = Field(
+        default=None, description="taken out of production by a rollback: a nightly never releases it again"
+    )
+    pinned: OperatorAction | None = Field(
+        default=None, description="put in production by a person (a rollback to it, or model_version=)"
+    )
     outcome: str = "running"
     fingerprint: dict[str, Any] = Field(default_factory=dict, description="the inputs (fingerprint.Fingerprint)")
     data: dict[str, Any] = Field(default_factory=dict, description="the data trained on, all files together")
@@ -172,25 +190,43 @@ def lock_sha256(project_dir: Path) -> str | None:
 def promote(
     s3: Any, bucket: str, prefix: str, version: str, *, image: str, expected_etag: str, release: str
 ) -> s3store.S3Object:
-    """Point production at `version` (compare-and-swap on `expected_etag`) and say so in its release record and
-    in the record of the version it replaces."""
+    """Make `version` production, each step safe to retry: its record first (`promoting`), then the pointer by
+    compare-and-swap on `expected_etag` (a retry of a write that landed is a success), then the records
+    (`finish_promotion`). Once the pointer is written, the promotion is done: what is left is bookkeeping that
+    `finish_promotion` completes, here or in the next run, never a reason to roll back."""
     objects = [s3store.head(s3, bucket, key) for key in modelstore.version_keys(s3, bucket, prefix, version)]
-    previous = modelstore.read_pointer(s3, bucket, prefix)
+    record = read_record(s3, bucket, version) or ReleaseRecord(model_version=version)
+    if not record.production:
+        write_record(s3, bucket, merge(record, {"promoting": True}))
     pointer = modelstore.write_pointer(
         s3, bucket, prefix, version, objects, expected_etag=expected_etag, image=image, release=release
     )
-    record = read_record(s3, bucket, version) or ReleaseRecord(model_version=version)
-    now = datetime.now(UTC).isoformat()
-    write_record(
-        s3,
-        bucket,
-        merge(record, {"production": True, "superseded_by": None, "promoted_at": [*record.promoted_at, now]}),
-    )
-    if previous is not None and previous.model_version != version:
-        old = read_record(s3, bucket, previous.model_version)
-        if old is not None:
-            write_record(s3, bucket, merge(old, {"production": False, "superseded_by": version}))
+    finish_promotion(s3, bucket, prefix)
     return pointer
+
+
+def finish_promotion(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """Make the release records say what the pointer says (idempotent): the version it names is production
+    (`promoting` cleared, the pointer's time added to `promoted_at` once), the version it replaced
+    (`previous_version`, from the pointer that was written, never re-read) is not. Returns what it changed: a
+    promotion cut off after its pointer write is finished here, by whichever run comes next."""
+    pointer = modelstore.read_pointer(s3, bucket, prefix)
+    if pointer is None:
+        return []
+    changed: list[str] = []
+    version, promoted = pointer.model_version, pointer.updated_at
+    record = read_record(s3, bucket, version) or ReleaseRecord(model_version=version)
+    if not record.production or record.promoting:
+        times = record.promoted_at if promoted in record.promoted_at else [*record.promoted_at, promoted]
+        change = {"production": True, "promoting": False, "superseded_by": None, "promoted_at": times}
+        write_record(s3, bucket, merge(record, change))
+        changed.append(f"{version}: production: true")
+    previous = pointer.previous_version
+    old = read_record(s3, bucket, previous) if previous and previous != version else None
+    if old is not None and (old.production or old.superseded_by != version):
+        write_record(s3, bucket, merge(old, {"production": False, "superseded_by": version}))
+        changed.append(f"{old.model_version}: production: false, superseded by {version}")
+    return changed
 
 
 def _stage_order(stage: str) -> int:

@@ -131,6 +131,12 @@ class PipelineSettings(BaseSettings):
     stage_timeout_seconds: float = Field(default=1200, gt=0, description="each of train, test, publish, deploy")
     test_timeout_seconds: float = Field(default=900, gt=0, description="one test suite (pytest) run")
     build_timeout_seconds: float = Field(default=900, gt=0, description="one image build")
+    deploy_lease_seconds: float = Field(
+        default=60,
+        ge=10,
+        description="the deploy slot's lease: its holder renews it while it runs; a dead holder's slot comes back "
+        "after this long",
+    )
     alert_webhook_url: SecretStr | None = Field(
         default=None, description="where failure alerts go (Slack/Teams/any webhook); default: no alerts"
     )
@@ -171,6 +177,18 @@ class PipelineSettings(BaseSettings):
             "bootstrap_resamples": self.bootstrap_resamples,
             "max_invalid_share": self.max_invalid_share,
             "max_missing_share": self.max_missing_share,
+        }
+
+    def deploy_target(self) -> dict[str, str | None]:
+        """Where a release goes: the registry and repository it is pushed to, the cluster, namespace, team and
+        Service it serves from (part of the run's fingerprint: a new target is a new release)."""
+        return {
+            "registry": self.registry_address,
+            "repository": self.ecr_repository,
+            "cluster": self.eks_cluster_name or self.kube_context,
+            "namespace": self.kube_namespace,
+            "team": self.team,
+            "service": self.kube_service,
         }
 
     def run_dir(self, version: str) -> Path:

@@ -44,6 +44,7 @@ def fingerprint_inputs(
         code_sha256=fingerprint.code_sha256(project),
         lock_sha256=releases.lock_sha256(project),
         base_image=_base_image(settings),
+        target=settings.deploy_target(),
     )
     get_run_logger().info("inputs fingerprint %s (%d labelled files)", found.digest[:12], len(labelled))
     return found
@@ -56,7 +57,9 @@ def plan_run(settings: PipelineSettings, inputs: Fingerprint, force: bool) -> Pl
     pointer = modelstore.read_pointer(s3, settings.model_bucket, settings.model_prefix)
     production = releases.read_record(s3, settings.model_bucket, pointer.model_version) if pointer else None
     earlier = releases.latest_with_fingerprint(s3, settings.model_bucket, inputs.digest)
-    plan = fingerprint.plan_run(inputs, production, earlier, force)
+    pinned = production.pinned if production is not None else None
+    replaced = releases.read_record(s3, settings.model_bucket, pinned.replaced) if pinned and pinned.replaced else None
+    plan = fingerprint.plan_run(inputs, production, earlier, force, replaced)
     if plan.action == "resume" and plan.version:
         try:
             modelstore.version_keys(s3, settings.model_bucket, settings.model_prefix, plan.version)
@@ -82,12 +85,17 @@ def remember_fingerprint(settings: PipelineSettings, inputs: Fingerprint, versio
 
 @task(name="report_no_change", cache_policy=NO_CACHE)
 def report_no_change(plan: Plan, inputs: Fingerprint, drifted: str | None = None) -> str:
-    """The `no-change` artifact: which version keeps serving and why nothing ran; `drifted`: what the run did about
-    a cluster that did not serve production as recorded (then this night was not "no change")."""
-    if drifted is None:
-        headline, done = f"No change: {plan.version} stays in production", "Nothing was"
+    """The `no-change` artifact: which version keeps serving and why nothing ran (the inputs are production's, or
+    the version made from them is held back); `drifted`: what the run did about a cluster that did not serve
+    production as recorded (then this night was not "no change")."""
+    done = "Nothing was"
+    if plan.action == "held":
+        headline = f"Held: {plan.version} is not released again"
+    elif drifted is None:
+        headline = f"No change: {plan.version} stays in production"
     else:
         headline = f"No change in the inputs, but the cluster drifted from production {plan.version}"
+    if drifted is not None:
         done = f"The cluster did not serve production as recorded (`reconcile` artifact): {drifted}.\n\nNothing was"
     text = (
         f"# {headline}\n\n{plan.reason}.\n\n"
@@ -99,12 +107,20 @@ def report_no_change(plan: Plan, inputs: Fingerprint, drifted: str | None = None
         f"| data ETag, sha256 | `{inputs.data_etag.strip(chr(34))}`, `{inputs.data_sha256[:12]}` |\n"
         f"| labelled cases | {_labelled(inputs)} |\n"
         f"| settings | sha256 `{inputs.config_sha256[:12]}` |\n"
-        f"| code (oncology_model, Dockerfile) | sha256 `{inputs.code_sha256[:12]}` |\n"
+        f"| code (oncology_model, Dockerfile, build context) | sha256 `{inputs.code_sha256[:12]}` |\n"
         f"| dependency lock (uv.lock) | sha256 `{(inputs.lock_sha256 or '-')[:12]}` |\n"
         f"| base image | `{inputs.base_image}` |\n"
+        f"| deploy target | {_target(inputs)} |\n"
     )
     create_markdown_artifact(markdown=text, key="no-change", description=headline)
+    if plan.action == "held":
+        return f"{headline}: {plan.reason}"
     return f"no change: {plan.version} stays in production" if drifted is None else f"{headline}: {drifted}"
+
+
+def _target(inputs: Fingerprint) -> str:
+    """The deploy target in one table cell."""
+    return ", ".join(f"{name} `{value}`" for name, value in inputs.target.items() if value) or "-"
 
 
 def _labelled(inputs: Fingerprint) -> str:

@@ -112,7 +112,7 @@ def plan_cleanup(settings: PipelineSettings) -> list[Decision]:
         except ValidationError:
             unreadable.append(version)
             continue
-        if record is not None and (record.promoted_at or record.production):
+        if record is not None and (record.promoted_at or record.production or record.promoting):
             promoted.append(version)
     protected = housekeeping.rollback_protection(
         pointer.model_version if pointer else None, pointer.previous_version if pointer else None, promoted, unreadable

@@ -555,6 +555,27 @@ def _rolled_back_to_production(env: Env, state: State[Any]) -> None:
     failed = "verify_release" if env.candidate[1] == workloads.current else "wait_for_rollout"
     assert runs[failed].state_type is StateType.FAILED
     assert runs["rollback"].state_type is StateType.COMPLETED and "promote_model" not in runs
+    assert record.verification.get("passed") is (False if failed == "verify_release" else None)  # None: not reached
+    assert not record.promoting
+
+
+def _s3_failing_after_the_pointer_write(env: Env) -> None:
+    """The previous version's record refuses every write of the promotion's attempts: they all fail after the
+    pointer write (releases.promote writes it after the pointer)."""
+    _release("current", "current")(env)
+    env.proxy.fail(503, method="PUT", path=f"/releases/{env.production[0]}.json", count=ATTEMPTS)
+
+
+def _promoted_and_its_records_finished(env: Env, state: State[Any]) -> None:
+    """Nothing was rolled back: the pointer had moved, so the run finished the records instead."""
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    runs = task_runs(run_id)
+    assert runs["promote_model"].state_type is StateType.FAILED and runs["promote_model"].run_count == ATTEMPTS
+    assert runs["finish_promotion"].state_type is StateType.COMPLETED and "rollback" not in runs
+    assert model_version_served(connect_kubeconfig(env.overrides["kubeconfig"]), NS) == env.candidate[0]
+    old = releases.read_record(env.stack.s3, env.stack.settings.model_bucket, env.production[0] or "")
+    assert old is not None and (old.production, old.superseded_by) == (False, env.candidate[0])
 
 
 def _patch_reply_lost(env: Env) -> None:
@@ -634,6 +655,12 @@ REAL_POD_CASES = [
         _patch_reply_lost,
         _deploy,
         Expect(StateType.COMPLETED, runs={"set_image": 2}, production="candidate", check=_served_after_the_retry),
+    ),
+    Case(
+        "s3-failing-after-the-pointer-write",
+        _s3_failing_after_the_pointer_write,
+        _deploy,
+        Expect(StateType.COMPLETED, production="candidate", check=_promoted_and_its_records_finished),
     ),
     Case(
         "two-deploys-at-once",

@@ -230,7 +230,8 @@ def test_the_readme_sequence_on_demand_training_never_changes_production_and_a_f
     no-change nightly with `reconcile: alert` (it alerts and changes nothing) and one with the default (it rolls
     production's recorded digest out again and verifies it; the pointer does not move) -> forced nightly (trains and
     tests again; its unit suite is red here, so it fails at test and production stays, recorded) -> roll back by
-    hand to the release before.
+    hand to the release before -> a nightly with the rolled-back version's inputs (held: the operator's rollback
+    stands, and the run says what would release it).
     Releasing a stored candidate (`model_version=`) takes the step a resumed run takes (`_candidate` in
     flows/pipeline.py, run by test_a_failed_run_resumes_on_prefects_retry_and_on_the_next_night_without_retraining);
     the `model_version=` entry itself has no whole-pipeline test (it had none before: the forest never passed).
@@ -302,14 +303,32 @@ def test_the_readme_sequence_on_demand_training_never_changes_production_and_a_f
     assert production is not None  # its inputs are production's: only force made it train and test
     assert record.fingerprint["digest"] == production.fingerprint["digest"]
 
-    back = rollback(workloads.previous_version, overrides=overrides, return_state=True)
+    back = rollback(workloads.previous_version, reason="recall dropped", overrides=overrides, return_state=True)
     assert back.is_completed() and "golden cases match" in str(back.result())
     assert_invariant(stack.s3, stack.settings, standin, version=workloads.previous_version, image=workloads.previous)
     api = connect_kubeconfig(overrides["kubeconfig"])
     assert model_version_served(api, NS) == workloads.previous_version
+    taken_out = read_record(stack.s3, stack.settings.model_bucket, first.version)
+    pinned = read_record(stack.s3, stack.settings.model_bucket, workloads.previous_version)
+    assert taken_out is not None and taken_out.rolled_back is not None and pinned is not None
+    assert (taken_out.rolled_back.to, taken_out.rolled_back.reason) == (workloads.previous_version, "recall dropped")
+    assert pinned.pinned is not None and pinned.pinned.replaced == first.version
+    assert pinned.pinned.by.startswith("rollback-") and str(_run_id(back)) in pinned.pinned.by
+
+    objects = snapshot(stack.s3, stack.settings.model_bucket)  # a nightly with the rolled-back version's inputs
+    held = train_test_publish_deploy(overrides=overrides, return_state=True)
+    assert held.is_completed(), held.message
+    kept = _summary_of(held.result())
+    assert kept.image is None and not kept.stages and set(kept.skipped) == {"train", "test", "publish", "deploy"}
+    assert kept.rollout is not None and kept.rollout.startswith(f"Held: {first.version} is not released again: ")
+    assert "rollback by rollback-" in kept.rollout and "recall dropped" in kept.rollout
+    assert f"model_version={first.version}, or train anew with force=true" in kept.rollout
+    assert snapshot(stack.s3, stack.settings.model_bucket) == objects  # nothing trained, written or moved
+    assert_invariant(stack.s3, stack.settings, standin, version=workloads.previous_version, image=workloads.previous)
 
     sinks = Sinks({**canaries, **REGISTRY_SECRETS}, control=first.version)
-    runs = [run for state in (nightly, forest, unchanged, forced, back) for run in flow_run_tree(_run_id(state))]
+    states = (nightly, forest, unchanged, forced, back, held)
+    runs = [run for state in states for run in flow_run_tree(_run_id(state))]
     assert {"train", "test", "publish", "deploy", "rollback"} <= _flow_names(runs)
     search_prefect(sinks, runs)
     for version in (first.version, workloads.previous_version):

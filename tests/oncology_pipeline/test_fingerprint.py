@@ -37,6 +37,24 @@ def test_the_digest_changes_with_every_input_and_only_with_them() -> None:
     assert Fingerprint.model_validate(INPUTS.model_dump(exclude={"digest"})).digest == INPUTS.digest
     for field in ("data_etag", "data_sha256", "config_sha256", "code_sha256", "lock_sha256", "base_image"):
         assert INPUTS.model_copy(update={field: "x"}).digest != INPUTS.digest, field
+    target = PipelineSettings().deploy_target()
+    aimed = INPUTS.model_copy(update={"target": target})
+    assert aimed.digest != INPUTS.digest
+    for name in target:
+        assert aimed.model_copy(update={"target": {**target, name: "elsewhere"}}).digest != aimed.digest, name
+
+
+def test_what_assembles_the_image_is_code_of_the_fingerprint(tmp_path: Path) -> None:
+    for name in ("oncology_model/a.py", "Dockerfile", ".dockerignore", "oncology_pipeline/buildcontext.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("one\n")
+    first = code_sha256(tmp_path)
+    for name in (".dockerignore", "oncology_pipeline/buildcontext.py"):
+        (tmp_path / name).write_text("two\n")
+        assert code_sha256(tmp_path) != first, name
+        first = code_sha256(tmp_path)
+    (tmp_path / "oncology_pipeline" / "other.py").write_text("not the image's\n")
+    assert code_sha256(tmp_path) == first
 
 
 def test_labelled_files_enter_the_digest_and_without_them_it_is_the_digest_from_before_them() -> None:
@@ -126,6 +144,58 @@ def test_the_plan(
         assert plan.version == "p" and INPUTS.digest[:12] in plan.reason
     if action == "resume":
         assert plan.version == "e" and "e had the same inputs" in plan.reason
+
+
+ROLLED_BACK = {
+    "action": "rollback",
+    "to": "v1",
+    "replaced": "e",
+    "at": "2026-12-07T10:00:00Z",
+    "by": "rollback-v1 (http://ui/runs/1)",
+    "reason": "recall dropped",
+}
+
+
+@pytest.mark.parametrize(
+    ("earlier", "why"),
+    [
+        (
+            _record("e", gate={"passed": True}, image={"digest": "d", "reference": IMAGE}, rolled_back=ROLLED_BACK),
+            "e was rolled back to v1 by rollback-v1 (http://ui/runs/1) at 2026-12-07 10:00 UTC: recall dropped",
+        ),
+        (
+            _record("e", gate={"passed": True}, promoted_at=["2026-12-06T02:00:00Z"], superseded_by="c"),
+            "e served production before and was replaced by c",
+        ),
+        (
+            _record("e", gate={"passed": True}, verification={"passed": False, "summary": "FAILED: golden case 3"}),
+            "e's image failed verification at deploy (FAILED: golden case 3)",
+        ),
+    ],
+    ids=["rolled-back", "replaced-before", "failed-verification"],
+)
+def test_a_nightly_never_resumes_a_version_held_back_and_says_what_would_release_it(
+    earlier: ReleaseRecord, why: str
+) -> None:
+    plan = plan_run(INPUTS, _record("p", digest="other", production=True), earlier, False)
+    assert (plan.action, plan.version, plan.image) == ("held", "e", None)
+    assert plan.reason == f"{why}: a nightly does not release it again (release it with model_version=e, or " + (
+        "train anew with force=true)"
+    )
+    assert plan_run(INPUTS, None, earlier, True).action == "full"
+
+
+def test_a_sibling_of_the_version_an_operator_took_out_is_held_too() -> None:
+    """Production v1 was pinned by a rollback that took out e; the index now names f, trained later from e's inputs
+    (a forced run): the nightly releases neither."""
+    production = _record("v1", digest="other", production=True, pinned=ROLLED_BACK)
+    sibling = _record("f", gate={"passed": True}, tests={"n": 1})
+    plan = plan_run(INPUTS, production, sibling, False, replaced=_record("e", rolled_back=ROLLED_BACK))
+    assert (plan.action, plan.version) == ("held", "e")
+    assert plan.reason.startswith("production v1 was put there by hand (rollback by rollback-v1")
+    assert "taking out e, which was made from these inputs" in plan.reason
+    other = plan_run(INPUTS, production, sibling, False, replaced=_record("e", digest="older", rolled_back=ROLLED_BACK))
+    assert (other.action, other.version) == ("resume", "f")  # new inputs since the rollback: a nightly may release
 
 
 def test_expected_failures_log_one_line_and_other_errors_keep_their_traceback() -> None:

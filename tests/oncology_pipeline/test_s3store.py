@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
-from oncology_pipeline import aws, layout, modelstore, s3store
+from oncology_pipeline import aws, layout, modelstore, releases, s3store
 from oncology_pipeline.errors import ConfigurationError, PromotionConflict, is_transient
 from oncology_pipeline.fingerprint import Fingerprint, data_files
 from oncology_pipeline.settings import PipelineSettings
@@ -759,3 +759,83 @@ def test_a_retried_promotion_that_already_landed_succeeds(
     assert again.etag == first.etag
     with pytest.raises(PromotionConflict):  # the same version with another image is somebody else's write
         modelstore.write_pointer(s3, bucket, "models", version, objects, expected_etag=read, image=image + "0")
+
+
+# --- promotion: records first, the pointer by compare-and-swap, then the records it names ---------------------
+
+
+def _promote(s3: S3Client, bucket: str, version: str) -> s3store.S3Object:
+    """Promote a stored `version` the way the deploy does (after reading the pointer's ETag)."""
+    etag = modelstore.read_pointer_etag(s3, bucket, "models")[1]
+    image = f"registry.local/web@sha256:{hashlib.sha256(version.encode()).hexdigest()}"
+    return releases.promote(s3, bucket, "models", version, image=image, expected_etag=etag, release=version)
+
+
+def _production_records(s3: S3Client, bucket: str, *versions: str) -> list[str]:
+    """Which of `versions` have a release record saying `production: true`."""
+    records = [releases.read_record(s3, bucket, version) for version in versions]
+    return [r.model_version for r in records if r is not None and r.production]
+
+
+def _stored(s3: S3Client, bucket: str, tmp_path: Path, *versions: str) -> None:
+    for version in versions:
+        s3store.upload_directory(s3, bucket, f"models/{version}", _bundle(tmp_path / version, version))
+        releases.write_record(s3, bucket, releases.ReleaseRecord(model_version=version))
+
+
+def test_a_promotion_retried_after_it_landed_leaves_one_production_record_and_one_promotion_time(
+    s3: S3Client, settings: PipelineSettings, tmp_path: Path
+) -> None:
+    bucket, v1, v2 = settings.model_bucket, new_version(), new_version()
+    _stored(s3, bucket, tmp_path, v1, v2)
+    _promote(s3, bucket, v1)
+    etag = modelstore.read_pointer_etag(s3, bucket, "models")[1]
+    image = f"registry.local/web@sha256:{hashlib.sha256(v2.encode()).hexdigest()}"
+    for _ in range(2):  # the second: a retry whose first reply was lost
+        releases.promote(s3, bucket, "models", v2, image=image, expected_etag=etag, release=v2)
+    assert _production_records(s3, bucket, v1, v2) == [v2]
+    new, old = releases.read_record(s3, bucket, v2), releases.read_record(s3, bucket, v1)
+    assert new is not None and len(new.promoted_at) == 1 and not new.promoting
+    assert old is not None and old.superseded_by == v2
+
+
+def test_s3_failing_after_the_pointer_write_is_finished_by_the_next_run_never_undone(
+    s3: S3Client, settings: PipelineSettings, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    bucket, v1, v2 = settings.model_bucket, new_version(), new_version()
+    _stored(s3, bucket, tmp_path, v1, v2)
+    _promote(s3, bucket, v1)
+    proxy.fail(503, method="PUT", path=f"/releases/{v1}.json", count=10)  # only written after the pointer
+    with pytest.raises(ClientError, match="SlowDown"):  # transient: the task's retries would try again
+        _promote(s3, bucket, v2)
+    pointer = modelstore.read_pointer(s3, bucket, "models")
+    assert pointer is not None and (pointer.model_version, pointer.previous_version) == (v2, v1)
+    assert _production_records(s3, bucket, v1, v2) == [v1, v2]  # half-done: what the next run finishes
+    proxy.clear()
+    assert releases.finish_promotion(s3, bucket, "models") == [f"{v1}: production: false, superseded by {v2}"]
+    assert _production_records(s3, bucket, v1, v2) == [v2]
+    assert releases.finish_promotion(s3, bucket, "models") == []  # nothing left to do
+
+
+def test_a_crash_between_the_pointer_and_the_records_is_finished_from_the_pointer(
+    s3: S3Client, settings: PipelineSettings, tmp_path: Path
+) -> None:
+    bucket, v1, v2 = settings.model_bucket, new_version(), new_version()
+    _stored(s3, bucket, tmp_path, v1, v2)
+    _promote(s3, bucket, v1)
+    record = releases.read_record(s3, bucket, v2)
+    assert record is not None
+    releases.write_record(s3, bucket, releases.merge(record, {"promoting": True}))  # the steps before the crash:
+    etag = modelstore.read_pointer_etag(s3, bucket, "models")[1]  # the record, then the pointer
+    objects = [s3store.head(s3, bucket, k) for k in modelstore.version_keys(s3, bucket, "models", v2)]
+    modelstore.write_pointer(s3, bucket, "models", v2, objects, expected_etag=etag)
+    assert _production_records(s3, bucket, v1, v2) == [v1]
+
+    assert releases.finish_promotion(s3, bucket, "models") == [
+        f"{v2}: production: true",
+        f"{v1}: production: false, superseded by {v2}",
+    ]
+    pointer = modelstore.read_pointer(s3, bucket, "models")
+    new = releases.read_record(s3, bucket, v2)
+    assert pointer is not None and new is not None and new.promoted_at == [pointer.updated_at]
+    assert _production_records(s3, bucket, v1, v2) == [v2] and not new.promoting
