@@ -27,6 +27,8 @@ from typing import Any
 
 import docker
 import pytest
+from prefect import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import State, StateType
 from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr
@@ -589,6 +591,65 @@ def _served_after_the_retry(env: Env, state: State[Any]) -> None:
     assert model_version_served(connect_kubeconfig(env.overrides["kubeconfig"]), NS) == env.candidate[0]
 
 
+_DEPLOY_IN_A_PROCESS = (
+    "import json, sys; from flows.deploy import deploy; "
+    "deploy(sys.argv[1], sys.argv[2], overrides=json.loads(sys.argv[3]))"
+)
+
+
+def _killed_between_the_record_writes_then_deployed_again(env: Env) -> State[Any]:
+    """A process deploys the candidate; SIGKILL while S3 holds the last write of its promotion (the replaced
+    version's record, after the pointer and the new record); then the next deploy of it, as a person would retry."""
+    _release("current", "current")(env)
+    (version, image), previous = env.candidate, env.production[0]
+    stall = env.proxy.stall(method="PUT", path=f"/releases/{previous}.json")
+    environment = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    log = env.notes["tmp_path"] / "killed-deploy.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _DEPLOY_IN_A_PROCESS, image, version, json.dumps(env.overrides)],
+            cwd=PROJECT_DIR,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while not stall.reached.wait(0.2):
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            os.kill(process.pid, signal.SIGKILL)
+            assert process.wait(30) == -signal.SIGKILL
+        finally:
+            if process.poll() is None:
+                process.kill()
+            stall.released.set()
+    env.proxy.clear()
+    settings = env.stack.settings
+    pointer = modelstore.read_pointer(env.stack.s3, settings.model_bucket, settings.model_prefix)
+    assert pointer is not None and pointer.model_version == version  # the kill left the promotion half-done:
+    in_production = {
+        v
+        for v in (version, previous)
+        if (r := releases.read_record(env.stack.s3, settings.model_bucket, v or "")) and r.production
+    }
+    assert in_production == {version, previous}  # two records say production
+    # The dead holder's deploy slot: a real server's repossessor frees it when its lease (deploy_lease_seconds) runs
+    # out; the ephemeral test server runs no services, so the test frees it.
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(flows.deploy.DEPLOY_LIMIT, GlobalConcurrencyLimitUpdate(active_slots=0))
+    return _deploy(env)
+
+
+def _the_next_run_finished_the_promotion(env: Env, state: State[Any]) -> None:
+    """The next deploy finished the records first (the invariant above: exactly one says production), then
+    deployed the same image again; production was promoted once."""
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None and task_runs(run_id)["finish_promotion"].state_type is StateType.COMPLETED
+    record = releases.read_record(env.stack.s3, env.stack.settings.model_bucket, env.candidate[0])
+    assert record is not None and len(record.promoted_at) == 1 and not record.promoting
+    assert model_version_served(connect_kubeconfig(env.overrides["kubeconfig"]), NS) == env.candidate[0]
+
+
 def _two_deploys_at_once(env: Env) -> State[Any]:
     """Deploy the candidate and, at the same moment, production's own version again: the global limit `deploy`
     lets one in at a time; the other waits, then goes. The one that promoted last is production."""
@@ -663,6 +724,12 @@ REAL_POD_CASES = [
         Expect(StateType.COMPLETED, production="candidate", check=_promoted_and_its_records_finished),
     ),
     Case(
+        "process-killed-between-the-record-writes-then-deployed-again",
+        lambda env: None,
+        _killed_between_the_record_writes_then_deployed_again,
+        Expect(StateType.COMPLETED, production="candidate", check=_the_next_run_finished_the_promotion),
+    ),
+    Case(
         "two-deploys-at-once",
         _release("current", "current"),
         _two_deploys_at_once,
@@ -678,5 +745,5 @@ def test_cluster_faults_with_real_pods(
     overrides = kube_overrides(serving, tmp_path, stack.overrides)
     production = (workloads.previous_version, workloads.previous)
     env = Env(stack, serving, overrides, production, (workloads.current_version, workloads.current))
-    env.notes.update(workloads=workloads, docker=docker_client)
+    env.notes.update(workloads=workloads, docker=docker_client, tmp_path=tmp_path)
     _run_and_check(case, env)
