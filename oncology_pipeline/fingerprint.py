@@ -41,9 +41,9 @@ class Fingerprint(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def digest(self) -> str:
-        """sha256 over every other field: equal digests, equal inputs. No labelled files: the digest of the inputs
-        before there were any (a production model trained on the training CSV alone keeps its fingerprint)."""
-        fields = self.model_dump(exclude={"digest"} if self.labelled_data else {"digest", "labelled_data"})
+        """sha256 over every other field but the ETags: equal digests, equal inputs. A file is its bytes (sha256);
+        the same bytes uploaded again get a new ETag and are the same input."""
+        fields = self.model_dump(exclude={"digest": True, "data_etag": True, "labelled_data": {"__all__": {"etag"}}})
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
