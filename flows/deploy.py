@@ -28,7 +28,15 @@ from oncology_pipeline.errors import RolloutFailed
 from oncology_pipeline.reconcile import Observation, decide
 from oncology_pipeline.releases import deployment_annotations
 from oncology_pipeline.settings import PipelineSettings, load_settings
-from tasks.deploy import connect_cluster, report_deploy, rollback, set_image, verify_release, wait_for_rollout
+from tasks.deploy import (
+    connect_cluster,
+    report_deploy,
+    rollback,
+    set_image,
+    shielded,
+    verify_release,
+    wait_for_rollout,
+)
 from tasks.reconcile import observe, report_reconcile
 from tasks.releases import (
     finish_promotion,
@@ -171,10 +179,12 @@ def _roll_out(
     a step that fails, or an interruption, puts `restore` back (None: what ran before). The one compensation path
     of deploy and repair (a repair promotes nothing: production is already recorded). Once the pointer names
     `version` nothing is rolled back: the promotion is finished instead (now, or by the next run)."""
-    changes = set_image(api, settings, image, annotations, restore)
+    changes: list[ImageChange] = []
     steps: list[State[Any]] = []
     promoting = False
     try:
+        with shielded():  # set_image undoes its own partial patches; a cancellation lands after it returned
+            changes = set_image(api, settings, image, annotations, restore)
         steps.append(wait_for_rollout(api, settings, changes, return_state=True))
         if steps[-1].is_completed():
             steps.append(verify_release(api, settings, version, bundle_dir, return_state=True))
@@ -186,11 +196,15 @@ def _roll_out(
                 if not steps[-1].is_completed():
                     steps[-1] = Completed(message="promoted; its release records are finished by the next run")
     except BaseException:  # a lost lease, an interruption: never leave the cluster half-way
-        if not promoting or not _pointer_names(settings, version):
-            rollback(api, settings, changes)
+        with shielded():
+            if changes and (not promoting or not _pointer_names(settings, version)):
+                rollback(api, settings, changes)
         raise
     rolled = _Rollout(changes, steps, None)
-    return rolled if rolled.failed is None else _Rollout(changes, steps, rollback(api, settings, changes))
+    if rolled.failed is None:
+        return rolled
+    with shielded():
+        return _Rollout(changes, steps, rollback(api, settings, changes))
 
 
 def _pointer_names(settings: PipelineSettings, version: str) -> bool:

@@ -5,14 +5,18 @@ and forgot about it. Here the same patch goes through the official client, the i
 the rollout is watched (`oncology_pipeline.rolloutstatus`), and production's recorded image is restored when the
 rollout fails (what ran before only when there is no production yet: an image nobody verified is never the way
 back). One function per verb, the API object first; nothing here knows Prefect. Connecting and reading are in
-`oncology_pipeline.kubeapi`.
+`oncology_pipeline.kubeapi`; every call waits at most `request_timeout` seconds for the API server.
+
+Putting images back (a half-done `set_image`, a `rollback`) runs inside the caller's `protect()`: a context that
+holds off cancellations (the deploy tasks pass Prefect's cancellation shield) so that they cannot cut it short.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +38,9 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _NOT_RESTORED = "COULD NOT restore"
 _RESTORE_ATTEMPTS = 3
 _RESTORE_BACKOFF = 0.5  # seconds, doubled per attempt
+
+#: What putting images back runs in: a context that holds off cancellations (default: nothing held off).
+Protect = Callable[[], AbstractContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -113,21 +120,26 @@ def set_image(
     image: str,
     annotations: Mapping[str, str] | None = None,
     restore: Restore | None = None,
+    *,
+    request_timeout: float,
+    protect: Protect = nullcontext,
 ) -> list[ImageChange]:
     """Patch `container` to `image` in every Deployment matching `selector`; all or none.
 
     `annotations` go on each Deployment in the same patch (so the cluster says what it serves). A rollback puts
     `restore` back (production's recorded image and annotations), else what each Deployment ran before.
 
-    Everything is checked before anything is patched. If a patch fails half-way, the Deployments already
-    patched get that image back before the error is raised, so a retry starts from a clean state.
+    Everything is checked before anything is patched. If a patch fails half-way, or anything else interrupts the
+    patching (a timeout, a lost lease, Ctrl-C: any BaseException), the Deployments already patched get their image
+    and annotations back (inside `protect()`) before the error is raised, so a retry starts from a clean state. An
+    error becomes ours, naming what was put back; any other BaseException is raised as it is, with that as a note.
     """
     if not is_pinned(image):
         raise ConfigurationError(
             f"Image {image!r} is not pinned by digest: deploy <registry>/<repository>@sha256:<64 hex> "
             "(the digest the push reported), so that every replica runs the same bytes."
         )
-    deployments = list_deployments(apps, namespace, selector)
+    deployments = list_deployments(apps, namespace, selector, request_timeout=request_timeout)
     if not deployments:
         raise ClusterError(
             f"No Deployment in namespace {namespace!r} matches the selector {selector!r}: check the team label "
@@ -145,35 +157,44 @@ def set_image(
     body: dict[str, Any] = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
     if annotations:
         body["metadata"] = {"annotations": dict(annotations)}
+    # Each Deployment goes on the list before its patch is sent: a patch may land although its reply never comes
+    # (or an interruption arrives first); the compare-and-swap in `_put_back` leaves it alone if it did not land.
     changes: list[ImageChange] = []
-    for deployment in deployments:
-        name = deployment_name(deployment)
-        existing: Mapping[str, str]
-        if restore is None:
-            previous = container_image(deployment, container) or ""
-            existing = (deployment.metadata.annotations if deployment.metadata else None) or {}
-        else:
-            previous, existing = restore.image, restore.annotations
-        before = tuple((key, existing.get(key)) for key in sorted(annotations or {}))
-        try:
+    try:
+        for deployment in deployments:
+            name = deployment_name(deployment)
+            existing: Mapping[str, str]
+            if restore is None:
+                previous = container_image(deployment, container) or ""
+                existing = (deployment.metadata.annotations if deployment.metadata else None) or {}
+            else:
+                previous, existing = restore.image, restore.annotations
+            before = tuple((key, existing.get(key)) for key in sorted(annotations or {}))
+            changes.append(ImageChange(name, previous, image, 0, before))
             with calling(f"patch deployment {name!r} in namespace {namespace!r}"):
-                patched = apps.patch_namespaced_deployment(name, namespace, body, _content_type=STRATEGIC_MERGE_PATCH)
-        except Exception as exc:  # whatever broke, leave no Deployment half-patched
-            # The failed patch may have landed all the same (a reply lost on the way): undo it too; the
-            # compare-and-swap in `_put_back` leaves it alone if it did not.
-            in_flight = ImageChange(name, previous, image, 0, before)
-            outcome = _undo(apps, namespace, [*changes, in_flight], container)
-            if outcome.startswith(_NOT_RESTORED):  # a retry would take our image for the previous one
-                raise ClusterError(f"Patching deployment {name!r} failed: {exc}. {outcome}") from exc
-            if isinstance(exc, PipelineError):
-                raise type(exc)(f"{exc} {outcome}") from exc
-            raise ClusterError(f"Patching deployment {name!r} failed: {exc!r}. {outcome}") from exc
-        generation = (patched.metadata.generation if patched.metadata else None) or 0
-        changes.append(ImageChange(name, previous, image, generation, before))
+                patched = apps.patch_namespaced_deployment(
+                    name, namespace, body, _content_type=STRATEGIC_MERGE_PATCH, _request_timeout=request_timeout
+                )
+            generation = (patched.metadata.generation if patched.metadata else None) or 0
+            changes[-1] = ImageChange(name, previous, image, generation, before)
+    except BaseException as exc:  # whatever broke or interrupted it, leave no Deployment half-patched
+        with protect():
+            outcome = _undo(apps, namespace, changes, container, request_timeout)
+        if not isinstance(exc, Exception):  # a cancellation or an interrupt goes on as it is
+            exc.add_note(f"set_image was interrupted: {outcome}")
+            raise
+        failed = changes[-1].deployment if changes else "<none>"
+        if outcome.startswith(_NOT_RESTORED):  # a retry would take our image for the previous one
+            raise ClusterError(f"Patching deployment {failed!r} failed: {exc}. {outcome}") from exc
+        if isinstance(exc, PipelineError):
+            raise type(exc)(f"{exc} {outcome}") from exc
+        raise ClusterError(f"Patching deployment {failed!r} failed: {exc!r}. {outcome}") from exc
     return changes
 
 
-def _put_back(apps: AppsV1Api, namespace: str, change: ImageChange, container: str) -> V1Deployment | None:
+def _put_back(
+    apps: AppsV1Api, namespace: str, change: ImageChange, container: str, request_timeout: float
+) -> V1Deployment | None:
     """Set the container's image back to `change.previous_image` if it still runs `change.new_image`.
 
     A JSON patch with `test` operations makes this a compare-and-swap on the server: a Deployment that
@@ -181,7 +202,7 @@ def _put_back(apps: AppsV1Api, namespace: str, change: ImageChange, container: s
     """
     action = f"restore the image of deployment {change.deployment!r} in namespace {namespace!r}"
     with calling(action):
-        current = apps.read_namespaced_deployment(change.deployment, namespace)
+        current = apps.read_namespaced_deployment(change.deployment, namespace, _request_timeout=request_timeout)
     containers = _containers(current)
     index = next((i for i, c in enumerate(containers) if c.name == container), None)
     if index is None or containers[index].image != change.new_image:
@@ -200,7 +221,9 @@ def _put_back(apps: AppsV1Api, namespace: str, change: ImageChange, container: s
         elif key in present:
             operations.append({"op": "remove", "path": pointer})
     try:
-        return apps.patch_namespaced_deployment(change.deployment, namespace, operations, _content_type=JSON_PATCH)
+        return apps.patch_namespaced_deployment(
+            change.deployment, namespace, operations, _content_type=JSON_PATCH, _request_timeout=request_timeout
+        )
     except ApiException as exc:
         if exc.status == 422:  # a `test` failed: changed between our read and our patch
             return None
@@ -209,11 +232,13 @@ def _put_back(apps: AppsV1Api, namespace: str, change: ImageChange, container: s
         raise TransientError(f"Cannot reach the Kubernetes API to {action}: {exc}.") from exc
 
 
-def _put_back_retrying(apps: AppsV1Api, namespace: str, change: ImageChange, container: str) -> V1Deployment | None:
+def _put_back_retrying(
+    apps: AppsV1Api, namespace: str, change: ImageChange, container: str, request_timeout: float
+) -> V1Deployment | None:
     """`_put_back`, retrying transient failures a few times (this runs when something already went wrong)."""
     for attempt in range(_RESTORE_ATTEMPTS):
         try:
-            return _put_back(apps, namespace, change, container)
+            return _put_back(apps, namespace, change, container, request_timeout)
         except TransientError:
             if attempt == _RESTORE_ATTEMPTS - 1:
                 raise
@@ -221,14 +246,16 @@ def _put_back_retrying(apps: AppsV1Api, namespace: str, change: ImageChange, con
     return None  # pragma: no cover - the loop returns or raises
 
 
-def _undo(apps: AppsV1Api, namespace: str, changes: Sequence[ImageChange], container: str) -> str:
+def _undo(
+    apps: AppsV1Api, namespace: str, changes: Sequence[ImageChange], container: str, request_timeout: float
+) -> str:
     """Put back the images of a half-done `set_image`; say what happened."""
     restored, failed = [], []
     for change in changes:
         if not change.changed:
             continue
         try:
-            if _put_back_retrying(apps, namespace, change, container) is not None:
+            if _put_back_retrying(apps, namespace, change, container, request_timeout) is not None:
                 restored.append(change.deployment)
         except PipelineError as exc:
             failed.append(
@@ -255,21 +282,25 @@ def rollback(
     timeout: float,
     poll: float = 2.0,
     log: Log = no_log,
+    request_timeout: float,
+    protect: Protect = nullcontext,
 ) -> list[ImageChange]:
-    """Put the previous images back and wait for that rollout; returns the changes made.
+    """Put the previous images back and wait for that rollout, all inside `protect()`; returns the changes made.
 
     A Deployment that no longer runs the image we set (someone deployed since) is left alone.
     """
     restored: list[ImageChange] = []
-    for change in changes:
-        if not change.changed:
-            continue
-        patched = _put_back_retrying(apps, namespace, change, container)
-        if patched is None:
-            log(f'deployment "{change.deployment}" no longer runs {change.new_image}: left alone')
-            continue
-        generation = (patched.metadata.generation if patched.metadata else None) or 0
-        restored.append(ImageChange(change.deployment, change.new_image, change.previous_image, generation))
-        log(f'deployment "{change.deployment}" image put back to {change.previous_image}')
-    wait_for_rollout(apps, namespace, [c.deployment for c in restored], timeout, poll, log)
+    with protect():
+        for change in changes:
+            if not change.changed:
+                continue
+            patched = _put_back_retrying(apps, namespace, change, container, request_timeout)
+            if patched is None:
+                log(f'deployment "{change.deployment}" no longer runs {change.new_image}: left alone')
+                continue
+            generation = (patched.metadata.generation if patched.metadata else None) or 0
+            restored.append(ImageChange(change.deployment, change.new_image, change.previous_image, generation))
+            log(f'deployment "{change.deployment}" image put back to {change.previous_image}')
+        names = [c.deployment for c in restored]
+        wait_for_rollout(apps, namespace, names, timeout, poll, log, request_timeout=request_timeout)
     return restored

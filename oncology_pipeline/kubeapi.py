@@ -1,8 +1,13 @@
 """The Kubernetes API as the deploy stage uses it: connecting, our errors for its refusals, reading Deployments.
 
 Connect with `connect_kubeconfig` (any kubeconfig context: kind, minikube, k3d, EKS via `aws eks
-update-kubeconfig`), `connect_in_cluster`, or `oncology_pipeline.eks.connect_eks`; then
+update-kubeconfig`), `connect_in_cluster`, or `oncology_pipeline.eks.connect_eks` (then `bound_calls`); then
 `apps = AppsV1Api(api_client)`. One function per verb, the API object first; nothing here knows Prefect.
+
+Every call passes `_request_timeout=<seconds>`; the client makes a number `urllib3.Timeout(total=seconds)`:
+connecting may take that long, and each wait for more of the answer what connecting left of it. So an API server
+that accepts and never answers fails the call after `seconds` (one that trickles bytes can take longer). urllib3's
+default retries would send a GET that timed out three more times (four timeouts in all): `bound_calls` stops that.
 """
 
 from __future__ import annotations
@@ -10,15 +15,51 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 from kubernetes.client import ApiClient, AppsV1Api, Configuration, V1Deployment
 from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import RESTClientObject
 from kubernetes.config import ConfigException, load_incluster_config, new_client_from_config
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as TransportError
+from urllib3.util.retry import Retry
 
 from oncology_pipeline.errors import ClusterError, ConfigurationError, PipelineError, TransientError, is_transient
 
+if TYPE_CHECKING:
+    from urllib3.connectionpool import ConnectionPool
+    from urllib3.response import BaseHTTPResponse
+
 # --- connections ------------------------------------------------------------------------------------
+
+
+class _RetryUnlessTimedOut(Retry):
+    """urllib3's retries (refused connections, lost keep-alive connections), except that a request that timed out
+    is not sent again: it fails at once, so that its `_request_timeout` bounds the call."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        # NewConnectionError (a refused connection) is a ConnectTimeoutError to urllib3: it is still retried.
+        if isinstance(error, ReadTimeoutError | ConnectTimeoutError) and not isinstance(error, NewConnectionError):
+            raise error.with_traceback(_stacktrace)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def bound_calls(api: ApiClient) -> ApiClient:
+    """`api` with a timed-out request never sent again, so that each call waits at most its `_request_timeout`
+    (the connect functions here do this; call it on a client made elsewhere, such as `eks.connect_eks`'s)."""
+    api.configuration.retries = _RetryUnlessTimedOut(Retry.DEFAULT.total)
+    api.rest_client = RESTClientObject(api.configuration)  # the client reads `retries` when it builds its pools
+    return api
 
 
 def connect_kubeconfig(config_file: str | None = None, context: str | None = None) -> ApiClient:
@@ -32,7 +73,7 @@ def connect_kubeconfig(config_file: str | None = None, context: str | None = Non
             "Point KUBECONFIG at a valid file and choose an existing context "
             "(for EKS: aws eks update-kubeconfig --name <cluster>)."
         ) from exc
-    return client
+    return bound_calls(client)
 
 
 def connect_in_cluster() -> ApiClient:
@@ -44,7 +85,7 @@ def connect_in_cluster() -> ApiClient:
         raise ConfigurationError(
             f"Not running in a Kubernetes pod with a service account: {exc}. Use a kubeconfig instead."
         ) from exc
-    return ApiClient(configuration)
+    return bound_calls(ApiClient(configuration))
 
 
 # --- errors -----------------------------------------------------------------------------------------
@@ -101,15 +142,15 @@ def deployment_name(deployment: V1Deployment) -> str:
     return (deployment.metadata.name if deployment.metadata else None) or "<unnamed>"
 
 
-def read_deployment(apps: AppsV1Api, namespace: str, name: str) -> V1Deployment:
+def read_deployment(apps: AppsV1Api, namespace: str, name: str, *, request_timeout: float) -> V1Deployment:
     """One Deployment by name."""
     with calling(f"read deployment {name!r} in namespace {namespace!r}"):
-        deployment: V1Deployment = apps.read_namespaced_deployment(name, namespace)
+        deployment: V1Deployment = apps.read_namespaced_deployment(name, namespace, _request_timeout=request_timeout)
     return deployment
 
 
-def list_deployments(apps: AppsV1Api, namespace: str, selector: str) -> list[V1Deployment]:
+def list_deployments(apps: AppsV1Api, namespace: str, selector: str, *, request_timeout: float) -> list[V1Deployment]:
     """The Deployments in `namespace` matching the label `selector`, by name."""
     with calling(f"list deployments in namespace {namespace!r} with selector {selector!r}"):
-        listed = apps.list_namespaced_deployment(namespace, label_selector=selector)
+        listed = apps.list_namespaced_deployment(namespace, label_selector=selector, _request_timeout=request_timeout)
     return sorted(listed.items, key=deployment_name)

@@ -69,11 +69,15 @@ def wait_for_rollout(
     timeout: float,
     poll: float = 2.0,
     log: Log = no_log,
+    *,
+    request_timeout: float,
 ) -> dict[str, V1Deployment]:
     """Poll until every named Deployment has rolled out; `RolloutFailed` on a passed deadline or timeout.
 
-    Each new status message goes to `log`. Transient read errors are logged and polled through. Returns each
-    Deployment as it was read when it had rolled out.
+    Each new status message goes to `log`. Transient read errors (a read that timed out after `request_timeout`
+    included) are logged and polled through; the deadline is checked between rounds of reads, so a hung API server
+    can hold the wait up to one `request_timeout` per pending Deployment past it. Returns each Deployment as it was
+    read when it had rolled out.
     """
     pending = list(dict.fromkeys(names))
     rolled_out: dict[str, V1Deployment] = {}
@@ -88,7 +92,7 @@ def wait_for_rollout(
     while True:
         for name in list(pending):
             try:
-                deployment = read_deployment(apps, namespace, name)
+                deployment = read_deployment(apps, namespace, name, request_timeout=request_timeout)
             except TransientError as exc:
                 report(name, f"{exc} (still waiting)")
                 continue
@@ -134,13 +138,16 @@ def _pod_problem(pod: V1Pod) -> str | None:
     return None
 
 
-def pod_problems(core: CoreV1Api, apps: AppsV1Api, namespace: str, names: Sequence[str]) -> list[str]:
+def pod_problems(
+    core: CoreV1Api, apps: AppsV1Api, namespace: str, names: Sequence[str], *, request_timeout: float
+) -> list[str]:
     """Why the pods of the named Deployments are not ready (pull errors, crash loops), one line per pod."""
     problems: list[str] = []
     for name in names:
-        labels = read_deployment(apps, namespace, name).spec.selector.match_labels or {}
+        deployment = read_deployment(apps, namespace, name, request_timeout=request_timeout)
+        labels = deployment.spec.selector.match_labels or {}
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
         with calling(f"list the pods of deployment {name!r} in namespace {namespace!r}"):
-            pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+            pods = core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=request_timeout).items
         problems += [problem for pod in pods if (problem := _pod_problem(pod))]
     return problems

@@ -93,7 +93,11 @@ class PipelineSettings(BaseSettings):
     )
     base_image: str = Field(default="python:3.11-slim", description="BASE_IMAGE of the Dockerfile")
     docker_host: str | None = Field(default=None, description="Docker engine address; default: DOCKER_HOST")
-    smoke_test_timeout_seconds: float = Field(default=60, gt=0)
+    smoke_test_timeout_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="the image's smoke test; stage_timeout_seconds allows as much for the deploy's verification",
+    )
 
     # Deploy: the cluster
     team: str = "ml-platform"
@@ -103,8 +107,16 @@ class PipelineSettings(BaseSettings):
     eks_cluster_name: str | None = Field(default=None, description="connect through EKS instead of a kubeconfig")
     kube_service: str = Field(default="oncology-webservice", description="the Service the verification asks")
     kube_service_port: str = Field(default="http", description="its port, by name or number")
-    rollout_timeout_seconds: float = Field(default=600, gt=0)
+    rollout_timeout_seconds: float = Field(
+        default=600, gt=0, description="one rollout; counted twice in the deploy's worst case (rollout, rollback)"
+    )
     rollout_poll_seconds: float = Field(default=2, gt=0)
+    kube_request_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="the longest one Kubernetes API call waits for the API server (connecting, then each read); "
+        "a hung server fails the call then, and a timed-out call is not sent again by the client",
+    )
     reconcile: Literal["alert", "repair"] = Field(
         default="repair",
         description="a cluster found disagreeing with production's records: alert, or alert and roll production's "
@@ -127,8 +139,18 @@ class PipelineSettings(BaseSettings):
     drift_min_rows: int = Field(default=200, ge=20, description="fewer rows in the window: 'insufficient data'")
 
     # Unattended nights: time limits, alerts, housekeeping
-    pipeline_timeout_seconds: float = Field(default=3600, gt=0, description="the whole pipeline flow run")
-    stage_timeout_seconds: float = Field(default=1200, gt=0, description="each of train, test, publish, deploy")
+    pipeline_timeout_seconds: float = Field(
+        default=5400,
+        gt=0,
+        description="the whole pipeline flow run; at least its four stages' limits (4 x stage_timeout_seconds)",
+    )
+    stage_timeout_seconds: float = Field(
+        default=1350,
+        gt=0,
+        description="each of train, test, publish, deploy; at least the deploy's worst case: waiting for the deploy "
+        "slot (deploy_lease_seconds) + the rollout (rollout_timeout_seconds) + its verification "
+        "(smoke_test_timeout_seconds) + a rollback (rollout_timeout_seconds)",
+    )
     test_timeout_seconds: float = Field(default=900, gt=0, description="one test suite (pytest) run")
     build_timeout_seconds: float = Field(default=900, gt=0, description="one image build")
     deploy_lease_seconds: float = Field(
@@ -158,7 +180,29 @@ class PipelineSettings(BaseSettings):
             raise ValueError("eks_cluster_name: set either an EKS cluster or a kubeconfig/context, not both")
         if self.data_bucket == self.metrics_bucket and self.data_key.startswith("trainer/"):
             raise ValueError("data_key: must not live under trainer/ in the metrics bucket (reports would clash)")
+        self._check_time_limits()
         return self
+
+    def _check_time_limits(self) -> None:
+        """A stage's limit covers the deploy's worst case, and the pipeline's covers its four stages: otherwise a
+        limit can land in a deploy that is still within its own limits (mid-rollout, mid-rollback)."""
+        worst = self.deploy_lease_seconds + 2 * self.rollout_timeout_seconds + self.smoke_test_timeout_seconds
+        if self.stage_timeout_seconds < worst:
+            raise ValueError(
+                f"stage_timeout_seconds: {self.stage_timeout_seconds:g} s is less than the deploy's worst case of "
+                f"{worst:g} s (deploy_lease_seconds {self.deploy_lease_seconds:g} + rollout_timeout_seconds "
+                f"{self.rollout_timeout_seconds:g} + smoke_test_timeout_seconds {self.smoke_test_timeout_seconds:g} + "
+                f"a rollback's rollout_timeout_seconds {self.rollout_timeout_seconds:g}): raise stage_timeout_seconds "
+                f"by {worst - self.stage_timeout_seconds:g} s, or lower those"
+            )
+        stages = 4 * self.stage_timeout_seconds
+        if self.pipeline_timeout_seconds < stages:
+            raise ValueError(
+                f"pipeline_timeout_seconds: {self.pipeline_timeout_seconds:g} s is less than its four stages "
+                f"(4 x stage_timeout_seconds {self.stage_timeout_seconds:g} = {stages:g} s): raise "
+                f"pipeline_timeout_seconds by {stages - self.pipeline_timeout_seconds:g} s, or lower "
+                "stage_timeout_seconds"
+            )
 
     @property
     def cache_dir(self) -> Path:

@@ -18,8 +18,11 @@ TOLERANCE = 1e-9
 _PROXY_PATH = "/api/v1/namespaces/{namespace}/services/{name}/proxy/{path}"
 
 
-def _proxy(api: ApiClient, method: str, namespace: str, service: str, path: str, body: Any = None) -> Any:
-    """One request to `service` (`name:port`) through the API server's proxy; the decoded JSON answer."""
+def _proxy(
+    api: ApiClient, method: str, namespace: str, service: str, path: str, body: Any, request_timeout: float
+) -> Any:
+    """One request to `service` (`name:port`) through the API server's proxy, waiting at most `request_timeout` for
+    the API server (see `oncology_pipeline.kubeapi`); the decoded JSON answer."""
     what = f"{method} {path} through the proxy of service {service}"
     request = api.param_serialize(
         method=method,
@@ -30,7 +33,7 @@ def _proxy(api: ApiClient, method: str, namespace: str, service: str, path: str,
         auth_settings=["BearerToken"],
     )
     try:
-        response = api.call_api(*request, _request_timeout=30)
+        response = api.call_api(*request, _request_timeout=request_timeout)
         response.read()  # type: ignore[no-untyped-call]
     except ApiException as exc:
         raise VerificationFailed(f"{what} answered HTTP {exc.status}: {(exc.body or exc.reason or '')!s:.300}") from exc
@@ -50,18 +53,22 @@ def verify_service(
     *,
     replicas: int = 1,
     attempts: int = 3,
+    request_timeout: float,
 ) -> str:
     """Check that every answer comes from model `version` and that the golden set's probabilities match to 1e-9.
 
-    `/v1/model` is asked as `served_versions` asks. A 5xx from the proxy (a pod going away) is asked again up to
-    `attempts` times.
+    `/v1/model` is asked as `served_versions` asks. A 5xx from the proxy (a pod going away) or no answer within
+    `request_timeout` is asked again up to `attempts` times.
     """
-    seen = served_versions(api, namespace, service, replicas=replicas, attempts=attempts)
+    seen = served_versions(
+        api, namespace, service, replicas=replicas, attempts=attempts, request_timeout=request_timeout
+    )
     if seen != {version}:
         raise VerificationFailed(f"service {service} serves model {', '.join(sorted(seen))}, expected {version}")
     if not golden:
         return f"service {service} serves model {version}; the bundle holds no golden set"
-    answer = _ask(api, "POST", namespace, service, "v1/predictions/batch", {"tumors": [t for t, _ in golden]}, attempts)
+    tumors = {"tumors": [t for t, _ in golden]}
+    answer = _ask(api, "POST", namespace, service, "v1/predictions/batch", tumors, attempts, request_timeout)
     predictions = answer.get("predictions") or []
     if len(predictions) != len(golden):
         raise VerificationFailed(f"service {service} answered {len(predictions)} of {len(golden)} golden cases")
@@ -80,19 +87,30 @@ def verify_service(
     return f"service {service} serves model {version}; {len(golden)} golden cases match (max difference {worst:.1e})"
 
 
-def served_versions(api: ApiClient, namespace: str, service: str, *, replicas: int = 1, attempts: int = 3) -> set[str]:
+def served_versions(
+    api: ApiClient, namespace: str, service: str, *, replicas: int = 1, attempts: int = 3, request_timeout: float
+) -> set[str]:
     """The model versions `service` answers `GET /v1/model` with, asked twice per replica (so each pod behind it is
     likely asked once); VerificationFailed when it does not answer."""
     return {
-        str(_ask(api, "GET", namespace, service, "v1/model", None, attempts).get("model_version"))
+        str(_ask(api, "GET", namespace, service, "v1/model", None, attempts, request_timeout).get("model_version"))
         for _ in range(max(2, 2 * replicas))
     }
 
 
-def _ask(api: ApiClient, method: str, namespace: str, service: str, path: str, body: Any, attempts: int) -> Any:
+def _ask(
+    api: ApiClient,
+    method: str,
+    namespace: str,
+    service: str,
+    path: str,
+    body: Any,
+    attempts: int,
+    request_timeout: float,
+) -> Any:
     for attempt in range(attempts):
         try:
-            return _proxy(api, method, namespace, service, path, body)
+            return _proxy(api, method, namespace, service, path, body, request_timeout)
         except VerificationFailed:
             if attempt == attempts - 1:
                 raise

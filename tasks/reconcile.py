@@ -29,7 +29,9 @@ def observe(api: ApiClient, settings: PipelineSettings) -> reconcile.Observation
     pointer, etag = modelstore.read_pointer_etag(s3, settings.model_bucket, settings.model_prefix)
     record = releases.read_record(s3, settings.model_bucket, pointer.model_version) if pointer else None
     selector = cluster.webservice_selector(settings.team)
-    found = kubeapi.list_deployments(AppsV1Api(api), settings.kube_namespace, selector)
+    found = kubeapi.list_deployments(
+        AppsV1Api(api), settings.kube_namespace, selector, request_timeout=settings.kube_request_timeout_seconds
+    )
     deployments = [reconcile.running(d, cluster.WEBSERVICE_CONTAINER) for d in found]
     served = _served(api, settings, sum(d.replicas for d in deployments)) if pointer and deployments else None
     observation = reconcile.observe(pointer, etag, record, settings.model_bucket, deployments, served)
@@ -42,7 +44,12 @@ def _served(api: ApiClient, settings: PipelineSettings, replicas: int) -> reconc
     service = f"{settings.kube_service}:{settings.kube_service_port}"
     try:
         versions = verification.served_versions(
-            api, settings.kube_namespace, service, replicas=replicas, attempts=SERVICE_ATTEMPTS
+            api,
+            settings.kube_namespace,
+            service,
+            replicas=replicas,
+            attempts=SERVICE_ATTEMPTS,
+            request_timeout=settings.kube_request_timeout_seconds,
         )
     except VerificationFailed as exc:
         return reconcile.Served(service, error=str(exc))

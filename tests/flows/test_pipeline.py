@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -468,14 +467,20 @@ def read_flow_run_version(state: State[Any]) -> str:
 
 
 def test_a_stage_over_its_time_limit_fails_the_run_with_the_reason_and_changes_nothing(stack: Stack) -> None:
-    """With a 0.5 s limit the first stage that runs longer fails the run (on a loaded machine the cancellation of
-    train can land after its code finished: then it is the test stage). No cluster here: a run that does not deploy
-    does not observe one."""
-    overrides = {**stack.overrides, "stage_timeout_seconds": 0.5}
+    """A stage's limit covers the deploy's worst case (the settings refuse less), and the deploy slot's lease is at
+    least 10 s: so every other deploy limit small, a 10.5 s stage limit, and a forest too big to grow in it make train
+    run over (its trees grow one by one, so the cancellation lands between two). No cluster here: a run that does not
+    deploy does not observe one."""
+    limits = {
+        "stage_timeout_seconds": 10.5,
+        "deploy_lease_seconds": 10,
+        "rollout_timeout_seconds": 0.1,
+        "smoke_test_timeout_seconds": 0.1,
+    }
+    slow = {"estimator": "random_forest", "hyperparameters": {"n_estimators": 100_000}}
+    overrides = {**stack.overrides, **limits, **slow}
     state = train_test_publish_deploy(deploy_image=False, overrides=overrides, return_state=True)
     assert state.is_failed() and state.message is not None
-    assert re.fullmatch(
-        r"failed at (train|test): did not finish within 0\.5 s \(stage_timeout_seconds\)", state.message
-    )
+    assert state.message == "failed at train: did not finish within 10.5 s (stage_timeout_seconds)"
     keys = snapshot(stack.s3, stack.settings.model_bucket)
     assert f"{stack.settings.model_prefix}/production.json" not in keys  # nothing became production

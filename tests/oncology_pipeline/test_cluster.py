@@ -7,17 +7,22 @@ kubeconfig file, the same path real users take.
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client import AppsV1Api, V1Deployment
+from kubernetes.client import ApiClient, AppsV1Api, V1Deployment
 from kubernetes.client.exceptions import ApiException
 
 from oncology_pipeline import cluster
 from oncology_pipeline.cluster import (
+    STRATEGIC_MERGE_PATCH,
     WEBSERVICE_CONTAINER,
     ImageChange,
     Restore,
@@ -27,10 +32,24 @@ from oncology_pipeline.cluster import (
     set_image,
     webservice_selector,
 )
-from oncology_pipeline.errors import ClusterError, ConfigurationError, RolloutFailed, TransientError, is_transient
-from oncology_pipeline.kubeapi import api_error, connect_in_cluster, connect_kubeconfig
+from oncology_pipeline.errors import (
+    ClusterError,
+    ConfigurationError,
+    RolloutFailed,
+    TransientError,
+    VerificationFailed,
+    is_transient,
+)
+from oncology_pipeline.kubeapi import (
+    api_error,
+    connect_in_cluster,
+    connect_kubeconfig,
+    list_deployments,
+    read_deployment,
+)
 from oncology_pipeline.releases import ANNOTATION_VERSION
 from oncology_pipeline.rolloutstatus import rollout_status, wait_for_rollout
+from oncology_pipeline.verification import served_versions
 from standins.kube import KubeStandIn, ScriptedRuntime
 from tests.support.moto_server import free_port
 
@@ -45,6 +64,7 @@ NEW = "registry.local/oncology-webservice@sha256:" + "b" * 64
 THIRD = "registry.local/oncology-webservice@sha256:" + "c" * 64
 POLL = 0.02
 TIMEOUT = 5.0
+RT = 5.0  # request timeout: how long one API call may wait for the stand-in
 LABELS = {"app": "oncology-webservice", "team": TEAM}
 
 
@@ -116,11 +136,13 @@ def deploy_image(
     log: Callable[[str], None] = lambda _: None,
 ) -> list[ImageChange]:
     """What the deploy flow does with these functions: set the image, wait, and on failure put the old one back."""
-    changes = set_image(apps, namespace, selector, container, image)
+    changes = set_image(apps, namespace, selector, container, image, request_timeout=RT)
     try:
-        wait_for_rollout(apps, namespace, [c.deployment for c in changes], timeout, poll, log)
+        wait_for_rollout(apps, namespace, [c.deployment for c in changes], timeout, poll, log, request_timeout=RT)
     except RolloutFailed as failure:
-        restored = rollback(apps, namespace, changes, container, timeout=timeout, poll=poll, log=log)
+        restored = rollback(
+            apps, namespace, changes, container, timeout=timeout, poll=poll, log=log, request_timeout=RT
+        )
         back = ", ".join(f"{c.deployment} runs {c.new_image} again" for c in restored)
         raise RolloutFailed(f"{failure} Rolled back: {back}.") from failure
     return changes
@@ -160,7 +182,7 @@ def test_set_image_merges_by_container_name_and_keeps_the_sidecar(standin: KubeS
     ]
     standin.add_deployment(NS, "oncology-webservice", LABELS, containers)
 
-    set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+    set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
 
     patched = standin.deployment(NS, "oncology-webservice")["spec"]["template"]["spec"]["containers"]
     assert patched == [
@@ -189,7 +211,7 @@ def test_no_matching_deployment_names_selector_and_namespace(seeded: KubeStandIn
     with pytest.raises(
         ClusterError, match=r"namespace 'oncology' matches the selector 'app=oncology-webservice,team=nobody'"
     ):
-        set_image(apps, NS, webservice_selector("nobody"), CONTAINER, NEW)
+        set_image(apps, NS, webservice_selector("nobody"), CONTAINER, NEW, request_timeout=RT)
     assert seeded.requests_made("PATCH") == []
 
 
@@ -198,7 +220,7 @@ def test_a_deployment_without_the_container_stops_everything(standin: KubeStandI
     standin.add_deployment(NS, "oncology-webservice-legacy", LABELS, {"web": OLD})
 
     with pytest.raises(ClusterError, match=r"oncology-webservice-legacy \(has: web\)") as info:
-        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
 
     assert "Nothing was changed" in str(info.value)
     assert standin.requests_made("PATCH") == []
@@ -207,7 +229,7 @@ def test_a_deployment_without_the_container_stops_everything(standin: KubeStandI
 
 def test_an_image_not_pinned_by_digest_is_refused(seeded: KubeStandIn, apps: AppsV1Api) -> None:
     with pytest.raises(ConfigurationError, match="not pinned by digest"):
-        set_image(apps, NS, SELECTOR, CONTAINER, "registry.local/oncology-webservice:latest")
+        set_image(apps, NS, SELECTOR, CONTAINER, "registry.local/oncology-webservice:latest", request_timeout=RT)
     assert seeded.requests_made("GET") == []
 
 
@@ -258,12 +280,12 @@ def test_a_hanging_rollout_times_out_and_is_rolled_back(
 
 
 def test_rollback_leaves_alone_a_deployment_someone_else_changed(seeded: KubeStandIn, apps: AppsV1Api) -> None:
-    changes = set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+    changes = set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
     someone_else = {"spec": {"template": {"spec": {"containers": [{"name": CONTAINER, "image": THIRD}]}}}}
     apps.patch_namespaced_deployment("oncology-webservice-canary", NS, someone_else)
     logs: list[str] = []
 
-    restored = rollback(apps, NS, changes, CONTAINER, timeout=TIMEOUT, poll=POLL, log=logs.append)
+    restored = rollback(apps, NS, changes, CONTAINER, timeout=TIMEOUT, poll=POLL, log=logs.append, request_timeout=RT)
 
     assert [(c.deployment, c.new_image) for c in restored] == [("oncology-webservice", OLD)]
     assert_rolled_out(seeded, "oncology-webservice", OLD)
@@ -279,10 +301,10 @@ def test_a_failed_rollout_restores_productions_recorded_image_not_what_ran(
     apps.patch_namespaced_deployment("oncology-webservice", NS, by_hand)  # someone's `kubectl set image`
     production = Restore(OLD, {ANNOTATION_VERSION: "v1"})
 
-    changes = set_image(apps, NS, SELECTOR, CONTAINER, NEW, {ANNOTATION_VERSION: "v2"}, production)
+    changes = set_image(apps, NS, SELECTOR, CONTAINER, NEW, {ANNOTATION_VERSION: "v2"}, production, request_timeout=RT)
     with pytest.raises(RolloutFailed, match="exceeded its progress deadline"):
-        wait_for_rollout(apps, NS, [c.deployment for c in changes], TIMEOUT, POLL, lambda _: None)
-    rollback(apps, NS, changes, CONTAINER, timeout=TIMEOUT, poll=POLL)
+        wait_for_rollout(apps, NS, [c.deployment for c in changes], TIMEOUT, POLL, lambda _: None, request_timeout=RT)
+    rollback(apps, NS, changes, CONTAINER, timeout=TIMEOUT, poll=POLL, request_timeout=RT)
 
     assert [(c.deployment, c.previous_image) for c in changes] == [
         ("oncology-webservice", OLD),
@@ -300,7 +322,7 @@ def test_a_server_error_half_way_leaves_no_deployment_patched(seeded: KubeStandI
     seeded.fail_requests("PATCH", 1, status=500, after=1)  # the first patch passes, the second fails
 
     with pytest.raises(TransientError) as info:
-        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
 
     assert is_transient(info.value)
     assert "HTTP 500" in str(info.value)
@@ -310,14 +332,14 @@ def test_a_server_error_half_way_leaves_no_deployment_patched(seeded: KubeStandI
     assert seeded.deployment(NS, "oncology-webservice")["metadata"]["generation"] == 3  # patched, then put back
     assert image_of(seeded, "oncology-webservice-canary") == OLD
     # A retry starts from a clean state and completes.
-    assert [c.previous_image for c in set_image(apps, NS, SELECTOR, CONTAINER, NEW)] == [OLD, OLD]
+    assert [c.previous_image for c in set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)] == [OLD, OLD]
 
 
 def test_a_patch_that_landed_despite_its_error_is_undone_too(seeded: KubeStandIn, apps: AppsV1Api) -> None:
     seeded.fail_requests("PATCH", 1, status=504, after=1, applied=True)  # the second patch lands, its reply fails
 
     with pytest.raises(TransientError, match="HTTP 504") as info:
-        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
 
     assert str(info.value).endswith("The previous image is back on: oncology-webservice, oncology-webservice-canary.")
     assert image_of(seeded, "oncology-webservice") == OLD
@@ -332,7 +354,7 @@ def test_a_restore_that_fails_too_says_what_to_do_by_hand(
     seeded.fail_requests("PATCH", 10, status=503, after=1)
 
     with pytest.raises(ClusterError) as info:  # not transient: a retry would take NEW for the previous image
-        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
 
     assert not is_transient(info.value)
     assert "COULD NOT restore: oncology-webservice" in str(info.value)
@@ -344,7 +366,7 @@ def test_a_wrong_token_is_a_configuration_error(seeded: KubeStandIn, tmp_path: P
     apps = AppsV1Api(connect_kubeconfig(str(kubeconfig)))
 
     with pytest.raises(ConfigurationError, match=r"HTTP 401: Unauthorized\. The credentials were not accepted") as info:
-        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
 
     assert not is_transient(info.value)
     assert seeded.requests_made("PATCH") == []
@@ -353,37 +375,223 @@ def test_a_wrong_token_is_a_configuration_error(seeded: KubeStandIn, tmp_path: P
 def test_forbidden_is_a_configuration_error_naming_the_permission(seeded: KubeStandIn, apps: AppsV1Api) -> None:
     seeded.fail_requests("GET", 1, status=403)
     with pytest.raises(ConfigurationError, match=r"grant get, list and patch on deployments\.apps"):
-        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
 
 
-def test_an_unreachable_api_is_transient(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "nowhere.yaml"
+def connect_to(server: str, kubeconfig: Path) -> ApiClient:
+    """A client for the API server at `server`, through a kubeconfig file as users connect."""
     kubeconfig.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
                 "users": [{"name": "u", "user": {"token": TOKEN}}],
                 "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
                 "current-context": "c",
             }
         )
     )
-    apps = AppsV1Api(connect_kubeconfig(str(kubeconfig)))
+    return connect_kubeconfig(str(kubeconfig))
+
+
+def test_an_unreachable_api_is_transient(tmp_path: Path) -> None:
+    apps = AppsV1Api(connect_to(f"http://127.0.0.1:{free_port()}", tmp_path / "nowhere.yaml"))
     with pytest.raises(TransientError, match="Cannot reach the Kubernetes API to list deployments"):
-        set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    """An API server that accepts connections and never answers (a hung one): its URL and the connections made."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])  # held open, never answered
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    stop.set()
+    thread.join()
+    for connection in [*accepted, listener]:
+        connection.close()
+
+
+HUNG = 0.4  # the request timeout against the silent server
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda api: list_deployments(AppsV1Api(api), NS, SELECTOR, request_timeout=HUNG), TransientError),
+        (lambda api: read_deployment(AppsV1Api(api), NS, "web", request_timeout=HUNG), TransientError),
+        (lambda api: served_versions(api, NS, "web:http", attempts=1, request_timeout=HUNG), VerificationFailed),
+    ],
+    ids=["list", "read", "service-proxy"],
+)
+def test_a_hung_api_server_fails_a_call_within_its_request_timeout_sent_once(
+    silent_server: tuple[str, list[socket.socket]],
+    tmp_path: Path,
+    call: Callable[[ApiClient], object],
+    error: type[Exception],
+) -> None:
+    url, connections = silent_server
+    api = connect_to(url, tmp_path / "hung.yaml")
+    start = time.monotonic()
+
+    with pytest.raises(error, match=r"[Rr]ead timed out"):
+        call(api)
+
+    # Within the timeout (plus scheduling slack), not the four timeouts urllib3's default retries would wait.
+    assert HUNG <= time.monotonic() - start < 3 * HUNG
+    assert len(connections) == 1
 
 
 def test_server_errors_while_watching_are_polled_through(seeded: KubeStandIn, apps: AppsV1Api) -> None:
-    set_image(apps, NS, SELECTOR, CONTAINER, NEW)
+    set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
     seeded.fail_requests("GET", 3, status=503, path_contains="/deployments/oncology-webservice")
     logs: list[str] = []
 
-    wait_for_rollout(apps, NS, ["oncology-webservice"], TIMEOUT, POLL, logs.append)
+    wait_for_rollout(apps, NS, ["oncology-webservice"], TIMEOUT, POLL, logs.append, request_timeout=RT)
 
     assert any("HTTP 503" in line and "still waiting" in line for line in logs)
     assert_rolled_out(seeded, "oncology-webservice", NEW)
+
+
+# --- interruptions: a BaseException during set_image, a cancellation during a rollback --------------------
+
+
+def annotate(apps: AppsV1Api, version: str) -> None:
+    """Say on both matching Deployments that they serve `version` (as a release does)."""
+    for name in ("oncology-webservice", "oncology-webservice-canary"):
+        apps.patch_namespaced_deployment(name, NS, {"metadata": {"annotations": {ANNOTATION_VERSION: version}}})
+
+
+def interrupt_patch(
+    monkeypatch: pytest.MonkeyPatch, apps: AppsV1Api, number: int, interruption: BaseException, *, landed: bool
+) -> list[str]:
+    """Raise `interruption` in set_image's `number`-th patch, after it took effect (`landed`) or before it was sent;
+    the other calls go through. Returns the names patched, in order."""
+    real = apps.patch_namespaced_deployment
+    patched: list[str] = []
+
+    def patch(name: str, namespace: str, body: Any, **options: Any) -> Any:
+        if options.get("_content_type") == STRATEGIC_MERGE_PATCH:
+            patched.append(name)
+            if len(patched) == number:
+                if landed:
+                    real(name, namespace, body, **options)
+                raise interruption
+        return real(name, namespace, body, **options)
+
+    monkeypatch.setattr(apps, "patch_namespaced_deployment", patch)
+    return patched
+
+
+def assert_as_before(standin: KubeStandIn, version: str) -> None:
+    """Both matching Deployments run OLD and say they serve `version`; the other team's was never touched."""
+    for name in ("oncology-webservice", "oncology-webservice-canary"):
+        assert image_of(standin, name) == OLD
+        assert standin.deployment(NS, name)["metadata"]["annotations"][ANNOTATION_VERSION] == version
+    assert standin.deployment(NS, "other-team")["metadata"]["generation"] == 1
+
+
+@pytest.mark.parametrize("landed", [False, True], ids=["before-it-was-sent", "after-it-landed"])
+@pytest.mark.parametrize("kind", ["prefect-cancellation", "ctrl-c"])
+def test_an_interruption_during_the_second_patch_leaves_both_deployments_as_they_were(
+    seeded: KubeStandIn, apps: AppsV1Api, monkeypatch: pytest.MonkeyPatch, kind: str, landed: bool
+) -> None:
+    from prefect._internal.concurrency.cancellation import CancelledError  # what a timeout or lost lease raises
+
+    annotate(apps, "v1")
+    interruption = CancelledError() if kind == "prefect-cancellation" else KeyboardInterrupt()
+    patched = interrupt_patch(monkeypatch, apps, 2, interruption, landed=landed)
+
+    with pytest.raises(type(interruption)) as info:  # raised as it is, not turned into an error of ours
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW, {ANNOTATION_VERSION: "v2"}, request_timeout=RT)
+
+    assert info.value is interruption
+    assert patched == ["oncology-webservice", "oncology-webservice-canary"]
+    back = "oncology-webservice, oncology-webservice-canary" if landed else "oncology-webservice"
+    assert info.value.__notes__ == [f"set_image was interrupted: The previous image is back on: {back}."]
+    assert_as_before(seeded, "v1")
+
+
+def test_a_timeout_between_the_patches_is_undone_before_it_goes_on(
+    seeded: KubeStandIn, apps: AppsV1Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefect's own timeout (the one a flow runs under) lands while the second patch is on its way."""
+    from prefect.utilities.timeout import timeout
+
+    from tasks.deploy import shielded
+
+    annotate(apps, "v1")
+    real = apps.patch_namespaced_deployment
+
+    def slow_second_patch(name: str, namespace: str, body: Any, **options: Any) -> Any:
+        if name == "oncology-webservice-canary" and options.get("_content_type") == STRATEGIC_MERGE_PATCH:
+            time.sleep(0.6)  # the timeout lands here
+        return real(name, namespace, body, **options)
+
+    monkeypatch.setattr(apps, "patch_namespaced_deployment", slow_second_patch)
+    with pytest.raises(TimeoutError), timeout(0.3):
+        set_image(apps, NS, SELECTOR, CONTAINER, NEW, {ANNOTATION_VERSION: "v2"}, request_timeout=RT, protect=shielded)
+
+    assert_as_before(seeded, "v1")
+
+
+def _scope(kind: str, seconds: float) -> AbstractContextManager[object]:
+    """Prefect 3.9's two ways of delivering a synchronous flow's timeout (or a lost lease): SIGALRM in the main
+    thread, else an exception injected into the flow's thread by a watcher thread."""
+    from prefect._internal.concurrency.cancellation import AlarmCancelScope, WatcherThreadCancelScope
+
+    if kind == "alarm":
+        if threading.current_thread() is not threading.main_thread():
+            pytest.skip("an alarm reaches the main thread only")
+        return AlarmCancelScope(timeout=seconds)
+    return WatcherThreadCancelScope(timeout=seconds)
+
+
+@pytest.mark.parametrize("shielded", [True, False], ids=["shielded", "unshielded"])
+@pytest.mark.parametrize("delivery", ["alarm", "watcher"])
+def test_a_cancellation_during_a_rollback_waits_until_the_rollback_is_done(
+    seeded: KubeStandIn, apps: AppsV1Api, runtime: ScriptedRuntime, delivery: str, shielded: bool
+) -> None:
+    """A cancellation that arrives while a rollback runs (the stage's timeout after a failed step, a lost lease, the
+    pipeline's timeout) is held until the rollback has rolled out; without the shield it would cut it short."""
+    from prefect._internal.concurrency.cancellation import CancelledError
+
+    from tasks.deploy import shielded as shield
+
+    changes = set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
+    wait_for_rollout(apps, NS, [c.deployment for c in changes], TIMEOUT, POLL, request_timeout=RT)
+    runtime.present.discard(OLD)  # putting OLD back pulls it again: the rollback's rollout takes 0.6 s
+    runtime.pull_seconds = 0.6
+    seeded.controller.progress_deadline = None  # the spec's 600 s, not the fixture's 0.4 s
+    protect = shield if shielded else nullcontext
+    start = time.monotonic()
+
+    with pytest.raises(CancelledError), _scope(delivery, 0.2):
+        rollback(apps, NS, changes, CONTAINER, timeout=TIMEOUT, poll=POLL, request_timeout=RT, protect=protect)
+        for _ in range(100):  # the flow goes on; a watcher thread delivers the held cancellation here
+            time.sleep(0.01)
+
+    names = ("oncology-webservice", "oncology-webservice-canary")
+    if shielded:
+        assert time.monotonic() - start >= 0.6
+        for name in names:
+            assert_rolled_out(seeded, name, OLD)
+    else:  # the control: cut short mid-rollout
+        assert time.monotonic() - start < 0.6
+        assert not all(seeded.controller.complete(NS, name) for name in names)
 
 
 # --- configuration ------------------------------------------------------------------------------------

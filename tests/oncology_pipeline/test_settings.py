@@ -272,7 +272,10 @@ def test_publish_and_deploy_defaults() -> None:
     assert settings.reconcile == "repair"
 
 
-@pytest.mark.parametrize("field", ["rollout_timeout_seconds", "rollout_poll_seconds", "smoke_test_timeout_seconds"])
+@pytest.mark.parametrize(
+    "field",
+    ["rollout_timeout_seconds", "rollout_poll_seconds", "smoke_test_timeout_seconds", "kube_request_timeout_seconds"],
+)
 def test_timeouts_must_be_positive(field: str) -> None:
     with pytest.raises(ConfigurationError, match=f"^invalid setting {field}: Input should be greater than 0 "):
         PipelineSettings().with_overrides({field: 0})
@@ -285,3 +288,86 @@ def test_a_secret_cannot_be_a_per_run_override() -> None:
         PipelineSettings.model_validate({"alert_webhook_url": "https://h.example/x"}).with_overrides({"seed": 1}).seed
         == 1
     )
+
+
+# --- time limits that add up ----------------------------------------------------------------------------
+
+
+def test_the_default_time_limits_add_up() -> None:
+    settings = PipelineSettings()
+
+    assert (settings.pipeline_timeout_seconds, settings.stage_timeout_seconds) == (5400, 1350)
+    assert settings.kube_request_timeout_seconds == 30
+    deploy_worst_case = (
+        settings.deploy_lease_seconds
+        + settings.rollout_timeout_seconds
+        + settings.smoke_test_timeout_seconds
+        + settings.rollout_timeout_seconds
+    )
+    assert deploy_worst_case == 1320 <= settings.stage_timeout_seconds
+    assert 4 * settings.stage_timeout_seconds <= settings.pipeline_timeout_seconds
+
+
+STAGE_TOO_SHORT = (
+    "stage_timeout_seconds: 1200 s is less than the deploy's worst case of 1320 s (deploy_lease_seconds 60 + "
+    "rollout_timeout_seconds 600 + smoke_test_timeout_seconds 60 + a rollback's rollout_timeout_seconds 600): "
+    "raise stage_timeout_seconds by 120 s, or lower those"
+)
+PIPELINE_TOO_SHORT = (
+    "pipeline_timeout_seconds: 3600 s is less than its four stages (4 x stage_timeout_seconds 1350 = 5400 s): "
+    "raise pipeline_timeout_seconds by 1800 s, or lower stage_timeout_seconds"
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"stage_timeout_seconds": 1200}, STAGE_TOO_SHORT),
+        (
+            {"rollout_timeout_seconds": 700, "deploy_lease_seconds": 30, "smoke_test_timeout_seconds": 10},
+            "stage_timeout_seconds: 1350 s is less than the deploy's worst case of 1440 s (deploy_lease_seconds 30 + "
+            "rollout_timeout_seconds 700 + smoke_test_timeout_seconds 10 + a rollback's rollout_timeout_seconds "
+            "700): raise stage_timeout_seconds by 90 s, or lower those",
+        ),
+        ({"pipeline_timeout_seconds": 3600}, PIPELINE_TOO_SHORT),
+        (
+            {"stage_timeout_seconds": 2000},
+            "pipeline_timeout_seconds: 5400 s is less than its four stages (4 x stage_timeout_seconds 2000 = 8000 s): "
+            "raise pipeline_timeout_seconds by 2600 s, or lower stage_timeout_seconds",
+        ),
+    ],
+)
+def test_time_limits_that_do_not_add_up_are_refused_in_one_line(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        PipelineSettings().with_overrides(overrides)
+
+    assert str(raised.value) == f"invalid setting {message}"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ONCOLOGY_STAGE_TIMEOUT_SECONDS", "1200", STAGE_TOO_SHORT),
+        ("ONCOLOGY_PIPELINE_TIMEOUT_SECONDS", "3600", PIPELINE_TOO_SHORT),
+    ],
+)
+def test_time_limits_from_the_environment_that_do_not_add_up_are_refused_by_load_settings(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+
+    assert str(raised.value) == f"invalid setting {message} (ONCOLOGY_* variables or .env)"
+
+
+def test_small_limits_that_add_up_are_accepted() -> None:
+    """What a test sets to make a stage time out quickly: every limit the deploy adds up to, small."""
+    small = {
+        "stage_timeout_seconds": 10.5,
+        "deploy_lease_seconds": 10,
+        "rollout_timeout_seconds": 0.1,
+        "smoke_test_timeout_seconds": 0.1,
+    }
+    assert PipelineSettings().with_overrides(small).stage_timeout_seconds == 10.5
