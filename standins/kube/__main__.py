@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default="standin-token", help="the bearer token clients must send")
     parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig pointing at the stand-in here")
     parser.add_argument("--namespace", default="default")
-    parser.add_argument("--apply", type=Path, action="append", default=[], help="create its Deployments and Services")
+    parser.add_argument("--apply", type=Path, action="append", default=[], help="create the objects it holds")
     parser.add_argument("--progress-deadline", type=float, default=None, help="seconds (overrides the spec)")
     parser.add_argument(
         "--ca-dir", type=Path, help="keep the TLS CA here, so that a restarted stand-in's kubeconfig stays valid"

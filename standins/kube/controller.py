@@ -1,4 +1,5 @@
-"""The deployment and replica-set controllers: ReplicaSets per pod template, rolling updates, status.
+"""The deployment and replica-set controllers: ReplicaSets per pod template, rolling updates, status; and the
+disruption controller's status of PodDisruptionBudgets.
 
 It follows kube-controller-manager's rules: one ReplicaSet per pod-template hash with revision annotations
 (an older template's ReplicaSet is reused on rollback and becomes the newest revision), scale-up within
@@ -29,6 +30,7 @@ from standins.kube.exceptions import invalid
 from standins.kube.kubelet import Kubelet
 from standins.kube.models import REVISION_ANNOTATION, Backend
 from standins.kube.pods import Pod, now_text
+from standins.kube.selectors import label_selector, matches
 
 JSON = dict[str, Any]
 _SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -81,7 +83,8 @@ class _Progress:
 
 
 class Controller:
-    """Reconciles every Deployment of the backend; `step()` is one pass (a thread calls it periodically)."""
+    """Reconciles every Deployment and PodDisruptionBudget of the backend; `step()` is one pass (a thread calls it
+    periodically)."""
 
     def __init__(self, backend: Backend, kubelet: Kubelet, progress_deadline: float | None = None) -> None:
         self.backend = backend
@@ -90,7 +93,7 @@ class Controller:
         self._progress: dict[tuple[str, str], _Progress] = {}
 
     def step(self) -> None:
-        """One pass over every Deployment; forget pods whose containers are gone."""
+        """One pass over every Deployment and PodDisruptionBudget; forget pods whose containers are gone."""
         with self.backend.lock:
             for key, pod in list(self.backend.pods.items()):
                 if pod.gone:
@@ -98,6 +101,8 @@ class Controller:
             for (kind, ns, name), obj in list(self.backend.objects.items()):
                 if kind == "deployments":
                     self._reconcile(ns, name, obj)
+                elif kind == "poddisruptionbudgets":
+                    self._disruption_budget(ns, obj)
 
     def complete(self, namespace: str, name: str) -> bool:
         """The Deployment's rollout has finished (every replica updated and available)."""
@@ -110,6 +115,36 @@ class Controller:
                 and status.get("replicas", 0) == desired
                 and status.get("availableReplicas", 0) == desired
             )
+
+    def _disruption_budget(self, ns: str, budget: JSON) -> None:
+        """The disruption controller's status of a PodDisruptionBudget. Its expected pods are the live pods its
+        selector matches (kube-controller-manager counts their controllers' scale for a percentage or
+        `maxUnavailable`), the ready ones are healthy, and disruptions are allowed beyond the desired healthy count.
+        No selector selects no pod; an empty one, every pod of the namespace."""
+        spec, selector = budget["spec"], budget["spec"].get("selector")
+        requirements = label_selector(selector) if selector is not None else None
+        pods = [
+            pod
+            for (pod_ns, _), pod in self.backend.pods.items()
+            if pod_ns == ns and requirements is not None and not pod.deleting and matches(requirements, pod.labels)
+        ]
+        expected, healthy = len(pods), sum(pod.ready for pod in pods)
+        if "maxUnavailable" in spec:
+            desired = max(0, expected - resolve(spec["maxUnavailable"], expected, round_up=True))
+        elif "minAvailable" in spec:
+            desired = resolve(spec["minAvailable"], expected, round_up=True)
+        else:
+            expected = desired = 0
+        status = {
+            "observedGeneration": budget["metadata"]["generation"],
+            "disruptionsAllowed": max(0, healthy - desired) if expected > 0 else 0,
+            "currentHealthy": healthy,
+            "desiredHealthy": desired,
+            "expectedPods": expected,
+        }
+        if budget["status"] != status:
+            budget["status"] = status
+            self.backend.bump(budget)
 
     # one Deployment
 

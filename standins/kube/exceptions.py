@@ -109,6 +109,10 @@ class Cause:
         )
 
     @classmethod
+    def forbidden(cls, field: str, detail: str) -> Cause:
+        return cls(field, "FieldValueForbidden", f"Forbidden: {detail}")
+
+    @classmethod
     def duplicate(cls, field: str, value: Any) -> Cause:
         return cls(field, "FieldValueDuplicate", f"Duplicate value: {go_value(value)}")
 

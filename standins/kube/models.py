@@ -1,11 +1,12 @@
-"""The stand-in's store: Deployments and ReplicaSets (apps/v1), Services, Pods, Secrets and Events (v1).
+"""The stand-in's store: Deployments and ReplicaSets (apps/v1), Services, Pods, Secrets, ConfigMaps, ServiceAccounts
+and Events (v1), PodDisruptionBudgets (policy/v1).
 
 One `Backend` holds every object, the resource version counter and the lock that the HTTP handlers, the
 controller and the kubelet share; `reset()` empties it in one call. Every change that bumps the resource version
 is recorded in its `ChangeLog` (ADDED, MODIFIED, DELETED), which watches read (`standins.kube.watch`), events' too.
-A client's write is decoded against the schema (`standins.kube.schema`), defaulted, validated
-(`standins.kube.validation`) and refused with 409 Conflict when it names a `metadata.resourceVersion` other than the
-stored one; `metadata.generation` moves only when the spec does.
+A client's write of a `WRITABLE` kind takes one path (`Backend.write`): decoded against the schema
+(`standins.kube.schema`), defaulted, validated (`standins.kube.validation`) and refused with 409 Conflict when it names
+a `metadata.resourceVersion` other than the stored one; `metadata.generation` moves only when the spec does.
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ from standins.kube.exceptions import (
 from standins.kube.patches import json_patch, merge_patch, strategic_merge
 from standins.kube.pods import Pod, now_text
 from standins.kube.schema import decode
-from standins.kube.secretdata import normalize_secret
+from standins.kube.secretdata import configmap_causes, normalize_secret
 from standins.kube.selectors import matches, parse_label_selector
-from standins.kube.validation import deployment_causes, name_causes, service_causes
+from standins.kube.validation import (
+    IMMUTABLE,
+    deployment_causes,
+    disruption_budget_causes,
+    name_causes,
+    service_causes,
+)
 
 JSON = dict[str, Any]
 
@@ -42,7 +49,17 @@ SMP = "application/strategic-merge-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-GROUPS = {"deployments": "apps", "replicasets": "apps", "services": "", "pods": "", "secrets": "", "events": ""}
+GROUPS = {
+    "deployments": "apps",
+    "replicasets": "apps",
+    "services": "",
+    "pods": "",
+    "secrets": "",
+    "events": "",
+    "configmaps": "",
+    "serviceaccounts": "",
+    "poddisruptionbudgets": "policy",
+}
 KINDS = {
     "deployments": "Deployment",
     "replicasets": "ReplicaSet",
@@ -50,6 +67,9 @@ KINDS = {
     "services": "Service",
     "secrets": "Secret",
     "events": "Event",
+    "configmaps": "ConfigMap",
+    "serviceaccounts": "ServiceAccount",
+    "poddisruptionbudgets": "PodDisruptionBudget",
 }
 API_VERSIONS = {resource: f"{group}/v1" if group else "v1" for resource, group in GROUPS.items()}
 RESOURCES = {kind: resource for resource, kind in KINDS.items()}
@@ -57,6 +77,8 @@ ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 #: How many changes the log keeps: a watch from an older resource version gets 410 Gone, as after etcd's compaction.
 HISTORY = 1000
 Key = tuple[str, str, str]
+#: The metadata the API server sets, never a client: a new object gets its own, a write keeps the stored one's.
+_SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp")
 
 
 def owner_of(obj: JSON) -> str | None:
@@ -199,7 +221,7 @@ class Backend:
         return self.resource_version
 
     def bump(self, obj: JSON) -> None:
-        """A change of a Deployment, ReplicaSet, Service or Secret, stored or about to be (ADDED if no object has
+        """A change of a stored object (any kind but pods and events), stored or about to be (ADDED if no object has
         its name yet): the next resource version."""
         meta = obj["metadata"]
         resource = RESOURCES[obj["kind"]]
@@ -299,7 +321,7 @@ class Backend:
             if ns == namespace and pod.ready and all(pod.labels.get(k) == v for k, v in selector.items())
         ]
 
-    # Deployments
+    # writes of the stored kinds
 
     def _decoded(
         self, manifest: Any, api_version: str, kind: str, namespace: str, write: Write
@@ -315,74 +337,79 @@ class Backend:
         obj.setdefault("metadata", {})
         return obj, causes
 
-    def create_deployment(self, namespace: str, manifest: Any, write: Write | None = None) -> JSON:
+    def write(
+        self, resource: str, namespace: str, manifest: Any, previous: JSON | None = None, write: Write | None = None
+    ) -> JSON:
+        """Create an object of a writable kind (`WRITABLE`), or store it in place of `previous` (PUT, or the result of
+        a PATCH): decoded, defaulted and validated (422); 409 if the name is taken or `metadata.resourceVersion` is
+        not `previous`'s. The server's own metadata and the status are kept; a write that changes nothing stores
+        nothing."""
         write = write or Write()
-        obj, causes = self._decoded(manifest, "apps/v1", "Deployment", namespace, write)
+        stored, kind, group = WRITABLE[resource], KINDS[resource], GROUPS[resource]
+        obj, causes = self._decoded(manifest, API_VERSIONS[resource], kind, namespace, write)
         meta = obj["metadata"]
-        for owned in ("resourceVersion", "uid", "generation", "creationTimestamp", "deletionTimestamp"):
-            meta.pop(owned, None)
-        meta.update(namespace=namespace, generation=1)
-        _deployment_defaults(obj)
-        _refuse("Deployment", meta.get("name", ""), causes + deployment_causes(obj), "apps")
-        if ("deployments", namespace, meta["name"]) in self.objects:
-            raise already_exists("deployments", meta["name"], "apps")
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_text())
-        obj["status"] = {}
+        if previous is None:
+            owned: JSON = {"namespace": namespace, "uid": str(uuid.uuid4()), "creationTimestamp": now_text()}
+            owned |= {"generation": 1} if stored.generation else {}
+            status = copy.deepcopy(stored.status)
+        else:
+            before = previous["metadata"]
+            if meta.get("resourceVersion") not in (None, before["resourceVersion"]):
+                raise conflict(resource, before["name"], group)
+            if meta.get("name") != before["name"]:
+                causes.append(Cause.invalid("metadata.name", meta.get("name"), IMMUTABLE))
+            owned = {key: value for key, value in before.items() if key in (*_SERVER_METADATA, "name", "namespace")}
+            status = copy.deepcopy(previous.get("status"))
+        for key in _SERVER_METADATA:
+            meta.pop(key, None)
+        meta.update(owned)
+        obj.pop("status", None)
+        if status is not None:
+            obj["status"] = status
+        name = meta.get("name", "")
+        _refuse(kind, name, causes + name_causes(meta) + stored.prepare(obj, previous), group)
+        if previous is None and (resource, namespace, name) in self.objects:
+            raise already_exists(resource, name, group)
+        if obj == previous:
+            return previous
+        if previous is not None and stored.generation and obj.get("spec") != previous.get("spec"):
+            meta["generation"] = previous["metadata"]["generation"] + 1
         if write.dry_run:
             return obj
         self.bump(obj)
-        self.objects[("deployments", namespace, meta["name"])] = obj
+        self.objects[(resource, namespace, name)] = obj
         return obj
 
-    def replace_deployment(self, namespace: str, name: str, manifest: Any, write: Write) -> JSON:
+    def replace(self, resource: str, namespace: str, name: str, manifest: Any, write: Write) -> JSON:
         """PUT: the whole object (status aside) replaced, if `metadata.resourceVersion` is absent or current."""
-        current = self.get("deployments", namespace, name)
+        current = self.get(resource, namespace, name)
         stated = (manifest.get("metadata") or {}).get("name") if isinstance(manifest, dict) else None
         if stated != name:
             raise bad_request(f"the name of the object ({stated}) does not match the name on the URL ({name})")
-        return self._update_deployment(current, manifest, write)
+        return self.write(resource, namespace, manifest, current, write)
 
-    def patch_deployment(self, namespace: str, name: str, content_type: str, body: Any, write: Write) -> JSON:
-        current = self.get("deployments", namespace, name)
-        patched = patched_copy(current, content_type, body)
-        name_now = (patched.get("metadata") or {}).get("name")
-        if name_now != name:
-            _refuse("Deployment", name, [Cause.invalid("metadata.name", name_now, "field is immutable")], "apps")
-        return self._update_deployment(current, patched, write)
+    def patch(self, resource: str, namespace: str, name: str, content_type: str, body: Any, write: Write) -> JSON:
+        """PATCH: the stored object with the patch applied, written as a PUT of the result would be."""
+        current = self.get(resource, namespace, name)
+        return self.write(resource, namespace, patched_copy(current, content_type, body), current, write)
 
-    def _update_deployment(self, current: JSON, manifest: Any, write: Write) -> JSON:
-        """Store `manifest` in place of `current` (PUT, or the result of a PATCH): optimistic concurrency on
-        `metadata.resourceVersion`, the server's own metadata and status kept, `generation` moved by spec changes."""
-        name, namespace = current["metadata"]["name"], current["metadata"]["namespace"]
-        obj, causes = self._decoded(manifest, "apps/v1", "Deployment", namespace, write)
-        meta = obj["metadata"]
-        if meta.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
-            raise conflict("deployments", name, "apps")
-        for owned in ("uid", "generation", "resourceVersion", "creationTimestamp", "namespace"):
-            meta[owned] = current["metadata"][owned]
-        obj["status"] = copy.deepcopy(current["status"])
-        _deployment_defaults(obj)
-        _refuse("Deployment", name, causes + deployment_causes(obj, previous=current), "apps")
-        if obj == current:
-            return current
-        if obj["spec"] != current["spec"]:
-            meta["generation"] = current["metadata"]["generation"] + 1
-        if write.dry_run:
-            return obj
-        self.bump(obj)
-        self.objects[("deployments", namespace, name)] = obj
-        return obj
-
-    def delete_deployment(self, namespace: str, name: str) -> JSON:
-        obj = self.objects.pop(("deployments", namespace, name), None)
+    def delete(self, resource: str, namespace: str, name: str) -> JSON:
+        """Delete an object of a writable kind; a Deployment's ReplicaSets go with it and their pods terminate."""
+        obj = self.objects.pop((resource, namespace, name), None)
         if obj is None:
-            raise not_found("deployments", name, "apps")
-        for rs in self.owned("replicasets", namespace, name):
+            raise not_found(resource, name, GROUPS[resource])
+        for rs in self.owned("replicasets", namespace, name) if resource == "deployments" else []:
             self.objects.pop(("replicasets", namespace, rs["metadata"]["name"]), None)
             for pod in self.pods_of(namespace, rs["metadata"]["name"]):
                 pod.terminate()
                 self.bump_pod(pod)
         return obj
+
+    def find_secret(self, namespace: str, name: str) -> JSON | None:
+        """A copy of a Secret, or None (the kubelet's read)."""
+        with self.lock:
+            found = self.objects.get(("secrets", namespace, name))
+            return copy.deepcopy(found) if found is not None else None
 
     # Pods
 
@@ -396,116 +423,6 @@ class Backend:
         if pod.terminate(grace_seconds):
             self.bump_pod(pod)
         return pod.to_json()
-
-    # Services
-
-    def create_service(self, namespace: str, manifest: Any, write: Write | None = None) -> JSON:
-        write = write or Write()
-        obj, causes = self._decoded(manifest, "v1", "Service", namespace, write)
-        meta = obj["metadata"]
-        for owned in ("resourceVersion", "uid", "creationTimestamp"):
-            meta.pop(owned, None)
-        _service_defaults(obj)
-        _refuse("Service", meta.get("name", ""), causes + service_causes(obj))
-        if ("services", namespace, meta["name"]) in self.objects:
-            raise already_exists("services", meta["name"])
-        meta.update(namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=now_text())
-        obj["status"] = {"loadBalancer": {}}
-        if write.dry_run:
-            return obj
-        self.bump(obj)
-        self.objects[("services", namespace, meta["name"])] = obj
-        return obj
-
-    def replace_service(self, namespace: str, name: str, manifest: Any, write: Write) -> JSON:
-        current = self.get("services", namespace, name)
-        stated = (manifest.get("metadata") or {}).get("name") if isinstance(manifest, dict) else None
-        if stated != name:
-            raise bad_request(f"the name of the object ({stated}) does not match the name on the URL ({name})")
-        return self._update_service(current, manifest, write)
-
-    def patch_service(self, namespace: str, name: str, content_type: str, body: Any, write: Write) -> JSON:
-        current = self.get("services", namespace, name)
-        return self._update_service(current, patched_copy(current, content_type, body), write)
-
-    def _update_service(self, current: JSON, manifest: Any, write: Write) -> JSON:
-        """Store `manifest` in place of `current`: as a Deployment's update, with a Service's defaults and checks."""
-        name, namespace = current["metadata"]["name"], current["metadata"]["namespace"]
-        obj, causes = self._decoded(manifest, "v1", "Service", namespace, write)
-        meta = obj["metadata"]
-        if meta.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
-            raise conflict("services", name)
-        if meta.get("name") != name:
-            causes.append(Cause.invalid("metadata.name", meta.get("name"), "field is immutable"))
-        for owned in ("uid", "resourceVersion", "creationTimestamp", "namespace", "name"):
-            meta[owned] = current["metadata"][owned]
-        obj["status"] = copy.deepcopy(current["status"])
-        _service_defaults(obj)
-        _refuse("Service", name, causes + service_causes(obj))
-        if obj == current:
-            return current
-        if write.dry_run:
-            return obj
-        self.bump(obj)
-        self.objects[("services", namespace, name)] = obj
-        return obj
-
-    # Secrets
-
-    def write_secret(
-        self, namespace: str, manifest: Any, previous: JSON | None = None, write: Write | None = None
-    ) -> JSON:
-        """Create a Secret, or replace `previous` (PUT, or the result of a PATCH) if given."""
-        write = write or Write()
-        obj, causes = self._decoded(manifest, "v1", "Secret", namespace, write)
-        meta = obj["metadata"]
-        name = meta.get("name", "")
-        _refuse("Secret", name, causes + name_causes(meta))
-        normalize_secret(obj, previous)
-        if previous is None:
-            if ("secrets", namespace, name) in self.objects:
-                raise already_exists("secrets", name)
-            for owned in ("resourceVersion", "uid", "creationTimestamp"):
-                meta.pop(owned, None)
-            meta.update(namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=now_text())
-        else:
-            if name != previous["metadata"]["name"]:
-                _refuse(
-                    "Secret", previous["metadata"]["name"], [Cause.invalid("metadata.name", name, "field is immutable")]
-                )
-            if meta.get("resourceVersion") not in (None, previous["metadata"]["resourceVersion"]):
-                raise conflict("secrets", name)
-            for owned in ("uid", "resourceVersion", "creationTimestamp", "namespace"):
-                meta[owned] = previous["metadata"][owned]
-            if obj == previous:
-                return previous
-        if write.dry_run:
-            return obj
-        self.bump(obj)
-        self.objects[("secrets", namespace, name)] = obj
-        return obj
-
-    def replace_secret(self, namespace: str, name: str, manifest: Any, write: Write) -> JSON:
-        stated = (manifest.get("metadata") or {}).get("name") if isinstance(manifest, dict) else None
-        if stated != name:
-            raise bad_request(f"the name of the object ({stated}) does not match the name on the URL ({name})")
-        return self.write_secret(namespace, manifest, self.get("secrets", namespace, name), write)
-
-    def patch_secret(self, namespace: str, name: str, content_type: str, body: Any, write: Write) -> JSON:
-        current = self.get("secrets", namespace, name)
-        return self.write_secret(namespace, patched_copy(current, content_type, body), current, write)
-
-    def find_secret(self, namespace: str, name: str) -> JSON | None:
-        """A copy of a Secret, or None (the kubelet's read)."""
-        with self.lock:
-            found = self.objects.get(("secrets", namespace, name))
-            return copy.deepcopy(found) if found is not None else None
-
-    def delete_secret(self, namespace: str, name: str) -> JSON:
-        obj = self.objects.pop(("secrets", namespace, name), None)
-        if obj is None:
-            raise not_found("secrets", name)
-        return obj
 
 
 def _deployment_defaults(obj: JSON) -> None:
@@ -545,3 +462,48 @@ def _refuse(kind: str, name: str, causes: list[Cause], group: str = "") -> None:
     unique = list(dict.fromkeys(causes))
     if unique:
         raise invalid_object(kind, name, unique, group)
+
+
+def _deployment(obj: JSON, previous: JSON | None) -> list[Cause]:
+    _deployment_defaults(obj)
+    return deployment_causes(obj, previous)
+
+
+def _service(obj: JSON, previous: JSON | None) -> list[Cause]:
+    _service_defaults(obj)
+    return service_causes(obj)
+
+
+def _disruption_budget(obj: JSON, previous: JSON | None) -> list[Cause]:
+    return disruption_budget_causes(obj)
+
+
+def _no_checks(obj: JSON, previous: JSON | None) -> list[Cause]:
+    return []
+
+
+@dataclass(frozen=True)
+class Writable:
+    """What the API server does with a client's object of one kind: `prepare` sets its defaults (in place) and gives
+    its field errors beyond the name (`previous`: the stored object, on an update); `status`, a new object's status
+    (None: the kind has none); `generation`, whether `metadata.generation` counts the changes of its spec."""
+
+    prepare: Callable[[JSON, JSON | None], list[Cause]]
+    status: JSON | None = None
+    generation: bool = False
+
+
+#: The kinds clients create, replace, patch and delete, by resource.
+WRITABLE = {
+    "deployments": Writable(_deployment, status={}, generation=True),
+    "services": Writable(_service, status={"loadBalancer": {}}),
+    "secrets": Writable(normalize_secret),
+    "configmaps": Writable(configmap_causes),
+    "serviceaccounts": Writable(_no_checks),
+    "poddisruptionbudgets": Writable(
+        _disruption_budget,
+        # what PrepareForCreate leaves (these counts have no omitempty); the controller fills them in
+        status={"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0},
+        generation=True,
+    ),
+}

@@ -15,11 +15,13 @@ import hashlib
 import json
 from typing import Any
 
+from standins.kube.models import GROUPS, KINDS, WRITABLE
+
 JSON = dict[str, Any]
-#: The writable kinds: group-version path -> (resource, group, version, kind).
+#: The writable resources by group-version path (`api/v1`, `apis/apps/v1`).
 _WRITABLE = {
-    "apis/apps/v1": [("deployments", "apps", "v1", "Deployment")],
-    "api/v1": [("services", "", "v1", "Service"), ("secrets", "", "v1", "Secret")],
+    f"apis/{group}/v1" if group else "api/v1": [resource for resource in WRITABLE if GROUPS[resource] == group]
+    for group in dict.fromkeys(GROUPS[resource] for resource in WRITABLE)
 }
 _FIELD_VALIDATION = {
     "name": "fieldValidation",
@@ -29,25 +31,23 @@ _FIELD_VALIDATION = {
 }
 
 
-def _operation(group: str, version: str, kind: str, verb: str) -> JSON:
+def _operation(group: str, kind: str, verb: str) -> JSON:
     return {
         "operationId": f"{verb}Namespaced{kind}",
         "parameters": [_FIELD_VALIDATION],
         "responses": {"200": {"description": "OK"}},
         "x-kubernetes-action": verb,
-        "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": kind},
+        "x-kubernetes-group-version-kind": {"group": group, "version": "v1", "kind": kind},
     }
 
 
 def _document(group_version: str) -> JSON:
     paths: JSON = {}
-    for resource, group, version, kind in _WRITABLE[group_version]:
+    for resource in _WRITABLE[group_version]:
+        group, kind = GROUPS[resource], KINDS[resource]
         base = f"/{group_version}/namespaces/{{namespace}}/{resource}"
-        paths[base] = {"post": _operation(group, version, kind, "post")}
-        paths[f"{base}/{{name}}"] = {
-            "put": _operation(group, version, kind, "put"),
-            "patch": _operation(group, version, kind, "patch"),
-        }
+        paths[base] = {"post": _operation(group, kind, "post")}
+        paths[f"{base}/{{name}}"] = {"put": _operation(group, kind, "put"), "patch": _operation(group, kind, "patch")}
     return {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes (stand-in)", "version": "unversioned"},

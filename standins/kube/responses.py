@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from standins.kube import logs, openapi, urls, watch
 from standins.kube.exceptions import ApiError, bad_request, conflict, invalid, not_found, not_served
 from standins.kube.faults import Faults
-from standins.kube.models import API_VERSIONS, GROUPS, KINDS, MERGE_PATCH, Backend, Write, patched_copy
+from standins.kube.models import API_VERSIONS, GROUPS, KINDS, MERGE_PATCH, WRITABLE, Backend, Write, patched_copy
 from standins.kube.proxy import Reply, ServiceProxy
 from standins.kube.schema import KUBERNETES_MINOR
 from standins.kube.selectors import field_filter
@@ -32,10 +32,8 @@ SERVER_VERSION = {
 #: The kinds and versions of what the API answers: the stored kinds, and the namespaces and Scales it makes up.
 _KINDS = {**KINDS, "namespaces": "Namespace", "deployments/scale": "Scale"}
 _VERSIONS = {**API_VERSIONS, "namespaces": "v1", "deployments/scale": "autoscaling/v1"}
-
-#: The backend's methods for PATCH and PUT of one object.
-_PATCHES = {"deployments": "patch_deployment", "services": "patch_service", "secrets": "patch_secret"}
-_REPLACES = {"deployments": "replace_deployment", "services": "replace_service", "secrets": "replace_secret"}
+#: The verbs of a writable kind.
+_WRITE_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
 def _resource(name: str, kind: str, verbs: list[str], short: str | None, *, category: bool = True) -> JSON:
@@ -56,11 +54,17 @@ def _subresource(name: str, kind: str, verbs: list[str], group_version: tuple[st
     return entry
 
 
-_APPS_GROUP = {
-    "name": "apps",
-    "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
-    "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
-}
+def _group(name: str) -> JSON:
+    """An API group of one version, v1, as `/apis` lists it."""
+    version = {"groupVersion": f"{name}/v1", "version": "v1"}
+    return {"name": name, "versions": [version], "preferredVersion": version}
+
+
+def _resources(group: str, resources: list[JSON]) -> JSON:
+    """The `APIResourceList` of a group's v1."""
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/v1", "resources": resources}
+
+
 _DISCOVERY: dict[str, JSON] = {
     "/version": SERVER_VERSION,
     "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
@@ -68,29 +72,31 @@ _DISCOVERY: dict[str, JSON] = {
         "kind": "APIResourceList",
         "groupVersion": "v1",
         "resources": [
+            _resource("configmaps", "ConfigMap", _WRITE_VERBS, "cm", category=False),
             _resource("events", "Event", ["get", "list", "watch"], "ev", category=False),
             {**_resource("namespaces", "Namespace", ["get", "list"], "ns", category=False), "namespaced": False},
             _resource("pods", "Pod", ["delete", "get", "list", "watch"], "po"),
             _subresource("pods/log", "Pod", ["get"]),
-            _resource("secrets", "Secret", ["create", "delete", "get", "list", "patch", "update", "watch"], None),
-            _resource("services", "Service", ["create", "get", "list", "patch", "update", "watch"], "svc"),
+            _resource("secrets", "Secret", _WRITE_VERBS, None),
+            _resource("serviceaccounts", "ServiceAccount", _WRITE_VERBS, "sa", category=False),
+            _resource("services", "Service", _WRITE_VERBS, "svc"),
             _subresource("services/proxy", "ServiceProxyOptions", ["create", "delete", "get", "patch", "update"]),
         ],
     },
-    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_APPS_GROUP]},
-    "/apis/apps": {"kind": "APIGroup", "apiVersion": "v1", **_APPS_GROUP},
-    "/apis/apps/v1": {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": "apps/v1",
-        "resources": [
-            _resource(
-                "deployments", "Deployment", ["create", "delete", "get", "list", "patch", "update", "watch"], "deploy"
-            ),
+    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group("apps"), _group("policy")]},
+    "/apis/apps": {"kind": "APIGroup", "apiVersion": "v1", **_group("apps")},
+    "/apis/apps/v1": _resources(
+        "apps",
+        [
+            _resource("deployments", "Deployment", _WRITE_VERBS, "deploy"),
             _subresource("deployments/scale", "Scale", ["get", "patch", "update"], ("autoscaling", "v1")),
             _resource("replicasets", "ReplicaSet", ["get", "list", "watch"], "rs"),
         ],
-    },
+    ),
+    "/apis/policy": {"kind": "APIGroup", "apiVersion": "v1", **_group("policy")},
+    "/apis/policy/v1": _resources(
+        "policy", [_resource("poddisruptionbudgets", "PodDisruptionBudget", _WRITE_VERBS, "pdb", category=False)]
+    ),
 }
 
 
@@ -103,8 +109,21 @@ def _json(status: int, body: JSON, write: Write | None = None) -> Reply:
 def _json_body(body: bytes) -> Any:
     try:
         return json.loads(body or b"null")
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or not even text
         raise bad_request(f"the request body is not JSON: {exc}") from exc
+
+
+def _object_body(headers: dict[str, str], body: bytes) -> Any:
+    """The object of a POST or PUT: JSON only. 415 for another media type, as the protobuf that kubectl's own typed
+    clients send (`kubectl create configmap NAME`), which the API server decodes and this stand-in does not."""
+    media = headers.get("content-type", "").split(";")[0].strip()
+    if media not in ("", "application/json"):
+        raise ApiError(
+            415,
+            "the body of the request was in an unknown format - accepted media types include: application/json "
+            f"(this stand-in does not decode {media})",
+        )
+    return _json_body(body)
 
 
 def _grace_seconds(query: dict[str, str], body: bytes) -> int | None:
@@ -271,14 +290,9 @@ class Api:
                     "items": [_strip_type(obj) for obj in items],
                 },
             )
-        if method == "POST" and ns is not None and resource in ("deployments", "services", "secrets"):
+        if method == "POST" and ns is not None and resource in WRITABLE:
             write = Write.of(query)
-            if resource == "deployments":
-                created = self.backend.create_deployment(ns, _json_body(body), write)
-            elif resource == "services":
-                created = self.backend.create_service(ns, _json_body(body), write)
-            else:
-                created = self.backend.write_secret(ns, _json_body(body), write=write)
+            created = self.backend.write(resource, ns, _object_body(headers, body), write=write)
             return _json(201, copy.deepcopy(created), write)
         raise not_served(method, resource)
 
@@ -303,19 +317,19 @@ class Api:
         if method == "GET" and sub == "status" and resource != "events":
             return _json(200, copy.deepcopy(self.backend.get(resource, ns, name)))
         write = Write.of(query)
-        if sub is None and method == "PATCH" and resource in _PATCHES:
+        if sub is None and method == "PATCH" and resource in WRITABLE:
             content_type = headers.get("content-type", "").split(";")[0].strip()
-            patch = getattr(self.backend, _PATCHES[resource])
-            return _json(200, copy.deepcopy(patch(ns, name, content_type, _json_body(body), write)), write)
-        if sub is None and method == "PUT" and resource in _REPLACES:
-            replace = getattr(self.backend, _REPLACES[resource])
-            return _json(200, copy.deepcopy(replace(ns, name, _json_body(body), write)), write)
+            patched = self.backend.patch(resource, ns, name, content_type, _json_body(body), write)
+            return _json(200, copy.deepcopy(patched), write)
+        if sub is None and method == "PUT" and resource in WRITABLE:
+            replaced = self.backend.replace(resource, ns, name, _object_body(headers, body), write)
+            return _json(200, copy.deepcopy(replaced), write)
         if sub is None and method == "DELETE" and resource == "pods":
             deleted = self.backend.delete_pod(ns, name, _grace_seconds(query, body), write.dry_run)
             return _json(200, copy.deepcopy(deleted))
-        if sub is None and method == "DELETE" and resource in ("deployments", "secrets"):
-            delete = self.backend.delete_deployment if resource == "deployments" else self.backend.delete_secret
-            meta = delete(ns, name)["metadata"]
+        if sub is None and method == "DELETE" and resource in WRITABLE:
+            gone = self.backend.get(resource, ns, name) if write.dry_run else self.backend.delete(resource, ns, name)
+            meta = gone["metadata"]
             details = {"name": name, "group": GROUPS[resource], "kind": resource, "uid": meta["uid"]}
             details = {k: v for k, v in details.items() if v}  # an empty group is omitted
             return _json(
@@ -353,7 +367,7 @@ class Api:
                 return self._table("deployments/scale", [scale], scale["metadata"]["resourceVersion"], as_table, query)
             return _json(200, scale)
         if method == "PUT":
-            wanted = _json_body(body)
+            wanted = _object_body(headers, body)
         elif method == "PATCH":
             content_type = headers.get("content-type", "").split(";")[0].strip()
             wanted = patched_copy(_scale(current), content_type, _json_body(body))
@@ -361,7 +375,7 @@ class Api:
             raise not_served(method, f"deployments/{name}/scale")
         replicas = _scaled_replicas(current, wanted)
         write = Write(dry_run=query.get("dryRun") == "All")
-        patched = self.backend.patch_deployment(ns, name, MERGE_PATCH, {"spec": {"replicas": replicas}}, write)
+        patched = self.backend.patch("deployments", ns, name, MERGE_PATCH, {"spec": {"replicas": replicas}}, write)
         return _json(200, _scale(patched))
 
     def _log(self, ns: str, name: str, query: dict[str, str]) -> Reply:

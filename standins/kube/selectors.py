@@ -1,5 +1,5 @@
-"""Label selectors (`a=b,c!=d,e in (x,y),f notin (z),g,!h`) and the field selectors of the API server
-(`metadata.name`, `metadata.namespace`, and the fields it indexes for events and pods)."""
+"""Label selectors (`a=b,c!=d,e in (x,y),f notin (z),g,!h`, or a `LabelSelector` object) and the field selectors of
+the API server (`metadata.name`, `metadata.namespace`, and the fields it indexes for events and pods)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,18 @@ def parse_label_selector(text: str) -> list[Selector]:
             requirements.append(_exists(match["key"], bool(match["neg"])))
         else:
             raise bad_request(f"unable to parse requirement: {part!r} in selector {text!r}")
+    return requirements
+
+
+def label_selector(selector: JSON) -> list[Selector]:
+    """A `LabelSelector` object (`matchLabels`, `matchExpressions`) as predicates; an empty one selects everything."""
+    requirements = [_equals(key, value, False) for key, value in (selector.get("matchLabels") or {}).items()]
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression["key"], expression["operator"]
+        if operator in ("In", "NotIn"):
+            requirements.append(_within(key, frozenset(expression.get("values") or []), operator == "NotIn"))
+        else:
+            requirements.append(_exists(key, operator == "DoesNotExist"))
     return requirements
 
 

@@ -3,13 +3,15 @@ pods are real Docker containers.
 
 This is NOT Kubernetes. No API server can be installed on this machine, so the deploy code runs against this focused
 double. It speaks the REST protocol of the official `kubernetes` client for what the project uses: apps/v1
-Deployments (list by `labelSelector`, get, create, replace, the three PATCH types, delete) and ReplicaSets; v1 Pods,
-Services (create, replace, patch) and the Service proxy; v1 Secrets (create, get, list, replace, patch, delete), which
-pods' containers read through `env[].valueFrom.secretKeyRef` and `envFrom[].secretRef`; Events; watch of these
-collections (`watch.py`). Writes keep the API server's semantics: optimistic concurrency on
-`metadata.resourceVersion` (409 Conflict), decoding against the schema of the Kubernetes minor it claims with
-`fieldValidation` (`schema.py`, `openapi.py`), validation with field causes (422 Invalid, `validation.py`). Errors
-are `Status` objects (401 without the bearer token, 400, 404, 409, 415, 422). It serves HTTPS as an API server does
+Deployments and ReplicaSets; v1 Pods, Services and the Service proxy; v1 Secrets, which pods' containers read through
+`env[].valueFrom.secretKeyRef` and `envFrom[].secretRef`; v1 ConfigMaps and ServiceAccounts; policy/v1
+PodDisruptionBudgets, whose status counts the ready pods they select; Events. Every kind is read (get, list by
+`labelSelector`) and watched (`watch.py`); Deployments, Services, Secrets, ConfigMaps, ServiceAccounts and
+PodDisruptionBudgets are written (create, replace, the three PATCH types, delete) in JSON (not protobuf). Writes keep
+the API server's semantics: optimistic concurrency on `metadata.resourceVersion` (409 Conflict), decoding against the
+schema of the Kubernetes minor it claims with `fieldValidation` (`schema.py`, `openapi.py`), validation with field
+causes (422 Invalid, `validation.py`). Errors are `Status` objects (401 without the bearer token, 400, 404, 409, 415,
+422). It serves HTTPS as an API server does
 (kubectl sends its token over TLS only), with a CA of its own (`tls.py`) that its kubeconfig carries; a
 port-forward (`port_forward`) is plain HTTP, as kubectl's is. Its pods run the pod template's image in
 Docker (pulled by digest with the node's registry credentials), probed for real, and end gracefully when deleted
@@ -40,7 +42,7 @@ from standins.kube.controller import Controller
 from standins.kube.dockerruntime import DockerRuntime
 from standins.kube.faults import FailureRule
 from standins.kube.kubelet import Kubelet
-from standins.kube.models import Backend, owner_of
+from standins.kube.models import RESOURCES, WRITABLE, Backend, owner_of
 from standins.kube.proxy import PortForward, Reply, ReplyHandler, ServiceProxy
 from standins.kube.responses import Api
 from standins.kube.runtime import ContainerRuntime
@@ -202,14 +204,15 @@ class KubeStandIn:
     def add_manifest(
         self, manifest: JSON, *, namespace: str | None = None, settle: bool = True, timeout: float = 120.0
     ) -> JSON:
-        """Create a Deployment, Service or Secret from a manifest; `settle` waits until a Deployment has rolled out."""
+        """Create an object of a writable kind from a manifest (a Deployment without `kind`); `settle` waits until a
+        Deployment has rolled out."""
         ns = namespace or manifest.get("metadata", {}).get("namespace") or "default"
+        resource = RESOURCES[manifest.get("kind") or "Deployment"]
         with self.backend.lock:
-            if manifest.get("kind") == "Service":
-                return copy.deepcopy(self.backend.create_service(ns, manifest))
-            if manifest.get("kind") == "Secret":
-                return copy.deepcopy(self.backend.write_secret(ns, manifest))
-            name = self.backend.create_deployment(ns, manifest)["metadata"]["name"]
+            created = copy.deepcopy(self.backend.write(resource, ns, manifest))
+        if resource != "deployments":
+            return created
+        name = created["metadata"]["name"]
         if settle and not self.wait_until(lambda: self.controller.complete(ns, name), timeout):
             raise RuntimeError(f"deployment {ns}/{name} did not roll out within {timeout:g} s: {self.pods(ns)}")
         return self.deployment(ns, name)
@@ -217,10 +220,10 @@ class KubeStandIn:
     def apply(
         self, path: str | Path, namespace: str, *, settle: bool = False, edit: Callable[[JSON], None] | None = None
     ) -> list[str]:
-        """Create the Deployments, Services and Secrets of a manifest file (other kinds are skipped); their names."""
+        """Create the objects of a manifest file of the writable kinds (others are skipped); their names."""
         created = []
         for document in yaml.safe_load_all(Path(path).read_text()):
-            if isinstance(document, dict) and document.get("kind") in ("Deployment", "Service", "Secret"):
+            if isinstance(document, dict) and RESOURCES.get(document.get("kind", "")) in WRITABLE:
                 if edit is not None:
                     edit(document)
                 self.add_manifest(document, namespace=namespace, settle=settle)

@@ -243,6 +243,26 @@ def _secret(obj: JSON) -> Cells:
     ]
 
 
+def _configmap(obj: JSON) -> Cells:
+    data = len(obj.get("data") or {}) + len(obj.get("binaryData") or {})
+    return [obj["metadata"]["name"], data, since(obj["metadata"].get("creationTimestamp"))]
+
+
+def _serviceaccount(obj: JSON) -> Cells:
+    return [obj["metadata"]["name"], len(obj.get("secrets") or []), since(obj["metadata"].get("creationTimestamp"))]
+
+
+def _disruption_budget(obj: JSON) -> Cells:
+    spec = obj.get("spec") or {}
+    return [
+        obj["metadata"]["name"],
+        str(spec.get("minAvailable", "N/A")),
+        str(spec.get("maxUnavailable", "N/A")),
+        (obj.get("status") or {}).get("disruptionsAllowed", 0),
+        since(obj["metadata"].get("creationTimestamp")),
+    ]
+
+
 def _event(obj: JSON) -> Cells:
     first = since(obj.get("firstTimestamp") or obj.get("eventTime"))
     last = since(obj["lastTimestamp"]) if obj.get("lastTimestamp") else first
@@ -361,6 +381,37 @@ _PRINTERS: dict[str, tuple[list[JSON], Callable[[JSON], Cells]]] = {
             _AGE,
         ],
         _secret,
+    ),
+    "configmaps": (
+        [
+            _NAME,
+            _column("Data", "string", "Data contains the configuration data."),
+            _AGE,
+        ],
+        _configmap,
+    ),
+    "serviceaccounts": (
+        [
+            _NAME,
+            _column(
+                "Secrets",
+                "string",
+                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount "
+                "are allowed to use.",
+            ),
+            _AGE,
+        ],
+        _serviceaccount,
+    ),
+    "poddisruptionbudgets": (
+        [
+            _NAME,
+            _column("Min Available", "string", "The minimum number of pods that must be available."),
+            _column("Max Unavailable", "string", "The maximum number of pods that may be unavailable."),
+            _column("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
+            _AGE,
+        ],
+        _disruption_budget,
     ),
     "deployments/scale": (
         [

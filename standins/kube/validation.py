@@ -1,8 +1,9 @@
 """What the API server checks of an object beyond its schema, worded as its validation words it (`field.Error`s).
 
-A slice of kubernetes `pkg/apis/apps/validation` and `pkg/apis/core/validation`: object names, a Deployment's
-selector, template, containers, replicas and strategy, a Service's ports. Each check gives `Cause`s; a write with
-any is refused as 422 `Invalid` (`standins.kube.exceptions.invalid_object`), the schema's missing fields with them.
+A slice of kubernetes `pkg/apis/apps/validation`, `pkg/apis/core/validation` and `pkg/apis/policy/validation`: object
+names, a Deployment's selector, template, containers, replicas and strategy, a Service's ports, a PodDisruptionBudget's
+spec (a Secret's and a ConfigMap's keys: `standins.kube.secretdata`). Each check gives `Cause`s; a write with any is
+refused as 422 `Invalid` (`standins.kube.exceptions.invalid_object`), the schema's missing fields with them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ PERCENT_ERROR = (
 )
 NEGATIVE = "must be greater than or equal to 0"
 IMMUTABLE = "field is immutable"
+EVICTION_POLICIES = ("AlwaysAllow", "IfHealthyBudget")
 
 
 def name_causes(meta: JSON) -> list[Cause]:
@@ -56,6 +58,15 @@ def _int_or_percent(value: Any) -> int | None:
     if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit():
         return int(value[:-1])
     return value if isinstance(value, int) else None
+
+
+def _int_or_percent_causes(value: Any, where: str) -> list[Cause]:
+    """An int-or-string that must be a non-negative number or a percentage (ValidatePositiveIntOrPercent)."""
+    if isinstance(value, str) and _int_or_percent(value) is None:
+        return [Cause.invalid(where, value, PERCENT_ERROR)]
+    if (_int_or_percent(value) or 0) < 0:
+        return [Cause.invalid(where, value, NEGATIVE)]
+    return []
 
 
 def _containers(pod_spec: JSON, where: str) -> list[Cause]:
@@ -83,8 +94,9 @@ def _containers(pod_spec: JSON, where: str) -> list[Cause]:
 
 
 def deployment_causes(obj: JSON, previous: JSON | None = None) -> list[Cause]:
-    """A Deployment's field errors (ValidateDeployment / ValidateDeploymentUpdate), the defaults already set."""
-    causes = name_causes(obj.get("metadata") or {})
+    """A Deployment's field errors beyond its name (ValidateDeployment / ValidateDeploymentUpdate), the defaults
+    already set."""
+    causes: list[Cause] = []
     spec = obj.get("spec") or {}
     selector = spec.get("selector")
     template = spec.get("template") or {}
@@ -110,21 +122,13 @@ def deployment_causes(obj: JSON, previous: JSON | None = None) -> list[Cause]:
         causes.append(Cause.not_supported("spec.strategy.type", kind, ["Recreate", "RollingUpdate"]))
     elif kind == "Recreate" and strategy.get("rollingUpdate") is not None:
         causes.append(
-            Cause(
-                "spec.strategy.rollingUpdate",
-                "FieldValueForbidden",
-                "Forbidden: may not be specified when strategy `type` is 'Recreate'",
-            )
+            Cause.forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'")
         )
     elif kind == "RollingUpdate":
         rolling = strategy.get("rollingUpdate") or {}
         surge, unavailable = rolling.get("maxSurge"), rolling.get("maxUnavailable")
         for field, value in (("maxSurge", surge), ("maxUnavailable", unavailable)):
-            where = f"spec.strategy.rollingUpdate.{field}"
-            if isinstance(value, str) and _int_or_percent(value) is None:
-                causes.append(Cause.invalid(where, value, PERCENT_ERROR))
-            elif (_int_or_percent(value) or 0) < 0:
-                causes.append(Cause.invalid(where, value, NEGATIVE))
+            causes += _int_or_percent_causes(value, f"spec.strategy.rollingUpdate.{field}")
         if isinstance(unavailable, str) and (_int_or_percent(unavailable) or 0) > 100:
             where = "spec.strategy.rollingUpdate.maxUnavailable"
             causes.append(Cause.invalid(where, unavailable, "must not be greater than 100%"))
@@ -140,8 +144,8 @@ def deployment_causes(obj: JSON, previous: JSON | None = None) -> list[Cause]:
 
 
 def service_causes(obj: JSON) -> list[Cause]:
-    """A Service's field errors: its name, and ports (required, in range, unique names)."""
-    causes = name_causes(obj.get("metadata") or {})
+    """A Service's field errors beyond its name: ports (required, in range, unique names)."""
+    causes: list[Cause] = []
     spec = obj.get("spec") or {}
     ports = spec.get("ports") or []
     if not ports and spec.get("type") != "ExternalName":
@@ -157,4 +161,39 @@ def service_causes(obj: JSON) -> list[Cause]:
         elif name in names:
             causes.append(Cause.duplicate(f"spec.ports[{i}].name", name))
         names.add(name)
+    return causes
+
+
+def selector_causes(selector: JSON | None, where: str) -> list[Cause]:
+    """A label selector's expressions (ValidateLabelSelector): a known operator, values for In and NotIn only."""
+    causes: list[Cause] = []
+    for i, expression in enumerate((selector or {}).get("matchExpressions") or []):
+        at, operator, values = f"{where}.matchExpressions[{i}]", expression.get("operator"), expression.get("values")
+        if operator in ("In", "NotIn") and not values:
+            causes.append(Cause.required(f"{at}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
+        elif operator in ("Exists", "DoesNotExist") and values:
+            detail = "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+            causes.append(Cause.forbidden(f"{at}.values", detail))
+        elif operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            causes.append(Cause.invalid(f"{at}.operator", operator, "not a valid selector operator"))
+    return causes
+
+
+def disruption_budget_causes(obj: JSON) -> list[Cause]:
+    """A PodDisruptionBudget's field errors beyond its name (ValidatePodDisruptionBudgetSpec): `minAvailable` or
+    `maxUnavailable`, not both, each a non-negative number or a percentage up to 100%; its selector; the eviction
+    policy. (The API server prints the whole spec as a Go struct where this prints it as JSON.)"""
+    spec = obj.get("spec") or {}
+    causes: list[Cause] = []
+    if "minAvailable" in spec and "maxUnavailable" in spec:
+        causes.append(Cause.invalid("spec", spec, "minAvailable and maxUnavailable cannot be both set"))
+    for field in ("minAvailable", "maxUnavailable"):
+        value = spec.get(field)
+        causes += _int_or_percent_causes(value, f"spec.{field}")
+        if isinstance(value, str) and (_int_or_percent(value) or 0) > 100:
+            causes.append(Cause.invalid(f"spec.{field}", value, "must not be greater than 100%"))
+    causes += selector_causes(spec.get("selector"), "spec.selector")
+    policy = spec.get("unhealthyPodEvictionPolicy")
+    if policy is not None and policy not in EVICTION_POLICIES:
+        causes.append(Cause.not_supported("spec.unhealthyPodEvictionPolicy", policy, list(EVICTION_POLICIES)))
     return causes

@@ -304,9 +304,10 @@ def test_the_command_line_applies_the_manifest_and_writes_a_kubeconfig(tmp_path:
     )
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(3)]
-        assert lines[:2] == ["deployment/oncology-webservice created\n", "service/oncology-webservice created\n"]
-        assert lines[2].startswith("Kubernetes API STAND-IN (not a cluster) listening on https://127.0.0.1:")
+        lines = [process.stdout.readline() for _ in range(5)]
+        kinds = ["serviceaccount", "deployment", "service", "poddisruptionbudget"]
+        assert lines[:4] == [f"{kind}/oncology-webservice created\n" for kind in kinds]
+        assert lines[4].startswith("Kubernetes API STAND-IN (not a cluster) listening on https://127.0.0.1:")
         apps = AppsV1Api(connect_kubeconfig(str(kubeconfig)))
         listed = apps.list_namespaced_deployment("oncology", label_selector="app=oncology-webservice,team=ml-platform")
         assert [d.metadata.name for d in listed.items if d.metadata] == ["oncology-webservice"]

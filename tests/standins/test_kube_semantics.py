@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from kubernetes import watch
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, PolicyV1Api
 from kubernetes.client.exceptions import ApiException
 
 from oncology_pipeline.kubeapi import connect_kubeconfig
@@ -29,7 +29,17 @@ CRASHING = "registry.local/crash:1"
 UNPULLABLE = "registry.local/absent:1"
 SMP = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
-CHECKED_KINDS = {"Deployment", "ReplicaSet", "Pod", "Service", "Secret", "Event"}
+CHECKED_KINDS = {
+    "Deployment",
+    "ReplicaSet",
+    "Pod",
+    "Service",
+    "Secret",
+    "Event",
+    "ConfigMap",
+    "ServiceAccount",
+    "PodDisruptionBudget",
+}
 _answered: list[dict[str, Any]] = []  # every JSON object the stand-in answered in this module
 pytestmark = pytest.mark.xdist_group("kube-semantics")  # one stand-in for the module (`make test`: --dist loadgroup)
 
@@ -309,16 +319,26 @@ def test_events_can_be_watched_and_a_reset_forgets_them(tmp_path: Path) -> None:
 def test_every_object_the_stand_in_answered_is_valid_against_the_strict_schema(
     standin: KubeStandIn, client: ApiClient
 ) -> None:
-    """A scenario of its own (crash loop, image pull back-off, Service, Secret, scale, pod deletion), then every answer
-    of the module's stand-in: the other tests' too when they ran before it in the same process."""
+    """A scenario of its own (crash loop, image pull back-off, Service, Secret, ConfigMap, ServiceAccount,
+    PodDisruptionBudget, scale, pod deletion), then every answer of the module's stand-in: the other tests' too when
+    they ran before it in the same process."""
     core: Any = CoreV1Api(client)
     apps: Any = AppsV1Api(client)
+    policy: Any = PolicyV1Api(client)
     standin.add_manifest(manifest("answered"), namespace=NS)
     standin.add_deployment(NS, "crashing", {"app": "crashing"}, {"crash": CRASHING}, settle=False)
     standin.add_deployment(NS, "absent", {"app": "absent"}, {"absent": UNPULLABLE}, settle=False)
     service = {"metadata": {"name": "web"}, "spec": {"selector": {"app": "answered"}, "ports": [{"port": 80}]}}
     core.create_namespaced_service(NS, service)
     core.create_namespaced_secret(NS, {"metadata": {"name": "answered"}, "stringData": {"k": "v"}})
+    core.create_namespaced_config_map(
+        NS, {"metadata": {"name": "answered"}, "data": {"k": "v"}, "binaryData": {"b": ""}}
+    )
+    core.create_namespaced_service_account(
+        NS, {"metadata": {"name": "answered"}, "automountServiceAccountToken": False}
+    )
+    budget = {"metadata": {"name": "answered"}, "spec": {"maxUnavailable": "50%", "selector": {"matchLabels": {}}}}
+    policy.create_namespaced_pod_disruption_budget(NS, budget)
     core.patch_namespaced_service("web", NS, {"metadata": {"labels": {"tier": "front"}}})
     apps.patch_namespaced_deployment_scale("answered", NS, {"spec": {"replicas": 3}})
     victim = standin.pods(NS, "app=answered")[0]["metadata"]["name"]
@@ -334,8 +354,12 @@ def test_every_object_the_stand_in_answered_is_valid_against_the_strict_schema(
     )
     for path in ("/apis/apps/v1/deployments", "/apis/apps/v1/replicasets", "/api/v1/pods", "/api/v1/services"):
         request(standin, "GET", path)
-    request(standin, "GET", "/api/v1/secrets")
-    request(standin, "GET", "/api/v1/events")
+    assert standin.wait_until(  # an empty selector: every pod of the namespace
+        lambda: policy.read_namespaced_pod_disruption_budget("answered", NS).status.expected_pods > 0
+    )
+    for path in ("/api/v1/secrets", "/api/v1/events", "/api/v1/configmaps", "/api/v1/serviceaccounts"):
+        request(standin, "GET", path)
+    request(standin, "GET", "/apis/policy/v1/poddisruptionbudgets")
     for pod in standin.pods(NS):
         request(standin, "GET", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}")
     objects = []

@@ -162,8 +162,8 @@ def test_a_version_older_than_the_history_kept_is_410_gone(standin: KubeStandIn,
     start = apps.list_namespaced_deployment(ns).metadata.resource_version  # type: ignore[union-attr]
     with standin.backend.lock:  # more changes than the history keeps (each patch changes the Secret)
         for n in range(1, HISTORY + 2):
-            standin.backend.patch_secret(
-                ns, "s", "application/merge-patch+json", {"stringData": {"n": str(n)}}, Write()
+            standin.backend.patch(
+                "secrets", ns, "s", "application/merge-patch+json", {"stringData": {"n": str(n)}}, Write()
             )
     with pytest.raises(ApiException) as raised:
         next(stream(apps, ns, resource_version=start))
