@@ -1,8 +1,10 @@
 """The pipeline's alerts as Prefect automations (definitions only; `alerts.apply` puts them on a server).
 
-Each sends one notification through a notification block. Their texts are Jinja templates that the Prefect
-server renders when it acts: `flow`, `flow_run`, `deployment` are read from its API, `event` is the event that
-triggered (or, for the proactive alert, opened the window), `ui_url` links into the Prefect UI.
+Each alert sends one notification through a notification block; one more automation marks a run whose heartbeats
+stopped Crashed, so that the failed-run alert covers runs that died with their worker or machine. The texts are
+Jinja templates that the Prefect server renders when it acts: `flow`, `flow_run`, `deployment` are read from its
+API, `event` is the event that triggered (or, for the proactive alert, opened the window), `ui_url` links into the
+Prefect UI.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
-from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
+from prefect.automations import AutomationCore, ChangeFlowRunState, EventTrigger, Posture, SendNotification
+from prefect.client.schemas.objects import StateType
 
 from oncology_pipeline.events import CLUSTER_DRIFT_EVENT, DRIFT_EVENT, RECALL_ALARM_EVENT
 from tasks.runs import NESTED_PREFIX
@@ -23,13 +26,20 @@ NIGHTLY_FLOW, NIGHTLY_DEPLOYMENT = "train-test-publish-deploy", "nightly"
 #: The first sign that a nightly run is due: picked up by a worker, marked Late by the server (no worker took it
 #: in time), or held back by the deployment's concurrency limit; Running covers runs started without Pending.
 NIGHTLY_DUE = ("Pending", "Late", "AwaitingConcurrencySlot", "Running")
+#: What a live flow run sends every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (nested runs too: each flow run's
+#: engine sends its own, prefect/flow_engine.py `_send_heartbeats`), and the states after which none comes.
+HEARTBEAT = "prefect.flow-run.heartbeat"
+FINAL_STATES = ("Completed", "Failed", "Crashed", "Cancelled", "TimedOut")
+#: A run that misses this many heartbeats in a row is dead.
+MISSED_HEARTBEATS = 3
 
 FAILED_RUN = "oncology: pipeline run failed"
 NIGHTLY_OVERDUE = "oncology: nightly not completed in time"
 RECALL_BELOW_GATE = "oncology: realised recall below the gate"
 INPUT_DRIFT = "oncology: input drift"
 CLUSTER_DRIFT = "oncology: cluster drifted from production"
-NAMES = (FAILED_RUN, NIGHTLY_OVERDUE, RECALL_BELOW_GATE, INPUT_DRIFT, CLUSTER_DRIFT)
+SILENT_RUN = "oncology: run without heartbeats marked Crashed"
+NAMES = (FAILED_RUN, NIGHTLY_OVERDUE, RECALL_BELOW_GATE, INPUT_DRIFT, CLUSTER_DRIFT, SILENT_RUN)
 TAGS = ["oncology", "alerts"]
 
 FAILED_SUBJECT = "[oncology] {{ flow.name }} {{ flow_run.state.name }}: {{ flow_run.name }}"
@@ -148,6 +158,51 @@ def nightly_overdue_alert(block_id: UUID, hours: float) -> AutomationCore:
     return _notify(block_id, NIGHTLY_OVERDUE, description, trigger, subject, body)
 
 
+def silent_run_crash(heartbeat_seconds: float) -> AutomationCore:
+    """Mark a run of a pipeline flow Crashed when MISSED_HEARTBEATS heartbeats in a row did not come (Prefect's
+    zombie-run pattern, docs: v3/advanced/detect-zombie-flows); the failed-run alert then fires for it.
+
+    What it detects, exactly: per flow run, each heartbeat opens a window of MISSED_HEARTBEATS x `heartbeat_seconds`;
+    the next heartbeat or a final state (Completed, Failed, Crashed, Cancelled, TimedOut) closes it quietly. A window
+    that closes empty proposes Crashed (not forced: the server refuses it for a run that ended meanwhile). That is
+    a run whose process died without a word: its worker, pod or machine was lost, or the worker died with it. When
+    the worker survives it marks the run Crashed itself, but not the run's nested stage runs (`pipeline-<stage>-...`):
+    they send their own heartbeats from the same process, so this marks them Crashed as well (quietly: the pipeline's
+    run alerts). A run that never sent a heartbeat (one killed in the instant between Running and its first
+    heartbeat) is left to the nightly deadline.
+
+    `heartbeat_seconds` must be the PREFECT_FLOWS_HEARTBEAT_FREQUENCY of every process that runs these flows
+    against the server (the worker's environment, the Kubernetes job template): a process that beats less often
+    would see its live runs marked Crashed.
+    """
+    within = timedelta(seconds=MISSED_HEARTBEATS * heartbeat_seconds)
+    if within < timedelta(seconds=10):
+        raise ValueError(f"heartbeat window {within.total_seconds():g} s: under the 10 s proactive triggers need")
+    trigger = EventTrigger(
+        posture=Posture.Proactive,
+        after={HEARTBEAT},
+        expect={HEARTBEAT} | _events(FINAL_STATES),
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related={"prefect.resource.role": "flow", "prefect.resource.name": list(PIPELINE_FLOWS)},
+        for_each={"prefect.resource.id"},
+        threshold=1,
+        within=within,
+    )
+    window = f"{within.total_seconds():g} s"
+    message = (
+        f"No heartbeat for {window} (one expected every {heartbeat_seconds:g} s): the process running this flow run "
+        f"is gone (worker, pod or machine lost). Marked Crashed by the automation {SILENT_RUN!r}."
+    )
+    return AutomationCore(
+        name=SILENT_RUN,
+        description=f"A run of a pipeline flow sent no heartbeat for {window}: mark it Crashed (the failed-run alert "
+        "follows).",
+        tags=TAGS,
+        trigger=trigger,
+        actions=[ChangeFlowRunState(name="Crashed", state=StateType.CRASHED, message=message, force=False)],
+    )
+
+
 def recall_alert(block_id: UUID) -> AutomationCore:
     """One notification per recall-alarm event of the monitor flow: the version, its realised recall with the
     interval and case count, the gate's minimum and the window."""
@@ -190,12 +245,14 @@ def cluster_drift_alert(block_id: UUID) -> AutomationCore:
     )
 
 
-def alert_automations(block_id: UUID, nightly_deadline_hours: float) -> list[AutomationCore]:
-    """Every alert of the pipeline, delivered through the notification block `block_id`."""
+def alert_automations(block_id: UUID, nightly_deadline_hours: float, heartbeat_seconds: float) -> list[AutomationCore]:
+    """Every alert of the pipeline, delivered through the notification block `block_id`, and the automation that
+    marks a run whose heartbeats (every `heartbeat_seconds`) stopped Crashed."""
     return [
         failed_run_alert(block_id),
         nightly_overdue_alert(block_id, nightly_deadline_hours),
         recall_alert(block_id),
         drift_alert(block_id),
         cluster_drift_alert(block_id),
+        silent_run_crash(heartbeat_seconds),
     ]

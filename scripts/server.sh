@@ -15,6 +15,9 @@ export ONCOLOGY_PROJECT_DIR="$PWD"
 export PREFECT_HOME="$PWD/.work/prefect"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_API_URL=http://127.0.0.1:4200/api
+# Flow runs (the worker's children, nested stage runs included) send a heartbeat this often (s; Prefect's minimum 30,
+# default 180); `python -m alerts` below reads the same variable and marks a run that missed three Crashed.
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}"
 
 alive() {  # name: its pid file names a live process
   [ -f "$state/$1.pid" ] && kill -0 "$(cat "$state/$1.pid")" 2>/dev/null
@@ -50,9 +53,16 @@ wait_for "the Prefect server" 60 curl -sf "$PREFECT_API_URL/health"
 # shellcheck disable=SC1091
 source "$state/stack.env"
 start worker "${RUN[@]}" prefect worker start --pool local
+# A worker left running keeps the heartbeat frequency it started with; the alerts' window must fit it.
+environ="/proc/$(cat "$state/worker.pid")/environ"
+beat="PREFECT_FLOWS_HEARTBEAT_FREQUENCY=$PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+if [ -r "$environ" ] && ! tr '\0' '\n' <"$environ" | grep -qx "$beat"; then
+  echo "worker: running without $beat (its live runs would be marked Crashed); run \`make server-down\` first" >&2
+  exit 1
+fi
 "${RUN[@]}" prefect --no-prompt deploy --all
 # The alerts: a failed/crashed/timed-out pipeline run, a nightly not Completed in time -> ONCOLOGY_ALERT_WEBHOOK_URL
-# (the receiver of stack.env). Idempotent: automations are replaced by name.
+# (the receiver of stack.env); a run without heartbeats -> Crashed. Idempotent: automations are replaced by name.
 alerts=$("${RUN[@]}" python -m alerts) || { echo "python -m alerts failed (see above)" >&2; exit 1; }
 
 echo

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from standins.webhook import read_notifications, webhook_receiver
@@ -29,6 +29,8 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 #: 10.8 s: the shortest window Prefect's proactive triggers take is 10 s.
 DEADLINE_HOURS = 0.003
 SERVER_STARTUP_SECONDS = 90
+#: Flow runs' heartbeat interval, as `make server` gives its worker: the alerts' dead-run window is three of them.
+HEARTBEAT_SECONDS = 30
 Message = dict[str, Any]
 
 
@@ -135,6 +137,7 @@ def alert_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertServ
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
         "PYTHONPATH": str(PROJECT_DIR),
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
     }
     log = root / "server.log"
     with webhook_receiver(root / "notifications.jsonl") as webhook_url, log.open("wb") as out:
@@ -159,7 +162,8 @@ def alert_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertServ
                 pytest.fail(f"python -m alerts failed ({applied.returncode}):\n{applied.stdout}{applied.stderr}")
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("PREFECT_HOME", env["PREFECT_HOME"])
-                with temporary_settings(updates={PREFECT_API_URL: api_url}):
+                updates = {PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_SECONDS}
+                with temporary_settings(updates=updates):
                     try:
                         yield running
                     finally:

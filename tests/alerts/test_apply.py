@@ -17,8 +17,8 @@ from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import Automation, EventTrigger
 from pydantic import SecretStr
 
-from alerts.automations import FAILED_RUN, NAMES, NIGHTLY_OVERDUE, failed_run_alert
-from tests.alerts.conftest import AlertServer
+from alerts.automations import FAILED_RUN, NAMES, NIGHTLY_OVERDUE, SILENT_RUN, failed_run_alert
+from tests.alerts.conftest import HEARTBEAT_SECONDS, AlertServer
 
 
 def _automations() -> dict[str, list[Automation]]:
@@ -55,6 +55,8 @@ def test_running_it_again_leaves_exactly_the_same_automations(alert_server: Aler
     assert again.returncode == 0, again.stderr
     assert f"unchanged {FAILED_RUN}\n" in again.stdout
     assert f"unchanged {NIGHTLY_OVERDUE}\n" in again.stdout
+    assert f"unchanged {SILENT_RUN}\n" in again.stdout
+    assert f"A run without a heartbeat for {3 * HEARTBEAT_SECONDS} s" in again.stdout
     after = {name: [a.id for a in automations] for name, automations in _automations().items()}
     assert sorted(after) == sorted(NAMES)
     assert after == before  # one each, the same ids

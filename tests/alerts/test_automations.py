@@ -11,7 +11,7 @@ import pytest
 from prefect import Flow
 from prefect.automations import EventTrigger, Posture, ResourceSpecification
 
-from alerts.automations import PIPELINE_FLOWS, failed_run_alert, nightly_overdue_alert
+from alerts.automations import PIPELINE_FLOWS, failed_run_alert, nightly_overdue_alert, silent_run_crash
 
 FLOWS_DIR = Path(__file__).resolve().parents[2] / "flows"
 
@@ -43,3 +43,9 @@ def test_the_nightly_deadline_is_a_proactive_window_per_run() -> None:
 def test_a_deadline_shorter_than_prefect_can_watch_is_refused() -> None:
     with pytest.raises(ValueError, match="under the 10 s"):
         nightly_overdue_alert(uuid.uuid4(), 0.002)
+
+
+def test_a_heartbeat_window_shorter_than_prefect_can_watch_is_refused() -> None:
+    assert silent_run_crash(4).trigger.within == timedelta(seconds=12)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="under the 10 s"):
+        silent_run_crash(3)
