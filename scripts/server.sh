@@ -52,14 +52,13 @@ wait_for "the Prefect server" 60 curl -sf "$PREFECT_API_URL/health"
   || "${RUN[@]}" prefect global-concurrency-limit create model-registry --limit 1
 # shellcheck disable=SC1091
 source "$state/stack.env"
-start worker "${RUN[@]}" prefect worker start --pool local
 # A worker left running keeps the heartbeat frequency it started with; the alerts' window must fit it.
-environ="/proc/$(cat "$state/worker.pid")/environ"
 beat="PREFECT_FLOWS_HEARTBEAT_FREQUENCY=$PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
-if [ -r "$environ" ] && ! tr '\0' '\n' <"$environ" | grep -qx "$beat"; then
+if alive worker && ! tr '\0' '\n' <"/proc/$(cat "$state/worker.pid")/environ" | grep -qx "$beat"; then
   echo "worker: running without $beat (its live runs would be marked Crashed); run \`make server-down\` first" >&2
   exit 1
 fi
+start worker "${RUN[@]}" prefect worker start --pool local
 "${RUN[@]}" prefect --no-prompt deploy --all
 # The alerts: a failed/crashed/timed-out pipeline run, a nightly not Completed in time -> ONCOLOGY_ALERT_WEBHOOK_URL
 # (the receiver of stack.env); a run without heartbeats -> Crashed. Idempotent: automations are replaced by name.
