@@ -594,12 +594,23 @@ def load_average() -> str:
 
 
 def train_default_bundle() -> Path:
-    """The benchmarks' model: the default estimator trained on the real data, in a new temporary directory."""
-    from tests.support.data import real_data
-    from tests.support.models import train_bundle
+    """The benchmarks' model: the default estimator trained on the real data, in a new temporary directory. 200
+    bootstrap resamples and one cross-validation pass for the gate's floors: the fitted model is the same as with the
+    defaults, made in a fraction of the time."""
+    from oncology_model.candidate import make_candidate
+    from oncology_model.config import GateThresholds, TrainingConfig
+    from oncology_model.data import parse_csv
+    from oncology_model.sample_data import sample_data_csv
 
     bundle = Path(tempfile.mkdtemp(prefix="bench-")) / "model"
-    train_bundle(real_data(), bundle, version="20261125T000000Z-bench000")
+    make_candidate(
+        parse_csv(sample_data_csv()),
+        TrainingConfig(),
+        version="20261125T000000Z-bench000",
+        directory=bundle,
+        gate=GateThresholds(cv_repeats=1),
+        resamples=200,
+    )
     return bundle
 
 

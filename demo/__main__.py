@@ -31,9 +31,9 @@ def main() -> int:
     with local_stack(WORK_DIR.resolve()) as stack:
         os.environ.update(stack.env)
         from flows.pipeline import train_test_publish_deploy
+        from oncology_model.versioning import new_version
         from oncology_pipeline.settings import load_settings
         from oncology_pipeline.summary import STAGES, PipelineSummary, table_cell
-        from oncology_pipeline.versioning import new_version
 
         out("Local stand-ins:\n" + "".join(f"  - {line}\n" for line in stack.stand_ins))
         if stack.publish_skipped:
@@ -86,6 +86,7 @@ def _close_the_loop(url: str, version: str) -> None:
     """Traffic with request ids, their confirmed diagnoses, the monitor flow: what the loop saw."""
     from demo.loop import send_traffic, wait_for_log, write_outcomes
     from flows.monitor import monitor
+    from oncology_pipeline import layout
     from oncology_pipeline.settings import load_settings
 
     out = sys.stdout.write
@@ -95,9 +96,10 @@ def _close_the_loop(url: str, version: str) -> None:
     logged = wait_for_log(settings, set(traffic.diagnoses))
     outcomes = write_outcomes(settings, version, traffic.diagnoses)
     result = monitor()
+    prediction_log = layout.uri(settings.prediction_log_bucket, f"{settings.prediction_log_prefix}/")
     out(
         f"\nThe loop ({time.perf_counter() - start:.0f} s): {len(traffic.diagnoses)} predictions served with request "
-        f"ids, {logged} in the prediction log (s3://{settings.prediction_log_bucket}/{settings.prediction_log_prefix}/)"
+        f"ids, {logged} in the prediction log ({prediction_log})"
         f", their diagnoses confirmed in {outcomes}; the monitor joined {result.joined}:\n"
     )
     for perf in result.performance.versions:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from demo import traffic
-from oncology_pipeline import aws, predictionlog, s3store
+from oncology_pipeline import aws, layout, predictionlog, s3store
 from oncology_pipeline.settings import PipelineSettings
 
 #: Requests the demo sends (rows of the data set without missing values).
@@ -66,5 +66,5 @@ def write_outcomes(settings: PipelineSettings, run: str, diagnoses: dict[str, in
     """The confirmed diagnoses as an outcomes file (request_id, diagnosis, confirmed_at); its URI."""
     confirmed = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = "request_id,diagnosis,confirmed_at\n" + "".join(f"{i},{d},{confirmed}\n" for i, d in diagnoses.items())
-    key = f"{settings.outcomes_prefix}/demo-{run}.csv"
+    key = layout.outcomes_key(settings.outcomes_prefix, f"demo-{run}")
     return s3store.put_bytes(aws.client(settings, "s3"), settings.data_bucket, key, body.encode(), "text/csv").uri

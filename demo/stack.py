@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from demo.buckets import create_buckets, seed_training_data
 from oncology_model.datamodel import EXAMPLE_BENIGN
 from oncology_model.sample_data import sample_data_csv
 from oncology_pipeline import aws
 from oncology_pipeline.registry import ecr_login
 from oncology_pipeline.settings import PipelineSettings
-from standins.aws import create_buckets, moto_server, seed_training_data
+from standins.aws import moto_server
 from standins.kube import DockerRuntime, KubeStandIn
 from standins.kube.dockerruntime import host_gateway_address
 

@@ -147,7 +147,7 @@ def train_test_publish_deploy(
         summary.stages["deploy"] = summary.rollout or "rolled out"
         if model_version:  # a person chose this version: the records say so
             record_operator_action(settings, "release", version, None)
-        pointer = f"s3://{settings.model_bucket}/{layout.pointer_key(settings.model_prefix)}"
+        pointer = layout.uri(settings.model_bucket, layout.pointer_key(settings.model_prefix))
         summary.s3_uris = [*summary.s3_uris, pointer, record_uri(settings, version)]
         return summary
     except StageFailed as failure:

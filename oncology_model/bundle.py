@@ -107,12 +107,6 @@ def golden_set(model: TrainedModel) -> list[GoldenCase]:
     ]
 
 
-def make_version(data_sha256: str, now: datetime | None = None) -> str:
-    """A sortable, unique model version: UTC time plus the data fingerprint, e.g. 20261125T030000Z-402c5853."""
-    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{data_sha256[:8]}"
-
-
 def git_revision(cwd: Path | None = None) -> str | None:
     """The current git commit, when known."""
     if revision := os.environ.get("GIT_REVISION"):

@@ -85,15 +85,15 @@ def _train(args: argparse.Namespace) -> int:
     # scikit-learn takes seconds to import: only once the data is good, so bad data fails at once
     from pydantic import ValidationError
 
-    from oncology_model.bundle import make_version
     from oncology_model.candidate import make_candidate
     from oncology_model.config import TrainingConfig, first_error
+    from oncology_model.versioning import new_version
 
     try:
         config = TrainingConfig(**{name: v for name in _TRAINING_OPTIONS if (v := getattr(args, name)) is not None})
     except ValidationError as exc:
         raise OncologyModelError(first_error(exc)) from None
-    version = args.version or make_version(dataset.report.sha256)
+    version = args.version or new_version(dataset.report.sha256)
     with _step(
         f"training {config.estimator} with {config.cv_folds}-fold cross-validation, evaluating on the "
         f"{config.test_size:.0%} hold-out and {'if it passes the gate, ' if args.strict else ''}saving the bundle to "

@@ -20,7 +20,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 from oncology_model.files import staged_directory
-from oncology_pipeline.errors import BuildFailed, ConfigurationError, TransientError
+from oncology_pipeline.errors import BuildFailed, ConfigurationError, TransientError, is_transient_message
 
 #: Python of the serving image; the wheelhouse is downloaded for it, whatever runs the pipeline.
 IMAGE_PYTHON = "3.11"
@@ -28,17 +28,6 @@ IMAGE_PYTHON = "3.11"
 IMAGE_GLIBC = (2, 36)
 BUNDLE_FILES = ("model.skops", "metadata.json")
 _LOG_TAIL = 30
-_NETWORK_MARKERS = (
-    "connectionerror",
-    "connection refused",
-    "connection reset",
-    "read timed out",
-    "readtimeouterror",
-    "temporary failure in name resolution",
-    "max retries exceeded",
-    "http error 5",
-    "503 service unavailable",
-)
 
 
 def _run(command: list[str], cwd: Path, what: str) -> str:
@@ -152,7 +141,7 @@ def _download_wheels(pinned: list[str], target: Path) -> None:
     try:
         _run(command, target, "downloading the runtime wheels")
     except BuildFailed as exc:
-        if any(marker in str(exc).lower() for marker in _NETWORK_MARKERS):
+        if is_transient_message(str(exc)):
             raise TransientError(f"{exc}\nThe package index did not answer; retry later.") from exc
         raise
 

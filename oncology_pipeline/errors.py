@@ -1,7 +1,9 @@
-"""Our exceptions, and the one place that decides which failures are transient (worth a retry)."""
+"""Our exceptions, and the one place that decides which failures are transient (worth a retry): by exception
+class and status code (`is_transient`), or by the words of a tool's error output (`is_transient_message`)."""
 
 from __future__ import annotations
 
+import re
 import socket
 
 
@@ -65,6 +67,36 @@ _TRANSIENT_AWS_CODES = {
     "ServiceUnavailable",
     "ServiceUnavailableException",
 }
+
+
+#: What pip, uv and the Docker engine / registry write when the network, not the request, failed ("timeout" also
+#: finds pip's ReadTimeoutError and Go's "i/o timeout", `_EOF` Go's "unexpected EOF").
+_TRANSIENT_WORDS = (
+    "connectionerror",
+    "connection refused",
+    "connection reset",
+    "timeout",
+    "timed out",
+    "temporary failure in name resolution",
+    "no such host",
+    "max retries exceeded",
+    "broken pipe",
+    "toomanyrequests",
+    "too many requests",
+    "http error 5",
+    "service unavailable",
+    "bad gateway",
+    "internal server error",
+)
+_HTTP_5XX = re.compile(r"\b5\d\d\b")
+_EOF = re.compile(r"\beof\b")  # Go's io.EOF: the registry closed the connection in the middle of a request
+
+
+def is_transient_message(text: str) -> bool:
+    """True when a tool's error output (pip, uv, a registry's push error) says the network failed: a refused or
+    reset connection, a timeout, a name that did not resolve, throttling or a 5xx answer."""
+    lowered = text.lower()
+    return bool(_HTTP_5XX.search(lowered) or _EOF.search(lowered)) or any(w in lowered for w in _TRANSIENT_WORDS)
 
 
 def is_transient(exc: BaseException) -> bool:

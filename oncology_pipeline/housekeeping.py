@@ -2,16 +2,16 @@
 
 Local images and run folders after each pipeline run, S3 model versions in the weekly cleanup: each keeps the
 protected versions (production, this run, whatever a rollback needs) and the newest `keep` of the others.
-Versions are `<UTC time>-<8 hex>` (oncology_pipeline.versioning), so sorting by name sorts by time; a name that
+Versions are `<UTC time>-<8 hex>` (oncology_model.versioning), so sorting by name sorts by time; a name that
 is not a version is never deleted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from oncology_pipeline.versioning import VERSION_PATTERN
+from oncology_model.versioning import VERSION_PATTERN
 
 
 @dataclass(frozen=True)
@@ -68,19 +68,3 @@ def rollback_protection(
     if production:
         protected[production] = "production"
     return protected
-
-
-def cleanup_rows(decisions: Iterable[Decision], deleted: Collection[str], dry_run: bool) -> list[dict[str, str]]:
-    """The cleanup table: each version, what happened to its model files, and why."""
-    rows = []
-    for d in decisions:
-        if not d.delete:
-            action = "keep"
-        elif dry_run:
-            action = "would delete"
-        elif d.version in deleted:
-            action = "deleted"
-        else:
-            action = "kept: production changed meanwhile"
-        rows.append({"version": d.version, "model files": action, "reason": d.reason})
-    return rows

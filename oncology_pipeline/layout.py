@@ -1,4 +1,4 @@
-"""Where everything lives in S3: every key the pipeline reads or writes, in one place.
+"""Where everything lives in S3: every key the pipeline reads or writes, and its `s3://` URI, in one place.
 
 s3://<model-bucket>/<model-prefix>/<version>/model.skops, metadata.json   every approved version (candidates)
 s3://<model-bucket>/<model-prefix>/production.json                       the verified serving version
@@ -20,14 +20,25 @@ from __future__ import annotations
 POINTER_FILE = "production.json"
 RELEASES = "releases"
 FINGERPRINTS = f"{RELEASES}/fingerprints"
-METRICS = "trainer/metrics"
+TRAINER = "trainer"  # the pipeline's reports in the metrics bucket
+METRICS = f"{TRAINER}/metrics"
 HISTORY = f"{METRICS}/history.csv"
 QUICKSIGHT_MANIFEST = f"{METRICS}/quicksight-manifest.json"
+
+
+def uri(bucket: str, key: str) -> str:
+    """`s3://<bucket>/<key>`; a key that ends in `/` names a folder."""
+    return f"s3://{bucket}/{key}"
 
 
 def version_prefix(model_prefix: str, version: str) -> str:
     """`<model-prefix>/<version>`: a model version's bundle files."""
     return f"{model_prefix}/{version}"
+
+
+def bundle_key(model_prefix: str, version: str, name: str) -> str:
+    """`<model-prefix>/<version>/<name>`: one file of a model version's bundle."""
+    return f"{version_prefix(model_prefix, version)}/{name}"
 
 
 def pointer_key(model_prefix: str) -> str:
@@ -52,12 +63,12 @@ def metrics_key(version: str) -> str:
 
 def unit_coverage_key(version: str) -> str:
     """`trainer/unittest-coverage/unittest-coverage-<version>.json`."""
-    return f"trainer/unittest-coverage/unittest-coverage-{version}.json"
+    return f"{TRAINER}/unittest-coverage/unittest-coverage-{version}.json"
 
 
 def model_coverage_key(version: str) -> str:
     """`trainer/test-coverage/test-coverage-<version>.json`."""
-    return f"trainer/test-coverage/test-coverage-{version}.json"
+    return f"{TRAINER}/test-coverage/test-coverage-{version}.json"
 
 
 MONITORING = "monitoring"
@@ -66,6 +77,11 @@ MONITORING = "monitoring"
 def monitoring_key(run: str, name: str) -> str:
     """`monitoring/<run>/<name>`; `run` is a monitor run's stamp or `latest`."""
     return f"{MONITORING}/{run}/{name}"
+
+
+def outcomes_key(outcomes_prefix: str, name: str) -> str:
+    """`<outcomes-prefix>/<name>.csv`: one file of confirmed diagnoses."""
+    return f"{outcomes_prefix}/{name}.csv"
 
 
 def labelled_key(labelled_prefix: str, run: str) -> str:

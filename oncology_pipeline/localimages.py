@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import docker
 
+from oncology_model.versioning import VERSION_PATTERN
 from oncology_pipeline.image import MODEL_VERSION_LABEL
 from oncology_pipeline.smoketest import SMOKE_TEST_LABEL
-from oncology_pipeline.versioning import VERSION_PATTERN
 
 
 @dataclass(frozen=True)

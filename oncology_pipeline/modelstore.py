@@ -1,7 +1,8 @@
 """Model versions in S3 and the production pointer (`<model-prefix>/production.json`) that says which one serves.
 
 The pointer is written with a compare-and-swap (a conditional put on the ETag read), so two promotions never
-lose an update; a version's files are downloaded into a directory that appears whole or not at all.
+lose an update; a version's files are downloaded into a directory that appears whole or not at all. The weekly
+cleanup lists the stored versions and deletes old ones here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from oncology_model.bundle import METADATA_FILE, MODEL_FILE
 from oncology_model.files import staged_directory
 from oncology_pipeline import layout
 from oncology_pipeline.errors import ConfigurationError, PromotionConflict
-from oncology_pipeline.s3store import ABSENT, S3Object, error_code, get_bytes, head, put_bytes, s3_errors
+from oncology_pipeline.s3store import ABSENT, S3Object, delete_prefix, error_code, get_bytes, head, put_bytes, s3_errors
 
 
 class ProductionPointer(BaseModel):
@@ -44,7 +45,7 @@ def read_pointer_etag(s3: Any, bucket: str, prefix: str) -> tuple[ProductionPoin
     except ClientError as exc:
         if error_code(exc) in {"404", "NoSuchKey"}:
             return None, ABSENT
-        with s3_errors(f"s3://{bucket}/{key}"):
+        with s3_errors(layout.uri(bucket, key)):
             raise
     pointer = ProductionPointer.model_validate_json(answer["Body"].read())
     return pointer, str(answer["ETag"]).strip('"')
@@ -97,7 +98,7 @@ def write_pointer(
 def _conflict(bucket: str, key: str, version: str, winner: ProductionPointer | None) -> PromotionConflict:
     won = winner.model_version if winner else "(none: the pointer was deleted)"
     return PromotionConflict(
-        f"s3://{bucket}/{key} changed while this run promoted {version}: production is now {won}. "
+        f"{layout.uri(bucket, key)} changed while this run promoted {version}: production is now {won}. "
         "Nothing was overwritten; release again if this version should serve."
     )
 
@@ -105,15 +106,16 @@ def _conflict(bucket: str, key: str, version: str, winner: ProductionPointer | N
 def version_keys(s3: Any, bucket: str, prefix: str, version: str) -> list[str]:
     """The keys of one model version's files; a version whose upload was broken off (a bundle file missing)
     is refused, as is one that holds nothing."""
-    with s3_errors(f"s3://{bucket}/{prefix}/{version}/"):
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/{version}/")
+    folder = f"{layout.version_prefix(prefix, version)}/"
+    with s3_errors(layout.uri(bucket, folder)):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder)
         keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
     if not keys:
-        raise ConfigurationError(f"s3://{bucket}/{prefix}/{version}/ holds no model: check the version")
-    missing = [name for name in (MODEL_FILE, METADATA_FILE) if f"{prefix}/{version}/{name}" not in keys]
+        raise ConfigurationError(f"{layout.uri(bucket, folder)} holds no model: check the version")
+    missing = [name for name in (MODEL_FILE, METADATA_FILE) if layout.bundle_key(prefix, version, name) not in keys]
     if missing:
         raise ConfigurationError(
-            f"s3://{bucket}/{prefix}/{version}/ is incomplete ({', '.join(missing)} missing): its upload was broken "
+            f"{layout.uri(bucket, folder)} is incomplete ({', '.join(missing)} missing): its upload was broken "
             "off. Train again, or release another version."
         )
     return keys
@@ -140,10 +142,27 @@ def download_version(s3: Any, bucket: str, prefix: str, version: str, keys: list
     """Download the files of one model version into `dest` (atomically)."""
     with staged_directory(dest) as staging:
         for key in keys:
-            relative = key.removeprefix(f"{prefix}/{version}/")
+            relative = key.removeprefix(f"{layout.version_prefix(prefix, version)}/")
             data = get_bytes(s3, bucket, key)
             if data is None:
-                raise ConfigurationError(f"s3://{bucket}/{key} is listed in the production pointer but missing")
+                raise ConfigurationError(f"{layout.uri(bucket, key)} is listed in the production pointer but missing")
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             (staging / relative).write_bytes(data)
     return dest
+
+
+def stored_versions(s3: Any, bucket: str, prefix: str) -> set[str]:
+    """The folders under `s3://bucket/prefix/` that hold objects (model versions).
+
+    Taken from the keys, not from a delimited listing: on a versioned bucket moto still lists a folder whose
+    objects were all deleted.
+    """
+    with s3_errors(layout.uri(bucket, f"{prefix}/")):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+        keys = [obj["Key"].removeprefix(f"{prefix}/") for page in pages for obj in page.get("Contents", [])]
+    return {key.split("/", 1)[0] for key in keys if "/" in key}
+
+
+def delete_version(s3: Any, bucket: str, prefix: str, version: str) -> int:
+    """Delete every file of one model version (its release record stays); returns how many there were."""
+    return delete_prefix(s3, bucket, f"{layout.version_prefix(prefix, version)}/")

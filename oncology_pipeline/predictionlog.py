@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from oncology_pipeline import s3store
+from oncology_pipeline import layout, s3store
 
 
 @dataclass
@@ -64,7 +64,7 @@ def read_window(s3: Any, bucket: str, prefix: str, start: datetime, end: datetim
             records = [json.loads(line) for line in lines if line.strip()]
             times = [record_time(r) for r in records]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            window.unreadable.append(f"s3://{bucket}/{key}: {exc}")
+            window.unreadable.append(f"{layout.uri(bucket, key)}: {exc}")
             continue
         window.records.extend(r for r, when in zip(records, times, strict=True) if start <= when < end)
     return window

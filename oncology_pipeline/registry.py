@@ -15,31 +15,12 @@ import requests
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from oncology_pipeline.errors import ConfigurationError, PushFailed, TransientError, is_transient
+from oncology_pipeline.errors import ConfigurationError, PushFailed, TransientError, is_transient, is_transient_message
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
 
 _AUTH_MARKERS = ("unauthorized", "denied", "authentication required", "no basic auth credentials")
-_TRANSIENT_MARKERS = (
-    "connection refused",
-    "connection reset",
-    "i/o timeout",
-    "tls handshake timeout",
-    "timeout",
-    "timed out",
-    "broken pipe",
-    "unexpected eof",
-    "no such host",
-    "toomanyrequests",
-    "too many requests",
-    "service unavailable",
-    "bad gateway",
-    "gateway timeout",
-    "internal server error",
-)
-_HTTP_5XX = re.compile(r"\b5\d\d\b")
-_EOF = re.compile(r"\beof\b")  # Go's io.EOF: the registry closed the connection in the middle of a request
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -149,7 +130,7 @@ def _classify_push_error(message: str, repository: str, tag: str, registry: str)
             "Check the registry credentials (ECR token not expired, right account/region, "
             "registry override pointing at the right registry) and the push permissions."
         )
-    if _HTTP_5XX.search(lowered) or _EOF.search(lowered) or any(marker in lowered for marker in _TRANSIENT_MARKERS):
+    if is_transient_message(message):
         return TransientError(f"Push of {repository}:{tag} to {registry} broke off: {message}. Retry later.")
     return PushFailed(f"Push of {repository}:{tag} to {registry} failed: {message}")
 

@@ -27,7 +27,7 @@ ANNOTATION_RELEASE = "oncology-mlops/release"
 
 def record_uri(bucket: str, version: str) -> str:
     """`s3://<bucket>/releases/<version>.json`: where a version's release record lives."""
-    return f"s3://{bucket}/{layout.release_key(version)}"
+    return layout.uri(bucket, layout.release_key(version))
 
 
 def deployment_annotations(version: str, release: str) -> dict[str, str]:
@@ -55,7 +55,7 @@ class DataFile(BaseModel):
     @property
     def uri(self) -> str:
         """`s3://bucket/key`."""
-        return f"s3://{self.bucket}/{self.key}"
+        return layout.uri(self.bucket, self.key)
 
 
 class TrainingFile(DataFile):

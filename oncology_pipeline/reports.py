@@ -1,13 +1,15 @@
-"""Human-readable views of reports, metrics, gate decisions and coverage (markdown and tables)."""
+"""What the artifacts show: human-readable views of reports, metrics, gate decisions, coverage, images, deploys,
+the cleanup and the monitor (markdown and tables)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from oncology_model.data import ValidationReport
 from oncology_model.evaluation import Evaluation, GateDecision
 from oncology_model.training import ThresholdChoice
+from oncology_pipeline import housekeeping
 from oncology_pipeline.driftwatch import DriftWatch
 from oncology_pipeline.image import ImageInfo
 from oncology_pipeline.outcomes import RULES, OutcomesReport, Rule
@@ -56,6 +58,11 @@ def validation_markdown(report: ValidationReport, source: str) -> str:
             for d in report.dropped[:50]
         ]
     return "\n".join(lines)
+
+
+def class_balance_rows(report: ValidationReport) -> list[dict[str, Any]]:
+    """One row per class of the kept rows: the class and how many rows have it."""
+    return [{"class": k, "rows": v} for k, v in report.class_balance.items()]
 
 
 def metrics_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
@@ -163,6 +170,30 @@ def objects_rows(objects: list[S3Object]) -> list[dict[str, str | int]]:
         {"object": escape_markdown(o.uri), "bytes": o.size, "etag": o.etag.strip('"'), "version": o.version_id or "-"}
         for o in objects
     ]
+
+
+def cleanup_rows(
+    decisions: Iterable[housekeeping.Decision], deleted: Collection[str], dry_run: bool
+) -> list[dict[str, str]]:
+    """The cleanup table: each version, what happened to its model files, and why."""
+    rows = []
+    for d in decisions:
+        if not d.delete:
+            action = "keep"
+        elif dry_run:
+            action = "would delete"
+        elif d.version in deleted:
+            action = "deleted"
+        else:
+            action = "kept: production changed meanwhile"
+        rows.append({"version": d.version, "model files": action, "reason": d.reason})
+    return rows
+
+
+def cleanup_description(where: str, dry_run: bool) -> str:
+    """The cleanup table's title; `where` is the model versions' `s3://` folder."""
+    title = "Model cleanup, dry run: nothing deleted" if dry_run else "Model cleanup"
+    return f"{title} ({where}/<version>/)"
 
 
 def history_row(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""S3 objects for the pipeline: errors that say what to fix, cached downloads, verified and conditional
-uploads, a CSV grown one row at a time (the metrics history) and its QuickSight manifest."""
+"""S3 objects for the pipeline: errors that say what to fix, listing, cached downloads, verified and conditional
+uploads, deleting a prefix, a CSV grown one row at a time (the metrics history) and its QuickSight manifest."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError, NoCredentialsError
 
+from oncology_pipeline import layout
 from oncology_pipeline.errors import ConfigurationError, TransientError, is_transient
 
 ABSENT = "*absent"  # `put_bytes(if_match=ABSENT)`: create only
+_DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
 _ADVICE = {
     "NoSuchBucket": "the bucket does not exist: create it or fix the bucket setting",
     "AccessDenied": "access denied (403): check the credentials and the IAM policy (s3:GetObject, s3:PutObject, "
@@ -49,7 +51,7 @@ class S3Object:
     @property
     def uri(self) -> str:
         """`s3://bucket/key`."""
-        return f"s3://{self.bucket}/{self.key}"
+        return layout.uri(self.bucket, self.key)
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,13 @@ def _bucket_exists(s3: Any, bucket: str) -> bool:
 
 def head(s3: Any, bucket: str, key: str) -> S3Object:
     """An object's size, ETag and version."""
-    with s3_errors(f"s3://{bucket}/{key}"):
+    with s3_errors(layout.uri(bucket, key)):
         try:
             meta = s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             if error_code(exc) == "404" and not _bucket_exists(s3, bucket):
                 # a HEAD answer has no body: only HeadBucket tells a missing bucket from a missing key
-                raise ConfigurationError(f"s3://{bucket}/{key}: NoSuchBucket: {_ADVICE['NoSuchBucket']}") from exc
+                raise ConfigurationError(f"{layout.uri(bucket, key)}: NoSuchBucket: {_ADVICE['NoSuchBucket']}") from exc
             raise
     return S3Object(bucket, key, int(meta["ContentLength"]), meta["ETag"].strip('"'), meta.get("VersionId"))
 
@@ -114,7 +116,7 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
     except ClientError as exc:
         if error_code(exc) in {"404", "NoSuchKey"}:
             return False
-        with s3_errors(f"s3://{bucket}/{key}"):
+        with s3_errors(layout.uri(bucket, key)):
             raise
     return True
 
@@ -141,7 +143,7 @@ def list_objects(
     pages = s3.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=f"{prefix}/", PaginationConfig={"PageSize": page_size}, **after
     )
-    with s3_errors(f"s3://{bucket}/{prefix}/"):
+    with s3_errors(layout.uri(bucket, f"{prefix}/")):
         for page in pages:
             found += [
                 S3Object(bucket, item["Key"], int(item["Size"]), item["ETag"].strip('"'))
@@ -149,6 +151,23 @@ def list_objects(
                 if not item["Key"].endswith("/")
             ]
     return sorted(found, key=lambda o: o.key)
+
+
+def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+    """Delete every object whose key starts with `prefix`; returns how many there were."""
+    uri = layout.uri(bucket, prefix)
+    with s3_errors(uri):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = [{"Key": key} for key in keys[start : start + _DELETE_BATCH]]
+            answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            if answer.get("Errors"):
+                failed = answer["Errors"][0]
+                raise ConfigurationError(
+                    f"{uri}: deleting {failed.get('Key')} failed: {failed.get('Code')}: {failed.get('Message')}"
+                )
+    return len(keys)
 
 
 def download_cached(s3: Any, bucket: str, key: str, cache_dir: Path) -> CachedDownload:
@@ -184,7 +203,7 @@ def get_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
     except ClientError as exc:
         if error_code(exc) in {"404", "NoSuchKey"}:
             return None
-        with s3_errors(f"s3://{bucket}/{key}"):
+        with s3_errors(layout.uri(bucket, key)):
             raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -197,7 +216,7 @@ def put_bytes(
     `if_match`: a conditional write, "*absent" to create only when the key does not exist, else the ETag the
     object must still have (S3 answers 412 PreconditionFailed otherwise, raised as ClientError).
     """
-    uri = f"s3://{bucket}/{key}"
+    uri = layout.uri(bucket, key)
     md5 = hashlib.md5(data, usedforsecurity=False)
     condition = {} if if_match is None else {"IfNoneMatch": "*"} if if_match == ABSENT else {"IfMatch": f'"{if_match}"'}
     with s3_errors(uri):
@@ -251,6 +270,6 @@ def append_csv_row(s3: Any, bucket: str, key: str, row: Mapping[str, object]) ->
 def quicksight_manifest(bucket: str, key: str) -> dict[str, Any]:
     """An Amazon QuickSight S3 manifest for the metrics history CSV."""
     return {
-        "fileLocations": [{"URIs": [f"s3://{bucket}/{key}"]}],
+        "fileLocations": [{"URIs": [layout.uri(bucket, key)]}],
         "globalUploadSettings": {"format": "CSV", "delimiter": ",", "textqualifier": '"', "containsHeader": "true"},
     }

@@ -10,8 +10,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from oncology_model.data import Dataset, combine, load_csv
-from oncology_pipeline import s3store
-from oncology_pipeline.reports import validation_markdown
+from oncology_pipeline import layout, s3store
+from oncology_pipeline.reports import class_balance_rows, validation_markdown
 from oncology_pipeline.settings import PipelineSettings
 from tasks.clients import aws_client
 from tasks.policy import NETWORK_RETRIES
@@ -46,9 +46,8 @@ def download_labelled_data(settings: PipelineSettings) -> list[s3store.CachedDow
     listed = s3store.list_objects(s3, settings.data_bucket, settings.labelled_prefix)
     results = [s3store.download_listed(s3, obj, settings.cache_dir) for obj in listed if obj.key != settings.data_key]
     get_run_logger().info(
-        "s3://%s/%s/: %d labelled files, %d downloaded, %d from the cache (same ETag), %.2f s",
-        settings.data_bucket,
-        settings.labelled_prefix,
+        "%s: %d labelled files, %d downloaded, %d from the cache (same ETag), %.2f s",
+        layout.uri(settings.data_bucket, f"{settings.labelled_prefix}/"),
         len(results),
         sum(r.downloaded for r in results),
         sum(not r.downloaded for r in results),
@@ -81,7 +80,7 @@ def validate_data(
         description="Training data validation report",
     )
     create_table_artifact(
-        table=[{"class": k, "rows": v} for k, v in report.class_balance.items()],
+        table=class_balance_rows(report),
         key="data-class-balance",
         description="Class balance of the kept rows",
     )

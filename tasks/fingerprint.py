@@ -14,9 +14,8 @@ from oncology_pipeline import fingerprint, modelstore, registry, releases, s3sto
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.fingerprint import Fingerprint, Plan
 from oncology_pipeline.settings import PipelineSettings
-from tasks.clients import aws_client
+from tasks.clients import aws_client, docker_client
 from tasks.policy import NETWORK_RETRIES
-from tasks.publish import docker_client
 
 
 def _base_image(settings: PipelineSettings) -> str:

@@ -1,10 +1,10 @@
 """Housekeeping: one run's local leftovers (images, smoke-test containers, run folders) and the weekly cleanup
-of S3 model versions. The decisions are oncology_pipeline.housekeeping's; here is what reads and deletes."""
+of S3 model versions. The decisions are oncology_pipeline.housekeeping's and the S3 calls
+oncology_pipeline.modelstore's; here they are run, logged and reported."""
 
 from __future__ import annotations
 
 import shutil
-from typing import Any
 
 import docker
 import requests
@@ -14,17 +14,16 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
-from oncology_pipeline import housekeeping, layout, localimages, modelstore, releases, s3store
-from oncology_pipeline.errors import ConfigurationError, PipelineError
+from oncology_pipeline import housekeeping, layout, localimages, modelstore, releases
+from oncology_pipeline.errors import PipelineError
 from oncology_pipeline.housekeeping import Decision, Tidied
+from oncology_pipeline.reports import cleanup_description, cleanup_rows
 from oncology_pipeline.settings import PipelineSettings
-from tasks.clients import aws_client
+from tasks.clients import aws_client, docker_client
 from tasks.policy import NETWORK_RETRIES
-from tasks.publish import docker_client
 
 #: A smoke test never runs longer than its time limit plus this (its request timeouts and removal).
 SMOKE_TEST_MARGIN_SECONDS = 60
-_DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
 
 
 @task(name="tidy_local", cache_policy=NO_CACHE)
@@ -69,41 +68,12 @@ def tidy_local(settings: PipelineSettings, version: str) -> Tidied:
     return Tidied(images=images, containers=containers, run_dirs=run_dirs)
 
 
-def _stored_versions(s3: Any, bucket: str, prefix: str) -> set[str]:
-    """The folders under `s3://bucket/prefix/` that hold objects (model versions).
-
-    Taken from the keys, not from a delimited listing: on a versioned bucket moto still lists a folder whose
-    objects were all deleted.
-    """
-    with s3store.s3_errors(f"s3://{bucket}/{prefix}/"):
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
-        keys = [obj["Key"].removeprefix(f"{prefix}/") for page in pages for obj in page.get("Contents", [])]
-    return {key.split("/", 1)[0] for key in keys if "/" in key}
-
-
-def _delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
-    """Delete every object under `s3://bucket/prefix`; returns how many there were."""
-    uri = f"s3://{bucket}/{prefix}"
-    with s3store.s3_errors(uri):
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-        for start in range(0, len(keys), _DELETE_BATCH):
-            batch = [{"Key": key} for key in keys[start : start + _DELETE_BATCH]]
-            answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-            if answer.get("Errors"):
-                failed = answer["Errors"][0]
-                raise ConfigurationError(
-                    f"{uri}: deleting {failed.get('Key')} failed: {failed.get('Code')}: {failed.get('Message')}"
-                )
-    return len(keys)
-
-
 @task(name="plan_cleanup", cache_policy=NO_CACHE, **NETWORK_RETRIES)
 def plan_cleanup(settings: PipelineSettings) -> list[Decision]:
     """Every stored model version, newest first, with what the cleanup does to it and why: production, its
     previous version, every version ever promoted and the newest `keep_candidates` others stay."""
     s3 = aws_client(settings, "s3")
-    versions = _stored_versions(s3, settings.model_bucket, settings.model_prefix)
+    versions = modelstore.stored_versions(s3, settings.model_bucket, settings.model_prefix)
     pointer = modelstore.read_pointer(s3, settings.model_bucket, settings.model_prefix)
     promoted, unreadable = [], []
     for version in versions:
@@ -133,8 +103,8 @@ def delete_model_versions(settings: PipelineSettings, versions: list[str]) -> li
         if pointer is not None and version in (pointer.model_version, pointer.previous_version):
             log.warning("kept %s: it became production (or production's previous version) meanwhile", version)
             continue
-        count = _delete_prefix(s3, settings.model_bucket, f"{layout.version_prefix(settings.model_prefix, version)}/")
-        log.info("deleted s3://%s/%s/%s/ (%d objects)", settings.model_bucket, settings.model_prefix, version, count)
+        count = modelstore.delete_version(s3, settings.model_bucket, settings.model_prefix, version)
+        log.info("deleted %s/ (%d objects)", _version_uri(settings, version), count)
         deleted.append(version)
     return deleted
 
@@ -142,12 +112,16 @@ def delete_model_versions(settings: PipelineSettings, versions: list[str]) -> li
 @task(name="report_cleanup", cache_policy=NO_CACHE)
 def report_cleanup(settings: PipelineSettings, decisions: list[Decision], deleted: list[str], dry_run: bool) -> None:
     """The `model-cleanup` table artifact and one log line per version: kept, deleted or (dry run) would be."""
-    rows = housekeeping.cleanup_rows(decisions, deleted, dry_run)
-    where = f"s3://{settings.model_bucket}/{settings.model_prefix}"
-    title = "Model cleanup, dry run: nothing deleted" if dry_run else "Model cleanup"
-    create_table_artifact(table=rows, key="model-cleanup", description=f"{title} ({where}/<version>/)")
+    rows = cleanup_rows(decisions, deleted, dry_run)
+    where = layout.uri(settings.model_bucket, settings.model_prefix)
+    create_table_artifact(table=rows, key="model-cleanup", description=cleanup_description(where, dry_run))
     log = get_run_logger()
     for row in rows:
-        log.info("%s/%s/: %s (%s)", where, row["version"], row["model files"], row["reason"])
+        log.info("%s/: %s (%s)", _version_uri(settings, row["version"]), row["model files"], row["reason"])
     if not rows:
         log.info("%s/ holds no model versions", where)
+
+
+def _version_uri(settings: PipelineSettings, version: str) -> str:
+    """`s3://<model-bucket>/<model-prefix>/<version>`: where a model version's files are."""
+    return layout.uri(settings.model_bucket, layout.version_prefix(settings.model_prefix, version))

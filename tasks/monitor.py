@@ -47,7 +47,7 @@ def read_outcome_files(settings: PipelineSettings) -> list[tuple[str, bytes]]:
     found = s3store.list_objects(s3, settings.data_bucket, settings.outcomes_prefix)
     files = [(o.uri, s3store.get_bytes(s3, o.bucket, o.key) or b"") for o in found]
     get_run_logger().info(
-        "%d outcomes files under s3://%s/%s/", len(files), settings.data_bucket, settings.outcomes_prefix
+        "%d outcomes files under %s", len(files), layout.uri(settings.data_bucket, f"{settings.outcomes_prefix}/")
     )
     return files
 
@@ -134,7 +134,7 @@ def add_labelled_cases(settings: PipelineSettings, run: str, cases: list[JoinedC
     if not fresh:
         log.info("no new confirmed cases: %d joined, all in the %d labelled files", len(cases), len(files))
         return None, 0
-    uri = f"s3://{settings.data_bucket}/{key}"
+    uri = layout.uri(settings.data_bucket, key)
     if len(files) < len(listed):  # the listing holds this run's own file
         log.info("%s exists (this run wrote it before a retry)", uri)
         return uri, len(fresh)
@@ -145,10 +145,10 @@ def add_labelled_cases(settings: PipelineSettings, run: str, cases: list[JoinedC
 
 def _reference(s3: Any, settings: PipelineSettings, version: str) -> Reference | None:
     """The drift reference in the version's bundle metadata (None when the bundle has none or is gone)."""
-    key = f"{layout.version_prefix(settings.model_prefix, version)}/{METADATA_FILE}"
+    key = layout.bundle_key(settings.model_prefix, version, METADATA_FILE)
     data = s3store.get_bytes(s3, settings.model_bucket, key)
     if data is None:
-        get_run_logger().warning("s3://%s/%s is gone: %s is not judged", settings.model_bucket, key, version)
+        get_run_logger().warning("%s is gone: %s is not judged", layout.uri(settings.model_bucket, key), version)
         return None
     return ModelMetadata.model_validate_json(data).reference
 

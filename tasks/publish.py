@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
-import docker
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -19,14 +17,8 @@ from oncology_pipeline import buildcontext, image, registry, smoketest
 from oncology_pipeline.cluster import pin_image
 from oncology_pipeline.reports import image_markdown
 from oncology_pipeline.settings import PipelineSettings
-from tasks.clients import aws_client
+from tasks.clients import aws_client, docker_client
 from tasks.policy import NETWORK_RETRIES
-
-
-def docker_client(settings: PipelineSettings) -> contextlib.closing[docker.DockerClient]:
-    """The Docker engine (`docker_host` when set, else DOCKER_HOST or the local socket), closed after use."""
-    client = docker.DockerClient(base_url=settings.docker_host) if settings.docker_host else docker.from_env()
-    return contextlib.closing(client)
 
 
 @task(name="build_image", cache_policy=NO_CACHE)

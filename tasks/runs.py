@@ -8,7 +8,7 @@ from collections.abc import Callable
 from prefect import get_client
 from prefect.runtime import flow_run
 
-from oncology_pipeline.versioning import check_version, new_version
+from oncology_model.versioning import check_version, new_version
 
 #: The name prefix of a stage's flow run when the pipeline flow runs it (alerts go to the pipeline's run only).
 NESTED_PREFIX = "pipeline-"

@@ -37,20 +37,12 @@ def fetch_model_bundle(settings: PipelineSettings, version: str | None = None) -
     log = get_run_logger()
     if found is None:
         log.info(
-            "no production model at s3://%s/%s/%s yet",
-            settings.model_bucket,
-            settings.model_prefix,
-            layout.POINTER_FILE,
+            "no production model at %s yet",
+            layout.uri(settings.model_bucket, layout.pointer_key(settings.model_prefix)),
         )
     else:
-        log.info(
-            "model %s from s3://%s/%s/%s/ in %s",
-            found[0],
-            settings.model_bucket,
-            settings.model_prefix,
-            found[0],
-            found[1],
-        )
+        folder = f"{layout.version_prefix(settings.model_prefix, found[0])}/"
+        log.info("model %s from %s in %s", found[0], layout.uri(settings.model_bucket, folder), found[1])
     return found
 
 

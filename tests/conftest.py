@@ -11,22 +11,23 @@ import secrets
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from _pytest.nodeid import NodeId
 
+from tests.support.paths import PROJECT_DIR
 from tests.support.shared import JSON, made_this_run, once_per_run, run_root
 
 if TYPE_CHECKING:
     from oncology_model.bundle import ModelMetadata
-    from oncology_pipeline.image import ImageInfo
+    from oncology_model.classifier import Classifier
+    from tests.support.docker_env import BuiltImage
     from tests.support.fault_proxy import FaultProxy
+    from tests.support.stacks import Stack
     from tests.support.workloads import Workloads
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 BUILT_IMAGE = "built-image"
 HARNESS_FLAG = "TESTS_PREFECT_HARNESS"
 
@@ -85,20 +86,28 @@ def model_bundle_dir(tmp_path_factory: pytest.TempPathFactory, real_csv: bytes) 
 
 
 @pytest.fixture(scope="session")
-def model_metadata(model_bundle_dir: Path) -> ModelMetadata:
-    """The session bundle's metadata."""
+def session_classifier(model_bundle_dir: Path) -> Classifier:
+    """The session bundle, loaded: the reference model the code's tests use (tests/model judges the model under
+    test instead); do not modify it."""
     from oncology_model.classifier import Classifier
 
-    return Classifier.from_bundle(model_bundle_dir).metadata
+    return Classifier.from_bundle(model_bundle_dir)
 
 
-@dataclass(frozen=True)
-class BuiltImage:
-    """The session's serving image, the secret build arg it was built with, and its build log."""
+@pytest.fixture(scope="session")
+def model_metadata(session_classifier: Classifier) -> ModelMetadata:
+    """The session bundle's metadata."""
+    return session_classifier.metadata
 
-    info: ImageInfo
-    secret: str
-    build_log: list[str]
+
+@pytest.fixture
+def stack(proxy: FaultProxy, real_csv: bytes, tmp_path: Path) -> Iterator[Stack]:
+    """A test's own buckets behind the fault proxy, for the flow and fault tests; the proxy's faults are cleared
+    afterwards."""
+    from tests.support.stacks import fresh_stack
+
+    with fresh_stack(proxy, real_csv, tmp_path / "work") as made:
+        yield made
 
 
 @pytest.fixture(scope="session")
@@ -154,6 +163,7 @@ def built_image(docker_client: Any, build_context: Path, tmp_path_factory: pytes
 
     made = once_per_run(tmp_path_factory, BUILT_IMAGE, build)
     from oncology_pipeline.image import ImageInfo
+    from tests.support.docker_env import BuiltImage
 
     return BuiltImage(info=ImageInfo(**made["info"]), secret=made["secret"], build_log=made["build_log"])
 

@@ -18,7 +18,7 @@ from prefect.events.schemas.automations import Automation, EventTrigger
 from pydantic import SecretStr
 
 from alerts.automations import FAILED_RUN, NAMES, NIGHTLY_OVERDUE, SILENT_RUN, failed_run_alert
-from tests.alerts.conftest import HEARTBEAT_SECONDS, AlertServer
+from tests.support.alert_server import HEARTBEAT_SECONDS, AlertServer
 
 
 def _automations() -> dict[str, list[Automation]]:

@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.events import emit_event
 
 from oncology_pipeline.events import CLUSTER_DRIFT_EVENT, version_resource
-from tests.alerts.conftest import AlertServer, message_text
+from tests.support.alert_server import AlertServer, message_text
 
 
 def test_a_cluster_drift_event_sends_production_the_drift_the_action_and_the_run(alert_server: AlertServer) -> None:

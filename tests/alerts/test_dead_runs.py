@@ -19,7 +19,7 @@ from prefect.states import Completed, Running
 
 from alerts.automations import FINAL_STATES, HEARTBEAT, PIPELINE_FLOWS, SILENT_RUN, silent_run_crash
 from tasks.runs import NESTED_PREFIX
-from tests.alerts.conftest import HEARTBEAT_SECONDS, AlertServer, message_text
+from tests.support.alert_server import HEARTBEAT_SECONDS, AlertServer, message_text
 
 #: The test's own copy of the automation beats every 4 s: a 12-s window (Prefect's proactive minimum is 10 s).
 TEST_HEARTBEAT_SECONDS = 4

@@ -8,7 +8,7 @@ import uuid
 from prefect.events import emit_event
 
 from oncology_pipeline.events import DRIFT_EVENT
-from tests.alerts.conftest import AlertServer, message_text
+from tests.support.alert_server import AlertServer, message_text
 
 
 def test_a_drift_event_sends_the_features_the_window_and_the_retraining_rule(alert_server: AlertServer) -> None:

@@ -13,7 +13,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Crashed, Failed, Running
 
 from tasks.runs import stamp_run
-from tests.alerts.conftest import AlertServer, message_text
+from tests.support.alert_server import AlertServer, message_text
 
 #: After the sentinel's notification arrived, this much longer for anything that might still be on its way.
 GRACE_SECONDS = 3

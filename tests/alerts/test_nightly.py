@@ -16,7 +16,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.states import Completed, Pending, Running
 
 from alerts.automations import NIGHTLY_DEPLOYMENT, NIGHTLY_FLOW
-from tests.alerts.conftest import DEADLINE_HOURS, AlertServer, message_text
+from tests.support.alert_server import DEADLINE_HOURS, AlertServer, message_text
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import uuid
 from prefect.events import emit_event
 
 from oncology_pipeline.events import RECALL_ALARM_EVENT
-from tests.alerts.conftest import AlertServer, message_text
+from tests.support.alert_server import AlertServer, message_text
 
 
 def test_a_recall_alarm_event_sends_the_figures(alert_server: AlertServer) -> None:

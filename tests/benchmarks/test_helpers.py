@@ -59,8 +59,8 @@ def test_a_profile_is_summarised_by_component_and_line(tmp_path: Path) -> None:
     assert leaves[0] == ("RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:524)", 0.6)
 
 
-def test_the_seed_path_is_the_pipelines_predict(classifier: Classifier) -> None:
+def test_the_seed_path_is_the_pipelines_predict(session_classifier: Classifier) -> None:
     for example, expected in ((EXAMPLE_BENIGN, Prediction.BENIGN), (EXAMPLE_MALIGNANT, Prediction.MALIGNANT)):
         row = np.array([Tumor(**example).as_row()], dtype=np.float64)
-        assert seed_predict(classifier.pipeline, example) is expected
-        assert int(classifier.pipeline.predict(row)[0]) == (expected is Prediction.MALIGNANT)
+        assert seed_predict(session_classifier.pipeline, example) is expected
+        assert int(session_classifier.pipeline.predict(row)[0]) == (expected is Prediction.MALIGNANT)

@@ -1,23 +1,19 @@
-"""Fault tests: the flow tests' Prefect server, buckets and S3 fault proxy (reused, not copied), production seeded
+"""Fault tests: the flow tests' Prefect server, buckets and S3 fault proxy (tests/conftest.py), production seeded
 in S3 and in a Kubernetes stand-in, and a fault-injecting proxy in front of the local registry."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from oncology_model.bundle import ModelMetadata
 from oncology_pipeline import buildcontext
-from tests.flows.conftest import Stack, stack
-from tests.support import docker_env
 from tests.support.clusters import Scripted, scripted_standin
 from tests.support.models import train_bundle
 from tests.support.registry_proxy import RegistryProxy, registry_proxy
-
-__all__ = ["stack"]  # the flow tests' fixture, used here as it is
+from tests.support.stacks import Stack
 
 
 @pytest.fixture(autouse=True)
@@ -72,15 +68,3 @@ def publish_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "cache").mkdir()
     (work / "cache" / "wheelhouse").symlink_to(buildcontext._cache_root(), target_is_directory=True)
     return work
-
-
-def publish_overrides(base: dict[str, Any], moto_endpoint: str, registry: str, work: Path, repo: str) -> dict[str, Any]:
-    """Settings for the publish flow: ECR from moto, the registry at `registry`, the provisioned base image."""
-    return {
-        **base,
-        "aws_endpoint_url": moto_endpoint,
-        "registry_address": registry,
-        "base_image": docker_env.BASE_IMAGE,
-        "ecr_repository": repo,
-        "work_dir": str(work),
-    }

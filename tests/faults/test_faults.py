@@ -38,23 +38,23 @@ from flows.deploy import deploy
 from flows.pipeline import train_test_publish_deploy
 from flows.publish import publish
 from flows.train import train
+from oncology_model.versioning import new_version
 from oncology_pipeline import aws, modelstore, releases
 from oncology_pipeline.errors import ConfigurationError, PushFailed, RolloutFailed, TransientError
 from oncology_pipeline.kubeapi import connect_kubeconfig
 from oncology_pipeline.registry import RegistryCredentials, push_image
 from oncology_pipeline.releases import ANNOTATION_VERSION
-from oncology_pipeline.versioning import new_version
 from standins.kube import KubeStandIn
 from tasks.policy import NETWORK_RETRIES
-from tests.faults.conftest import publish_overrides
-from tests.flows.conftest import Stack
 from tests.support import docker_env
 from tests.support.clusters import NEW, NS, OLD, Scripted, image_of, kube_overrides, serving_standin
+from tests.support.docker_env import publish_overrides
 from tests.support.fault_proxy import FaultProxy
 from tests.support.invariant import DEPLOYMENT, assert_invariant, snapshot
 from tests.support.moto_server import free_port
 from tests.support.prefect_runs import latest_flow_run, task_runs
 from tests.support.registry_proxy import BLOB_UPLOAD, MANIFEST_PUT, RegistryProxy
+from tests.support.stacks import Stack
 from tests.support.workloads import Workloads, model_version_served, standin_containers
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]

@@ -25,10 +25,10 @@ from oncology_pipeline.localimages import pipeline_tags
 from oncology_pipeline.settings import PipelineSettings
 from oncology_pipeline.smoketest import SMOKE_TEST_LABEL
 from tasks.housekeeping import delete_model_versions, tidy_local
-from tests.flows.conftest import Stack
 from tests.support import docker_env
 from tests.support.invariant import seed_production, snapshot
 from tests.support.prefect_runs import artifacts
+from tests.support.stacks import Stack
 
 V0, V1, V2, V3, V4, V5, V6, V7 = (f"2026110{day}T020000Z-c1ea000{day}" for day in range(8))
 IMAGE = "127.0.0.1:5000/oncology-webservice@sha256:"

@@ -22,10 +22,10 @@ from oncology_pipeline import releases
 from oncology_pipeline.errors import ClusterError, ConfigurationError
 from oncology_pipeline.kubeapi import connect_kubeconfig
 from standins.kube import KubeStandIn
-from tests.flows.conftest import Stack
 from tests.support.clusters import NEW, NS, OLD, Scripted, image_of, kube_overrides, scripted_standin, serving_standin
 from tests.support.invariant import assert_invariant, snapshot
 from tests.support.prefect_runs import task_runs
+from tests.support.stacks import Stack
 from tests.support.workloads import Workloads, model_version_served, standin_containers
 
 

@@ -17,7 +17,7 @@ from oncology_model.predictionlog import PredictionLog
 from oncology_pipeline import layout
 from oncology_pipeline.driftwatch import NO_REFERENCE
 from oncology_pipeline.labelled import sample_id
-from tests.flows.conftest import Stack, bucket_keys
+from tests.support.stacks import Stack, bucket_keys
 
 OLD, NEW = "20261125T020000Z-402c5853", "20261202T020000Z-9b1e77a0"
 

@@ -37,7 +37,6 @@ from oncology_pipeline.releases import read_record
 from oncology_pipeline.settings import load_settings
 from oncology_pipeline.summary import PipelineSummary
 from standins.kube import DockerRuntime, KubeStandIn
-from tests.flows.conftest import Stack, bucket_keys
 from tests.support import docker_env
 from tests.support.canaries import (
     REGISTRY_SECRETS,
@@ -51,6 +50,7 @@ from tests.support.canaries import (
 )
 from tests.support.invariant import assert_invariant, production_annotations, seed_production, snapshot
 from tests.support.prefect_runs import artifacts, flow_run, task_runs
+from tests.support.stacks import Stack, bucket_keys
 from tests.support.workloads import NODE_CREDENTIALS, Workloads, model_version_served, one_replica, serve_image
 
 NS = "oncology"

@@ -11,9 +11,8 @@ from prefect.client.schemas.objects import StateType
 
 from flows.train import train
 from oncology_pipeline.errors import ConfigurationError
-from tests.flows.conftest import Stack
-from tests.flows.test_train import s3_data_uri
 from tests.support.canaries import PrivateIndex, Sinks, flow_run_tree, plant_canaries, search_prefect
+from tests.support.stacks import Stack, s3_data_uri
 
 
 def test_the_error_of_a_run_refused_by_aws_names_no_secret(

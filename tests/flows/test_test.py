@@ -10,9 +10,9 @@ from prefect.client.schemas.objects import StateType
 
 from flows.test import TestOutcome, run_test_suites
 from oncology_pipeline.errors import SuiteFailed
-from tests.flows.conftest import Stack, bucket_keys
 from tests.support.models import train_bundle
 from tests.support.prefect_runs import artifacts, task_runs
+from tests.support.stacks import Stack, bucket_keys
 
 VERSION = "20261125T020000Z-0123abcd"
 SMALL_UNIT_SUITE = "tests/oncology_model/test_datamodel.py"

@@ -14,20 +14,15 @@ from flows.train import TrainOutcome, train
 from oncology_model.classifier import Classifier
 from oncology_model.data import COLUMNS
 from oncology_model.errors import DataValidationError
+from oncology_model.versioning import VERSION_PATTERN
 from oncology_pipeline import layout, s3store
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.modelstore import read_pointer
 from oncology_pipeline.releases import read_record
-from oncology_pipeline.versioning import VERSION_PATTERN
-from tests.flows.conftest import Stack, bucket_keys
 from tests.support.data import BENIGN_ROW, MALIGNANT_ROW, csv_bytes
 from tests.support.invariant import seed_production
 from tests.support.prefect_runs import artifacts, flow_run, task_runs
-
-
-def s3_data_uri(stack: Stack) -> str:
-    return f"s3://{stack.settings.data_bucket}/{stack.settings.data_key}"
-
+from tests.support.stacks import Stack, bucket_keys, s3_data_uri
 
 FAKE_IMAGE = "registry.local/oncology-webservice@sha256:" + "e" * 64
 #: Confirmed cases as the monitor flow writes them: header, sample ids from 10^15, both classes.

@@ -24,8 +24,8 @@ def bundle_under_test(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
-def classifier(bundle_under_test: Path) -> Classifier:
-    """The loaded model."""
+def classifier_under_test(bundle_under_test: Path) -> Classifier:
+    """The model under test, loaded: the tests here judge it, never the session bundle (`session_classifier`)."""
     return Classifier.from_bundle(bundle_under_test)
 
 

@@ -1,4 +1,5 @@
-"""Fixtures shared by the model package's tests: the parsed real data, loaded classifiers, a random-forest bundle.
+"""Fixtures shared by the model package's tests: the parsed real data, a random-forest bundle (the session's
+logistic-regression bundle and `session_classifier` are in tests/conftest.py).
 
 The model code (scikit-learn) is imported inside the fixtures: a suite that needs none of them, such as the
 flow tests' test stage (`test_datamodel.py`), starts without it (4 s less per pytest process)."""
@@ -15,8 +16,6 @@ if TYPE_CHECKING:
     from oncology_model.classifier import Classifier
     from oncology_model.data import Dataset
 
-RF_VERSION = "20261125T000000Z-rforest1"
-
 
 @pytest.fixture(scope="session")
 def real_dataset(real_csv: bytes) -> Dataset:
@@ -27,18 +26,10 @@ def real_dataset(real_csv: bytes) -> Dataset:
 
 
 @pytest.fixture(scope="session")
-def classifier(model_bundle_dir: Path) -> Classifier:
-    """The session bundle (logistic regression on the real data), loaded; do not modify it."""
-    from oncology_model.classifier import Classifier
-
-    return Classifier.from_bundle(model_bundle_dir)
-
-
-@pytest.fixture(scope="session")
 def rf_bundle_dir(tmp_path_factory: pytest.TempPathFactory, real_csv: bytes) -> Path:
     """A random-forest bundle trained on the real data (few trees, to stay fast); do not modify it."""
     from oncology_model.config import TrainingConfig
-    from tests.support.models import train_bundle
+    from tests.support.models import RF_VERSION, train_bundle
 
     directory = tmp_path_factory.mktemp("rf-bundle") / "model"
     config = TrainingConfig(estimator="random_forest", hyperparameters={"n_estimators": 30})

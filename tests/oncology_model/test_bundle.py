@@ -22,11 +22,11 @@ from oncology_model.bundle import (
     MODEL_FILE,
     ModelMetadata,
     load_bundle,
-    make_version,
     read_metadata,
     save_bundle,
 )
 from oncology_model.errors import BundleError
+from oncology_model.versioning import new_version as make_version
 
 GRID = np.random.default_rng(3).integers(1, 11, size=(300, 9)).astype(np.float64)
 GRID[::5, 5] = np.nan

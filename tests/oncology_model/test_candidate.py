@@ -13,6 +13,7 @@ from oncology_model.classifier import Classifier
 from oncology_model.config import GateThresholds, TrainingConfig
 from oncology_model.data import Dataset, parse_csv
 from oncology_model.datamodel import Prediction, Tumor
+from oncology_model.evaluation import QualityGate
 from oncology_model.training import CV_SCORING
 from tests.support.models import quick_candidate
 
@@ -28,6 +29,11 @@ def test_a_candidate_is_trained_evaluated_gated_and_saved(real_dataset: Dataset,
     assert candidate.evaluation.cv_scores == candidate.model.cv_scores
     assert candidate.evaluation.threshold == candidate.model.threshold.threshold
     assert candidate.metadata.rows == {"read": 699, "kept": 699, "train": 559, "test": 140}
+
+
+def test_a_random_forest_candidate_passes_the_default_gate(rf_classifier: Classifier) -> None:
+    decision = QualityGate().decide(rf_classifier.metadata.evaluation)
+    assert decision.passed, decision.reasons
 
 
 @pytest.mark.parametrize(("test_size", "n_test"), [(0.1, 70), (0.3, 210)])
@@ -93,9 +99,9 @@ def test_a_rejected_candidate_is_saved_only_when_asked(real_csv: bytes, tmp_path
 
 
 def test_the_gate_settings_and_the_champion_decide(
-    real_dataset: Dataset, classifier: Classifier, tmp_path: Path
+    real_dataset: Dataset, session_classifier: Classifier, tmp_path: Path
 ) -> None:
-    champion = Champion("v-champion", classifier)
+    champion = Champion("v-champion", session_classifier)
     same = quick_candidate(
         real_dataset, TrainingConfig(), version="v-same", directory=tmp_path / "a", resamples=200, champion=champion
     )

@@ -210,16 +210,16 @@ def _front(classifier: Classifier | None, max_body: int = 4096) -> tuple[Front, 
     return Front(after, state, metrics, frozenset({PREDICT, PREDICT_BATCH}), max_body, max_batch=3), after, metrics
 
 
-def test_valid_predictions_are_answered_before_fastapi(classifier: Classifier) -> None:
-    front, after, _ = _front(classifier)
+def test_valid_predictions_are_answered_before_fastapi(session_classifier: Classifier) -> None:
+    front, after, _ = _front(session_classifier)
     client = TestClient(front)
     one = client.post(PREDICT, json=EXAMPLE_MALIGNANT)
     assert one.status_code == 200
-    prediction, probability = classifier.predict(Tumor(**EXAMPLE_MALIGNANT))
+    prediction, probability = session_classifier.predict(Tumor(**EXAMPLE_MALIGNANT))
     assert one.json() == {
         "prediction": prediction.value,
         "probability_malignant": probability,
-        "model_version": classifier.version,
+        "model_version": session_classifier.version,
     }
     batch = client.post(PREDICT_BATCH, json={"tumors": [EXAMPLE_BENIGN, EXAMPLE_MALIGNANT]})
     assert [p["prediction"] for p in batch.json()["predictions"]] == ["benign", "malignant"]
@@ -237,9 +237,9 @@ def test_valid_predictions_are_answered_before_fastapi(classifier: Classifier) -
     ],
 )
 def test_anything_else_is_handed_on_with_its_body(
-    classifier: Classifier, method: str, path: str, content: bytes, headers: dict[str, str]
+    session_classifier: Classifier, method: str, path: str, content: bytes, headers: dict[str, str]
 ) -> None:
-    front, after, _ = _front(classifier)
+    front, after, _ = _front(session_classifier)
     assert TestClient(front).request(method, path, content=content, headers=headers).status_code == 418
     assert after.bodies == [content]
 
@@ -250,8 +250,8 @@ def test_before_the_model_is_loaded_everything_is_handed_on() -> None:
     assert after.bodies == [_raw(BENIGN)]
 
 
-def test_a_body_in_chunks_is_joined(classifier: Classifier) -> None:
-    front, _, _ = _front(classifier)
+def test_a_body_in_chunks_is_joined(session_classifier: Classifier) -> None:
+    front, _, _ = _front(session_classifier)
     body = _raw(BENIGN)
     response = TestClient(front).post(PREDICT, content=iter([body[:10], body[10:30], body[30:]]), headers=JSON)
     assert response.status_code == 200
@@ -274,8 +274,8 @@ def _call(front: Front, messages: list[Message]) -> list[Message]:
     return sent
 
 
-def test_a_client_that_leaves_during_the_body_gets_nothing_and_is_not_counted(classifier: Classifier) -> None:
-    front, after, metrics = _front(classifier)
+def test_a_client_that_leaves_during_the_body_gets_nothing_and_is_not_counted(session_classifier: Classifier) -> None:
+    front, after, metrics = _front(session_classifier)
     messages: list[Message] = [
         {"type": "http.request", "body": b'{"clump', "more_body": True},
         {"type": "http.disconnect"},
@@ -285,8 +285,8 @@ def test_a_client_that_leaves_during_the_body_gets_nothing_and_is_not_counted(cl
     assert b'route="/v1/predictions"' not in metrics.exposition()
 
 
-def test_a_body_over_the_limit_in_chunks_is_413_without_reading_on(classifier: Classifier) -> None:
-    front, after, _ = _front(classifier, max_body=1024)
+def test_a_body_over_the_limit_in_chunks_is_413_without_reading_on(session_classifier: Classifier) -> None:
+    front, after, _ = _front(session_classifier, max_body=1024)
     chunk = {"type": "http.request", "body": b" " * 600, "more_body": True}
     sent = _call(front, [chunk, chunk])  # a third receive() would fail: the iterator is exhausted
     assert sent[0]["status"] == 413
@@ -294,12 +294,12 @@ def test_a_body_over_the_limit_in_chunks_is_413_without_reading_on(classifier: C
     assert after.bodies == []
 
 
-def test_an_error_in_the_fast_path_is_raised_and_counted_as_500(classifier: Classifier) -> None:
+def test_an_error_in_the_fast_path_is_raised_and_counted_as_500(session_classifier: Classifier) -> None:
     class Broken(Classifier):
         def probability(self, row: Any) -> float:
             raise RuntimeError("broken model")
 
-    front, _, metrics = _front(Broken(classifier.pipeline, classifier.metadata))
+    front, _, metrics = _front(Broken(session_classifier.pipeline, session_classifier.metadata))
     with pytest.raises(RuntimeError, match="broken model"):
         TestClient(front).post(PREDICT, json=EXAMPLE_BENIGN)
     assert b'oncology_http_requests_total{method="POST",route="/v1/predictions",status="500"} 1.0' in (

@@ -150,9 +150,9 @@ def test_predict_one(client: TestClient, model_metadata: ModelMetadata, scores: 
     assert body["model_version"] == model_metadata.model_version
 
 
-def test_predict_equals_the_classifier(client: TestClient, classifier: Classifier) -> None:
+def test_predict_equals_the_classifier(client: TestClient, session_classifier: Classifier) -> None:
     response = client.post("/v1/predictions", json=EXAMPLE_MALIGNANT)
-    prediction, probability = classifier.predict(Tumor(**EXAMPLE_MALIGNANT))
+    prediction, probability = session_classifier.predict(Tumor(**EXAMPLE_MALIGNANT))
     assert response.json()["prediction"] == prediction.value
     assert response.json()["probability_malignant"] == pytest.approx(probability, abs=1e-12)
 
@@ -163,13 +163,15 @@ def test_predict_accepts_a_float_without_fraction(client: TestClient) -> None:
     assert response.json()["prediction"] == "benign"
 
 
-def test_batch_keeps_the_order(client: TestClient, classifier: Classifier, model_metadata: ModelMetadata) -> None:
+def test_batch_keeps_the_order(
+    client: TestClient, session_classifier: Classifier, model_metadata: ModelMetadata
+) -> None:
     order = [EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, EXAMPLE_MALIGNANT, EXAMPLE_BENIGN, _tumor(clump_thickness=9)]
     response = client.post("/v1/predictions/batch", json={"tumors": order})
     assert response.status_code == 200
     predictions = response.json()["predictions"]
     assert [p["prediction"] for p in predictions] == ["benign", "malignant", "malignant", "benign", "benign"]
-    expected = classifier.predict_many([Tumor(**t) for t in order])
+    expected = session_classifier.predict_many([Tumor(**t) for t in order])
     assert [p["probability_malignant"] for p in predictions] == pytest.approx([p for _, p in expected], abs=1e-12)
     assert {p["model_version"] for p in predictions} == {model_metadata.model_version}
 

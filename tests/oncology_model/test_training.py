@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -12,7 +12,11 @@ from sklearn.linear_model import LogisticRegression
 
 from oncology_model.config import TrainingConfig, first_error
 from oncology_model.data import Dataset
+from oncology_model.datamodel import FEATURES
 from oncology_model.training import CV_SCORING, build_pipeline, choose_threshold, split_dataset, train
+
+if TYPE_CHECKING:
+    from oncology_model.classifier import Classifier
 
 
 def test_config_defaults() -> None:
@@ -143,16 +147,27 @@ def test_different_seed_different_split(real_dataset: Dataset) -> None:
     assert not np.array_equal(first.X_test, second.X_test, equal_nan=True)
 
 
-def test_training_is_deterministic(real_dataset: Dataset) -> None:
-    config = TrainingConfig()
-    first = train(real_dataset, config)
-    second = train(real_dataset, config)
-    grid = np.random.default_rng(0).integers(1, 11, size=(500, 9)).astype(np.float64)
-    assert np.array_equal(first.pipeline.predict_proba(grid), second.pipeline.predict_proba(grid))
+def test_training_is_deterministic(real_dataset: Dataset, session_classifier: Classifier) -> None:
+    """Two trainings here and the session bundle's (trained once per run, saved and loaded) with its configuration:
+    the same probabilities to the bit, missing scores included, the same weights and cross-validation scores."""
+    config = session_classifier.metadata.config
+    first, second = train(real_dataset, config), train(real_dataset, config)
+    grid = np.random.default_rng(11).integers(1, 11, size=(1000, 9)).astype(np.float64)
+    grid[::4, FEATURES.index("bare_nuclei")] = np.nan
+    saved = session_classifier.pipeline
+    assert np.array_equal(first.pipeline.predict_proba(grid), saved.predict_proba(grid))
+    assert np.array_equal(second.pipeline.predict_proba(grid), saved.predict_proba(grid))
+    assert np.array_equal(first.pipeline.named_steps["model"].coef_, saved.named_steps["model"].coef_)
     assert np.array_equal(
         first.pipeline.predict_proba(first.split.X_test), second.pipeline.predict_proba(second.split.X_test)
     )
     assert first.cv_scores == second.cv_scores
+
+
+def test_a_linear_model_of_the_real_data_weighs_every_score_positively(session_classifier: Classifier) -> None:
+    coefficients = session_classifier.pipeline.named_steps["model"].coef_[0]
+    assert coefficients.shape == (len(FEATURES),)
+    assert (coefficients > 0).all(), dict(zip(FEATURES, coefficients.round(3), strict=True))
 
 
 @pytest.mark.parametrize(

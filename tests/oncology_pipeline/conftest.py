@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 from mypy_boto3_ecr import ECRClient
 
-from oncology_model.classifier import Classifier
 from oncology_model.datamodel import EXAMPLE_BENIGN, Tumor
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+if TYPE_CHECKING:
+    from oncology_model.classifier import Classifier
 
 
 @pytest.fixture
@@ -22,7 +21,7 @@ def ecr_client(moto_endpoint: str) -> ECRClient:
 
 
 @pytest.fixture(scope="session")
-def benign_answer(model_bundle_dir: Path) -> dict[str, Any]:
-    """The bundle's own answer for the benign example: what the image must serve."""
-    prediction, probability = Classifier.from_bundle(model_bundle_dir).predict(Tumor(**EXAMPLE_BENIGN))
+def benign_answer(session_classifier: Classifier) -> dict[str, Any]:
+    """The session bundle's own answer for the benign example: what the image must serve."""
+    prediction, probability = session_classifier.predict(Tumor(**EXAMPLE_BENIGN))
     return {"prediction": str(prediction), "probability_malignant": probability}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from oncology_pipeline.housekeeping import Decision, cleanup_rows, decide, rollback_protection, stale
+from oncology_pipeline.housekeeping import Decision, decide, rollback_protection, stale
+from oncology_pipeline.reports import cleanup_rows
 
 V1, V2, V3, V4, V5, V6 = (f"2026110{day}T020000Z-0000000{day}" for day in range(1, 7))
 

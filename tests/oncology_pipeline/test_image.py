@@ -26,9 +26,9 @@ from oncology_pipeline.errors import BuildFailed, ConfigurationError, SmokeTestF
 from oncology_pipeline.image import MODEL_VERSION_LABEL, build_image
 from oncology_pipeline.localimages import remove_smoke_containers
 from oncology_pipeline.smoketest import SMOKE_TEST_LABEL, smoke_test_image
-from tests.conftest import BuiltImage
-from tests.oncology_pipeline.conftest import PROJECT_DIR
 from tests.support import docker_env
+from tests.support.docker_env import BuiltImage
+from tests.support.paths import PROJECT_DIR
 
 PIPELINE_ONLY = ("prefect", "docker", "kubernetes", "pytest", "moto")
 

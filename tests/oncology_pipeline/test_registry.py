@@ -20,8 +20,8 @@ from oncology_pipeline.registry import (
     push_image,
     repository_reference,
 )
-from tests.conftest import BuiltImage
 from tests.support import docker_env
+from tests.support.docker_env import BuiltImage
 from tests.support.moto_server import free_port
 
 MOTO_PASSWORD = docker_env.MOTO_ECR_PASSWORD

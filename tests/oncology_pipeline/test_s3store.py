@@ -17,12 +17,12 @@ import pytest
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
+from demo.buckets import create_buckets
+from oncology_model.versioning import new_version
 from oncology_pipeline import aws, layout, modelstore, releases, s3store
 from oncology_pipeline.errors import ConfigurationError, PromotionConflict, is_transient
 from oncology_pipeline.fingerprint import Fingerprint, data_files
 from oncology_pipeline.settings import PipelineSettings
-from oncology_pipeline.versioning import new_version
-from standins.aws import create_buckets
 from tests.support.fault_proxy import FaultProxy, fault_proxy
 
 DATA = b"1000025,5,1,1,1,2,1,3,1,1,2\n1002945,5,4,4,5,7,10,3,2,1,2\n"

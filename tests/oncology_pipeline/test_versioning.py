@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from oncology_pipeline.versioning import check_version, new_version
+from oncology_model.versioning import check_version, new_version
 
 RUN_ID = uuid.UUID("3fa85f64-5717-4562-b3fc-2c963f66afa6")
 START = datetime(2026, 11, 25, 2, 0, 0, tzinfo=UTC)

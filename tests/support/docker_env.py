@@ -10,11 +10,14 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+
+from oncology_pipeline.image import ImageInfo
 
 PROVISION_HINT = "run `scripts/provision.sh` (as root) to install and start the Docker engine and the registry"
 #: The authenticated registry started by scripts/provision.sh.
@@ -24,6 +27,15 @@ BASE_IMAGE = os.environ.get("ONCOLOGY_TEST_BASE_IMAGE", "oncology-base:bookworm"
 #: What moto's ECR token decodes to (default account); the registry's htpasswd holds this login.
 MOTO_ECR_USER, MOTO_ECR_PASSWORD = "AWS", "123456789012-auth-token"
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """The session's serving image, the secret build arg it was built with, and its build log."""
+
+    info: ImageInfo
+    secret: str
+    build_log: list[str]
 
 
 def docker_client() -> Any:
@@ -114,3 +126,15 @@ def image_files(client: Any, image: str) -> Iterator[tuple[str, bytes]]:
                                 yield f"{name}:{inner}", data
                     except tarfile.ReadError:
                         continue  # a config or manifest blob, already searched as a whole
+
+
+def publish_overrides(base: dict[str, Any], moto_endpoint: str, registry: str, work: Path, repo: str) -> dict[str, Any]:
+    """Settings for the publish flow: ECR from moto, the registry at `registry`, the provisioned base image."""
+    return {
+        **base,
+        "aws_endpoint_url": moto_endpoint,
+        "registry_address": registry,
+        "base_image": BASE_IMAGE,
+        "ecr_repository": repo,
+        "work_dir": str(work),
+    }

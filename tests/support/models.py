@@ -10,6 +10,9 @@ from oncology_model.candidate import Candidate, make_candidate
 from oncology_model.config import GateThresholds, TrainingConfig
 from oncology_model.data import Dataset, parse_csv
 
+#: The version of the random-forest bundle the model package's tests train (tests/oncology_model/conftest.py).
+RF_VERSION = "20261125T000000Z-rforest1"
+
 #: The gate's floors on one 5-fold pass instead of five (0.3 s instead of 1.4 s for logistic regression, 3 s
 #: instead of 13 s for the test forest): for bundles that are the subject of other tests. The repeats themselves
 #: are tested in tests/oncology_model/test_candidate.py.
