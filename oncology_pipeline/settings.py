@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -19,6 +20,7 @@ from oncology_model.config import (
     TrainingConfig,
     first_error,
 )
+from oncology_pipeline import layout
 from oncology_pipeline.errors import ConfigurationError
 
 #: Settings that hold secrets: from the environment or `.env` only, never from a flow's `overrides`.
@@ -178,7 +180,7 @@ class PipelineSettings(BaseSettings):
                 raise ValueError(f"{name}: must be non-empty, without leading or trailing '/'")
         if self.eks_cluster_name and (self.kubeconfig or self.kube_context):
             raise ValueError("eks_cluster_name: set either an EKS cluster or a kubeconfig/context, not both")
-        if self.data_bucket == self.metrics_bucket and self.data_key.startswith("trainer/"):
+        if self.data_bucket == self.metrics_bucket and self.data_key.startswith(f"{layout.TRAINER}/"):
             raise ValueError("data_key: must not live under trainer/ in the metrics bucket (reports would clash)")
         self._check_time_limits()
         return self
@@ -240,10 +242,17 @@ class PipelineSettings(BaseSettings):
         return self.work_dir / "runs" / version
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> PipelineSettings:
-        """A validated copy with per-run overrides (flow parameters) applied; a bad value raises
-        ConfigurationError naming the field, the rule and the value in one line."""
+        """A validated copy with per-run overrides (flow parameters) applied; an unknown key (a misspelling) or a
+        bad value raises ConfigurationError in one line naming the key (and the closest setting) or the field, the
+        rule and the value."""
         if not overrides:
             return self
+        fields = type(self).model_fields
+        unknown = sorted(name for name in overrides if name not in fields)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], fields, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see oncology_pipeline/settings.py"
+            raise ConfigurationError(f"{unknown[0]}: no such setting ({hint}); nothing was run")
         secrets = sorted(name for name in overrides if name in SECRET_SETTINGS)
         if secrets:
             raise ConfigurationError(

@@ -290,6 +290,22 @@ def test_a_secret_cannot_be_a_per_run_override() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"seeed": 7, "target_recal": 0.5}, "seeed: no such setting (did you mean 'seed'?); nothing was run"),
+        ({"target_recal": 0.5}, "target_recal: no such setting (did you mean 'target_recall'?); nothing was run"),
+        ({"colour": "red"}, "colour: no such setting (see oncology_pipeline/settings.py); nothing was run"),
+    ],
+)
+def test_a_misspelled_override_is_refused_naming_the_closest_setting(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(overrides)
+    assert str(refused.value) == message
+
+
 # --- time limits that add up ----------------------------------------------------------------------------
 
 
