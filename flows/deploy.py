@@ -23,10 +23,11 @@ from prefect.client.schemas.objects import State
 from prefect.concurrency.sync import concurrency
 from prefect.states import Completed
 
+from oncology_pipeline import releases
 from oncology_pipeline.cluster import ImageChange, Restore
 from oncology_pipeline.errors import RolloutFailed
 from oncology_pipeline.reconcile import Observation, decide
-from oncology_pipeline.releases import deployment_annotations
+from oncology_pipeline.releases import ClusterSection, DeploymentChange, VerificationSection, deployment_annotations
 from oncology_pipeline.settings import PipelineSettings, load_settings
 from tasks.deploy import (
     connect_cluster,
@@ -79,47 +80,27 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
         report_reconcile(settings, observation, decide(observation, settings.reconcile, deploying=version))
         restore = observation.restore_for(image)
         rolled = _roll_out(api, settings, image, version, bundle_dir, annotations, restore, observation.pointer_etag)
-        cluster = {
-            "context": settings.kube_context,
-            "namespace": settings.kube_namespace,
-            "deployments": [
-                {"name": c.deployment, "previous_image": c.previous_image, "new_image": c.new_image}
+        cluster = ClusterSection(
+            context=settings.kube_context,
+            namespace=settings.kube_namespace,
+            deployments=[
+                DeploymentChange(name=c.deployment, previous_image=c.previous_image, new_image=c.new_image)
                 for c in rolled.changes
             ],
-        }
+        )
         if rolled.failed is not None:
-            reason = rolled.failed.result(raise_on_failure=False)
-            undone = {"outcome": "rolled back", "image": image, "reason": str(reason), "restored": rolled.restored}
+            reason = str(rolled.failed.result(raise_on_failure=False))
             steps = len(rolled.steps)
             verified = "passed" if steps > 2 else "not reached" if steps < 2 else f"FAILED: {reason}"
-            update_release(
-                settings,
-                version,
-                {
-                    "cluster": cluster,
-                    "outcome": f"failed at deploy: {reason}",
-                    "rollout": undone,
-                    "promoting": False,
-                    "stages": stage_times("deploy", "rolled back"),
-                    **({"verification": {"passed": steps > 2, "summary": verified}} if steps >= 2 else {}),
-                },
-            )
-            report_deploy(version, image, cluster, undone, verified)
+            check = VerificationSection(passed=steps > 2, summary=verified) if steps >= 2 else None
+            change = releases.rolled_back(cluster, image, reason, rolled.restored, check)
+            update_release(settings, version, {**change, "stages": stage_times("deploy", "rolled back")})
+            report_deploy(version, image, change["cluster"], change["rollout"], verified)
             raise RolloutFailed(f"{reason} Rolled back: {rolled.restored}.")
     rollout, summary = str(rolled.steps[0].result()), str(rolled.steps[1].result())
-    report_deploy(version, image, cluster, {"outcome": "rolled out", "detail": rollout}, summary)
-    update_release(
-        settings,
-        version,
-        {
-            "cluster": cluster,
-            "outcome": "released: verified serving, production",
-            "rollout": {"outcome": "rolled out", "detail": rollout},
-            "image": {"reference": image, "digest": image.rsplit("@", 1)[-1]},
-            "verification": {"passed": True, "summary": summary},
-            "stages": stage_times("deploy", "verified, promoted"),
-        },
-    )
+    change = releases.rolled_out(cluster, image, rollout, summary)
+    report_deploy(version, image, change["cluster"], change["rollout"], summary)
+    update_release(settings, version, {**change, "stages": stage_times("deploy", "verified, promoted")})
     return f"{rollout}; {summary}; production is {version}"
 
 

@@ -30,7 +30,7 @@ from flows.deploy import deploy, reconcile
 from flows.publish import publish
 from flows.test import run_test_suites
 from flows.train import train
-from oncology_pipeline import layout
+from oncology_pipeline import layout, releases
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.fingerprint import Fingerprint, Plan
 from oncology_pipeline.settings import PipelineSettings, load_settings
@@ -120,8 +120,7 @@ def train_test_publish_deploy(
                 f"{n}: {tested.tests[n]} tests, {c} %" for n, c in tested.coverage.items()
             )
             summary.coverage, summary.s3_uris = tested.coverage, [*summary.s3_uris, *tested.s3_uris]
-            tests = {"tests": tested.tests, "coverage": tested.coverage}
-            update_release(settings, version, {"tests": tests, "outcome": "tested"})
+            update_release(settings, version, releases.tested(tested.tests, tested.coverage))
 
         if not publish_image:
             summary.skip({"publish": "publish_image=False", "deploy": "no image: publish was skipped"})
@@ -134,9 +133,7 @@ def train_test_publish_deploy(
                 summary, settings, "publish", publish, version=version, bundle_dir=bundle_dir, overrides=overrides
             )
             summary.stages["publish"] = f"pushed {summary.image}"
-            repository, digest = summary.image.split("@")
-            image = {"repository": repository, "tag": version, "digest": digest, "reference": summary.image}
-            update_release(settings, version, {"image": image})
+            update_release(settings, version, releases.published(summary.image, version))
 
         if not deploy_image:
             summary.skip({"deploy": "deploy_image=False"})
@@ -154,7 +151,7 @@ def train_test_publish_deploy(
         if failure.stage == "deploy":  # the deploy flow wrote its outcome (rolled back, and why)
             summary.rollout = str(failure.cause)
         elif failure.stage != "reconcile":  # before any stage: this run's version has nothing to record
-            update_release(settings, version, {"outcome": str(failure)})
+            update_release(settings, version, releases.failed(str(failure)))
         return Failed(message=str(failure), data=failure.cause)
     finally:
         if summary.seconds:  # the stages this run ran (a resumed run keeps the earlier run's times of the others)
@@ -212,7 +209,7 @@ def _run_url() -> str:
 def _candidate(settings: PipelineSettings, version: str) -> Path:
     """The stored candidate's bundle, after checking its release record says it passed the gate."""
     record = read_release(settings, version)
-    if not record.gate.get("passed"):
+    if not record.gate.passed:
         raise ConfigurationError(f"{version} did not pass the quality gate ({record.outcome}): it cannot be released")
     bundle_dir = model_bundle_to_use(settings, None, version)
     update_release(settings, version, {"stages": stage_times("train", "candidate reused")})

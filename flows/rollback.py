@@ -31,10 +31,10 @@ def rollback(version: str, reason: str | None = None, overrides: dict[str, Any] 
     """
     settings = load_settings(overrides)
     version = stamp_run("rollback", version)
-    image = read_release(settings, version).image.get("reference")
+    image = read_release(settings, version).image.reference
     if not image:
         raise ConfigurationError(f"the release record of {version} holds no image: it was never published")
-    done = deploy(image=str(image), version=version, overrides=overrides)
+    done = deploy(image=image, version=version, overrides=overrides)
     record_operator_action(settings, "rollback", version, reason)
     return done
 

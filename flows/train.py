@@ -14,7 +14,7 @@ from prefect import flow
 
 from oncology_model.config import Estimator
 from oncology_model.errors import QualityGateFailed
-from oncology_pipeline import layout
+from oncology_pipeline import layout, releases
 from oncology_pipeline.releases import lock_sha256, training_files
 from oncology_pipeline.settings import load_settings
 from tasks.data import download_labelled_data, download_training_data, validate_data
@@ -78,23 +78,21 @@ def train(
     update_release(
         settings,
         version,
-        {
-            "outcome": "candidate: awaiting test, publish, deploy" if decision.passed else "rejected by the gate",
-            "data": {
-                "source": data.source.uri,
-                "etag": data.source.etag,
-                "sha256": dataset.report.sha256,
-                "rows_read": dataset.report.rows_read,
-                "rows_kept": dataset.report.rows_kept,
-            },
-            "training_data": [
-                f.model_dump(mode="json") for f in training_files([data, *labelled], dataset.report.files)
-            ],
-            "code": {"revision": metadata.git_revision, "lock_sha256": lock_sha256(Path.cwd())},
-            "training": settings.training_config().model_dump(mode="json"),
-            "metrics": {name: est.model_dump(mode="json") for name, est in evaluation.metrics.items()},
-            "gate": decision.model_dump(mode="json"),
-        },
+        releases.trained(
+            passed=decision.passed,
+            data=releases.DataSection(
+                source=data.source.uri,
+                etag=data.source.etag,
+                sha256=dataset.report.sha256,
+                rows_read=dataset.report.rows_read,
+                rows_kept=dataset.report.rows_kept,
+            ),
+            training_data=training_files([data, *labelled], dataset.report.files),
+            code=releases.CodeSection(revision=metadata.git_revision, lock_sha256=lock_sha256(Path.cwd())),
+            training=settings.training_config().model_dump(mode="json"),
+            metrics={name: est.model_dump(mode="json") for name, est in evaluation.metrics.items()},
+            gate=decision.model_dump(mode="json"),
+        ),
     )
     if decision.passed:
         announce_candidate(version)

@@ -130,16 +130,17 @@ def plan_run(
     held = _held(earlier)
     if held is not None:
         return _hold(earlier.model_version, held)
-    if not earlier.gate.get("passed"):
+    if not earlier.gate.passed:
         return Plan("full", f"{earlier.model_version} had these inputs but did not pass the gate: training again")
-    image = earlier.image.get("reference") if earlier.image.get("digest") else None
-    done = ["train", *(["test"] if earlier.tests else []), *(["publish"] if image else [])]
+    image = earlier.image.reference if earlier.image.digest else None
+    tested = bool(earlier.tests.tests)
+    done = ["train", *(["test"] if tested else []), *(["publish"] if image else [])]
     return Plan(
         "resume",
         f"{earlier.model_version} had the same inputs and stopped after {', '.join(done)} "
         f"({earlier.outcome}): resuming it",
         earlier.model_version,
-        tested=bool(earlier.tests),
+        tested=tested,
         image=image,
     )
 
@@ -160,6 +161,6 @@ def _held(earlier: ReleaseRecord) -> str | None:
         return f"{version} was rolled back to {back.to} by {back.by} at {back.at:%Y-%m-%d %H:%M} UTC{why}"
     if earlier.promoted_at:
         return f"{version} served production before and was replaced by {earlier.superseded_by or 'another version'}"
-    if earlier.verification.get("passed") is False:
-        return f"{version}'s image failed verification at deploy ({earlier.verification.get('summary', '-')})"
+    if earlier.verification.passed is False:
+        return f"{version}'s image failed verification at deploy ({earlier.verification.summary or '-'})"
     return None

@@ -142,7 +142,7 @@ def observe(
     """Compare the pointer and its release record (in `bucket`) with the Deployments and the Service's answer."""
     if pointer is None:
         return Observation(None, tuple(deployments), served, (), pointer_etag)
-    recorded = str(record.image["reference"]) if record and record.image.get("reference") else None
+    recorded = record.image.reference if record else None
     production = Production(
         pointer.model_version, pointer.image or recorded, pointer.release or record_uri(bucket, pointer.model_version)
     )

@@ -4,6 +4,10 @@ It says where the version came from (data, code, configuration), what it passed 
 built and deployed (image digest, cluster, previous images), whether the running service was verified, and
 whether the version is production now. The production pointer names a version only after its record says
 `verified`; the pointer, the cluster's annotations and this record agree after every run.
+
+The schema is `ReleaseRecord` and its sections below; flows change a record only through the builders
+(`trained`, `tested`, `published`, `rolled_out`, `rolled_back`, `failed`), merged by `merge` and written whole. Every
+section keeps fields it does not know (records written by older code still read), and leaves out what is unset.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from oncology_model.data import FileSummary
 from oncology_pipeline import layout, modelstore, s3store
@@ -33,6 +37,90 @@ def record_uri(bucket: str, version: str) -> str:
 def deployment_annotations(version: str, release: str) -> dict[str, str]:
     """What a verified deploy of `version` writes on the Deployments: the version and its release record's URI."""
     return {ANNOTATION_VERSION: version, ANNOTATION_RELEASE: release}
+
+
+class Section(BaseModel):
+    """A part of the record: every field optional, unknown fields kept as they were, its own fields left out when
+    they hold nothing."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        known = type(self).model_fields
+        return {key: value for key, value in handler(self).items() if value is not None or key not in known}
+
+
+class DataSection(Section):
+    """The data trained on, all files together: the training CSV's source and what validation kept."""
+
+    source: str | None = None
+    etag: str | None = None
+    sha256: str | None = None
+    rows_read: int | None = None
+    rows_kept: int | None = None
+
+
+class CodeSection(Section):
+    """The code revision and the dependency lock the model was trained with."""
+
+    revision: str | None = None
+    lock_sha256: str | None = None
+
+
+class GateSection(Section):
+    """The quality gate's decision (`passed`, its reasons and what it compared: `GateDecision`)."""
+
+    passed: bool | None = None
+
+
+class TestsSection(Section):
+    """The test stage: tests run and coverage (%) per suite."""
+
+    tests: dict[str, int] = Field(default_factory=dict)
+    coverage: dict[str, float] = Field(default_factory=dict)
+
+
+class ImageSection(Section):
+    """The web-service image, pinned by digest."""
+
+    repository: str | None = None
+    tag: str | None = None
+    digest: str | None = None
+    reference: str | None = Field(default=None, description="<repository>@sha256:<digest>")
+
+
+class DeploymentChange(Section):
+    """One Deployment a deploy patched: the image it ran and the image it was given."""
+
+    name: str | None = None
+    previous_image: str | None = None
+    new_image: str | None = None
+
+
+class ClusterSection(Section):
+    """Where the deploy ran and what it patched."""
+
+    context: str | None = None
+    namespace: str | None = None
+    deployments: list[DeploymentChange] = Field(default_factory=list)
+
+
+class VerificationSection(Section):
+    """Whether the running service served this version and matched its golden set."""
+
+    passed: bool | None = None
+    summary: str | None = None
+
+
+class RolloutSection(Section):
+    """How the rollout ended: `rolled out` (and its detail) or `rolled back` (why, and what was restored)."""
+
+    outcome: str | None = None
+    detail: str | None = None
+    image: str | None = None
+    reason: str | None = None
+    restored: str | None = None
 
 
 class StageTimes(BaseModel):
@@ -111,19 +199,20 @@ class ReleaseRecord(BaseModel):
     )
     outcome: str = "running"
     fingerprint: dict[str, Any] = Field(default_factory=dict, description="the inputs (fingerprint.Fingerprint)")
-    data: dict[str, Any] = Field(default_factory=dict, description="the data trained on, all files together")
+    data: DataSection = Field(default_factory=DataSection)
     training_data: list[TrainingFile] = Field(
         default_factory=list, description="every file trained on: the training CSV, then the labelled cases by key"
     )
-    code: dict[str, Any] = Field(default_factory=dict)
-    training: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    gate: dict[str, Any] = Field(default_factory=dict)
-    tests: dict[str, Any] = Field(default_factory=dict)
-    image: dict[str, Any] = Field(default_factory=dict)
-    cluster: dict[str, Any] = Field(default_factory=dict)
-    verification: dict[str, Any] = Field(default_factory=dict)
-    rollout: dict[str, Any] = Field(default_factory=dict)
+    code: CodeSection = Field(default_factory=CodeSection)
+    training: dict[str, Any] = Field(default_factory=dict, description="the training configuration")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="hold-out estimates by metric")
+    gate: GateSection = Field(default_factory=GateSection)
+    tests: TestsSection = Field(default_factory=TestsSection)
+    image: ImageSection = Field(default_factory=ImageSection)
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
+    verification: VerificationSection = Field(default_factory=VerificationSection)
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
+    monitoring: dict[str, Any] = Field(default_factory=dict, description="what the monitor found (room to grow)")
     flow_runs: dict[str, str] = Field(default_factory=dict, description="flow name -> Prefect UI URL or run id")
     stages: dict[str, StageTimes] = Field(default_factory=dict)
 
@@ -138,12 +227,80 @@ class ReleaseRecord(BaseModel):
                 seconds = (times.ended_at - times.started_at).total_seconds()
             started = f"{times.started_at:%H:%M:%S}" if times.started_at else "-"
             lines.append(f"| {stage} | {table_cell(times.outcome)} | {started} | {seconds or 0:.1f} |")
-        if self.image.get("reference"):
-            lines += ["", f"Image: `{self.image['reference']}`"]
-        if self.verification:
-            lines += ["", f"Verification: {self.verification.get('summary', '-')}"]
+        if self.image.reference:
+            lines += ["", f"Image: `{self.image.reference}`"]
+        if self.verification.summary:
+            lines += ["", f"Verification: {self.verification.summary}"]
         lines += ["", "```json", self.model_dump_json(indent=2), "```"]
         return "\n".join(lines)
+
+
+def trained(
+    *,
+    passed: bool,
+    data: DataSection,
+    training_data: list[TrainingFile],
+    code: CodeSection,
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    gate: dict[str, Any],
+) -> dict[str, Any]:
+    """The change a training writes: where the model came from, its metrics and the gate's decision."""
+    return {
+        "outcome": "candidate: awaiting test, publish, deploy" if passed else "rejected by the gate",
+        "data": data.model_dump(mode="json"),
+        "training_data": [f.model_dump(mode="json") for f in training_data],
+        "code": code.model_dump(mode="json"),
+        "training": training,
+        "metrics": metrics,
+        "gate": GateSection.model_validate(gate).model_dump(mode="json"),
+    }
+
+
+def tested(tests: dict[str, int], coverage: dict[str, float]) -> dict[str, Any]:
+    """The change the test stage writes: tests and coverage per suite."""
+    return {"tests": TestsSection(tests=tests, coverage=coverage).model_dump(mode="json"), "outcome": "tested"}
+
+
+def published(reference: str, tag: str) -> dict[str, Any]:
+    """The change a publish writes: the image pinned by digest (`<repository>@sha256:...`) and its tag."""
+    return {"image": _image(reference).model_copy(update={"tag": tag}).model_dump(mode="json")}
+
+
+def _image(reference: str) -> ImageSection:
+    """The image section of `<repository>@sha256:<hex>` (the tag is publish's to say)."""
+    repository, digest = reference.split("@", 1)
+    return ImageSection(repository=repository, digest=digest, reference=reference)
+
+
+def rolled_out(cluster: ClusterSection, image: str, detail: str, summary: str) -> dict[str, Any]:
+    """The change a verified deploy writes (the promotion writes `production` itself)."""
+    return {
+        "cluster": cluster.model_dump(mode="json"),
+        "outcome": "released: verified serving, production",
+        "rollout": RolloutSection(outcome="rolled out", detail=detail).model_dump(mode="json"),
+        "image": _image(image).model_dump(mode="json"),
+        "verification": VerificationSection(passed=True, summary=summary).model_dump(mode="json"),
+    }
+
+
+def rolled_back(
+    cluster: ClusterSection, image: str, reason: str, restored: str | None, verified: VerificationSection | None
+) -> dict[str, Any]:
+    """The change a failed deploy writes: why, what was restored, and the verification when it was reached."""
+    rollout = RolloutSection(outcome="rolled back", image=image, reason=reason, restored=restored)
+    return {
+        "cluster": cluster.model_dump(mode="json"),
+        "outcome": f"failed at deploy: {reason}",
+        "rollout": rollout.model_dump(mode="json"),
+        "promoting": False,
+        **({"verification": verified.model_dump(mode="json")} if verified is not None else {}),
+    }
+
+
+def failed(message: str) -> dict[str, Any]:
+    """The change a run that stopped writes: `failed at <stage>: <reason>`."""
+    return {"outcome": message}
 
 
 def latest_with_fingerprint(s3: Any, bucket: str, digest: str) -> ReleaseRecord | None:

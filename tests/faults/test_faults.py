@@ -467,7 +467,7 @@ def _whole_bundle_stored(env: Env, state: State[Any]) -> None:
         stored = env.stack.s3.get_object(Bucket=settings.model_bucket, Key=key)["Body"].read()
         assert stored == local.read_bytes(), key
     record = releases.read_record(env.stack.s3, settings.model_bucket, version)
-    assert record is not None and record.gate.get("passed") and not record.production
+    assert record is not None and record.gate.passed and not record.production
 
 
 SCRIPTED_CASES = [
@@ -550,14 +550,14 @@ def _rolled_back_to_production(env: Env, state: State[Any]) -> None:
         assert {c.id for c in standin_containers(env.notes["docker"], env.standin)} == env.notes["serving"]
     assert model_version_served(connect_kubeconfig(env.overrides["kubeconfig"]), NS) == workloads.previous_version
     record = releases.read_record(env.stack.s3, env.stack.settings.model_bucket, env.candidate[0])
-    assert record is not None and record.rollout["outcome"] == "rolled back"
+    assert record is not None and record.rollout.outcome == "rolled back"
     run_id = state.state_details.flow_run_id
     assert run_id is not None
     runs = task_runs(run_id)
     failed = "verify_release" if env.candidate[1] == workloads.current else "wait_for_rollout"
     assert runs[failed].state_type is StateType.FAILED
     assert runs["rollback"].state_type is StateType.COMPLETED and "promote_model" not in runs
-    assert record.verification.get("passed") is (False if failed == "verify_release" else None)  # None: not reached
+    assert record.verification.passed is (False if failed == "verify_release" else None)  # None: not reached
     assert not record.promoting
 
 

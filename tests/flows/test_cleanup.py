@@ -105,7 +105,7 @@ def _assert_rollback_possible(stack: Stack) -> None:
         )
         assert fetched is not None and (fetched[1] / "model.skops").read_bytes() == f"model {version}".encode()
         record = releases.read_record(s3, settings.model_bucket, version)
-        assert record is not None and record.promoted_at and record.image["reference"] == IMAGE + version[-1] * 64
+        assert record is not None and record.promoted_at and record.image.reference == IMAGE + version[-1] * 64
 
 
 def test_a_dry_run_lists_what_it_would_delete_and_deletes_nothing(stack: Stack, history: dict[str, Any]) -> None:

@@ -60,7 +60,7 @@ def test_a_good_image_runs_on_every_replica_is_verified_and_becomes_production(
         stack.s3, stack.settings, standin, version=workloads.current_version, image=workloads.current, before=objects
     )
     record = releases.read_record(stack.s3, stack.settings.model_bucket, workloads.current_version)
-    assert record is not None and record.verification["passed"] and record.rollout["outcome"] == "rolled out"
+    assert record is not None and record.verification.passed and record.rollout.outcome == "rolled out"
     old = releases.read_record(stack.s3, stack.settings.model_bucket, workloads.previous_version)
     assert old is not None and (old.production, old.superseded_by) == (False, workloads.current_version)
     assert image_of(standin) == workloads.current

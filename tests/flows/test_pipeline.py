@@ -154,9 +154,9 @@ def _assert_one_version_released(
     assert all(_image(standin, name) == image for name in DEPLOYMENTS)
     assert_invariant(stack.s3, s, standin, version=version, image=image, before=before)
     record = read_record(stack.s3, s.model_bucket, version)
-    assert record is not None and record.outcome.startswith("released") and record.verification["passed"]
-    assert record.tests["tests"] and record.image["digest"] == digest and record.gate["passed"]
-    assert record.cluster["deployments"][0]["previous_image"] == workloads.previous
+    assert record is not None and record.outcome.startswith("released") and record.verification.passed
+    assert record.tests.tests and record.image.digest == digest and record.gate.passed
+    assert record.cluster.deployments[0].previous_image == workloads.previous
     assert {"train", "test", "publish", "deploy"} <= set(record.stages)
     assert all(
         record.stages[s].started_at and record.stages[s].ended_at for s in ("train", "test", "publish", "deploy")
@@ -445,11 +445,11 @@ def test_a_failed_run_resumes_on_prefects_retry_and_on_the_next_night_without_re
     assert again.stages["publish"].startswith("pushed ")
     assert_invariant(stack.s3, stack.settings, standin, version=workloads.previous_version, image=workloads.previous)
     record = read_record(stack.s3, stack.settings.model_bucket, version)
-    assert record is not None and record.image.get("digest") and not record.production
-    repository = str(record.image["repository"])
+    assert record is not None and record.image.digest and not record.production
+    repository = str(record.image.repository)
     path = repository.split("/", 1)[1]
     status, _ = docker_env.registry_request(
-        f"/v2/{path}/manifests/{record.image['digest']}", "AWS", docker_env.MOTO_ECR_PASSWORD, method="DELETE"
+        f"/v2/{path}/manifests/{record.image.digest}", "AWS", docker_env.MOTO_ECR_PASSWORD, method="DELETE"
     )
     assert status == 202
 

@@ -69,14 +69,14 @@ def test_train_stores_a_candidate_with_metrics_and_release_record_and_leaves_pro
     assert read_pointer(stack.s3, settings.model_bucket, "models") is None  # a candidate, not production
     record = read_record(stack.s3, settings.model_bucket, version)
     assert record is not None and record.outcome.startswith("candidate") and not record.production
-    assert record.gate["passed"] is True and record.data["sha256"] and record.code["lock_sha256"]
+    assert record.gate.passed is True and record.data.sha256 and record.code.lock_sha256
     etag = stack.s3.head_object(Bucket=settings.data_bucket, Key=settings.data_key)["ETag"].strip('"')
     assert [f.model_dump() for f in record.training_data] == [
         {
             "bucket": settings.data_bucket,
             "key": settings.data_key,
             "etag": etag,
-            "sha256": record.data["sha256"],
+            "sha256": record.data.sha256,
             "rows_read": 699,
             "rows_kept": 699,
         }
@@ -141,7 +141,7 @@ def test_second_run_uses_the_etag_cache_trains_on_a_new_labelled_file_and_grows_
         (stack.settings.data_key, hashlib.sha256(real_csv).hexdigest(), 699),
         (labelled_key, hashlib.sha256(LABELLED).hexdigest(), 3),
     ]
-    assert record.data["rows_kept"] == 702  # trained on both
+    assert record.data.rows_kept == 702  # trained on both
 
     pointer = read_pointer(stack.s3, stack.settings.model_bucket, "models")
     assert pointer is not None and pointer.model_version == first.version  # training never moves production

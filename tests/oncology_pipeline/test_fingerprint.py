@@ -99,7 +99,7 @@ def test_the_code_hash_follows_file_contents_and_names_but_not_caches(tmp_path: 
         (_record("p", digest="other"), _record("e", gate={"passed": True}), False, "resume", False, None),
         (
             _record("p", digest="other"),
-            _record("e", gate={"passed": True}, tests={"n": 1}),
+            _record("e", gate={"passed": True}, tests={"tests": {"unittest-coverage": 1}}),
             False,
             "resume",
             True,
@@ -107,7 +107,12 @@ def test_the_code_hash_follows_file_contents_and_names_but_not_caches(tmp_path: 
         ),
         (
             _record("p", digest="other"),
-            _record("e", gate={"passed": True}, tests={"n": 1}, image={"digest": "d", "reference": IMAGE}),
+            _record(
+                "e",
+                gate={"passed": True},
+                tests={"tests": {"unittest-coverage": 1}},
+                image={"digest": "d", "reference": IMAGE},
+            ),
             False,
             "resume",
             True,
@@ -188,7 +193,7 @@ def test_a_sibling_of_the_version_an_operator_took_out_is_held_too() -> None:
     """Production v1 was pinned by a rollback that took out e; the index now names f, trained later from e's inputs
     (a forced run): the nightly releases neither."""
     production = _record("v1", digest="other", production=True, pinned=ROLLED_BACK)
-    sibling = _record("f", gate={"passed": True}, tests={"n": 1})
+    sibling = _record("f", gate={"passed": True}, tests={"tests": {"unittest-coverage": 1}})
     plan = plan_run(INPUTS, production, sibling, False, replaced=_record("e", rolled_back=ROLLED_BACK))
     assert (plan.action, plan.version) == ("held", "e")
     assert plan.reason.startswith("production v1 was put there by hand (rollback by rollback-v1")

@@ -19,7 +19,7 @@ from kubernetes.client import (
 from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, Restore
 from oncology_pipeline.modelstore import ProductionPointer
 from oncology_pipeline.reconcile import Observation, Repair, Served, decide, observe, running
-from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION, ReleaseRecord
+from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION, ImageSection, ReleaseRecord
 from oncology_pipeline.reports import reconcile_markdown
 from oncology_pipeline.summary import PipelineSummary
 
@@ -53,7 +53,7 @@ def _pointer(image: str | None = NEW) -> ProductionPointer:
 
 
 def _record(image: str = NEW, production: bool = True) -> ReleaseRecord:
-    return ReleaseRecord(model_version=V2, production=production, image={"reference": image})
+    return ReleaseRecord(model_version=V2, production=production, image=ImageSection(reference=image))
 
 
 def _observe(

@@ -52,7 +52,7 @@ def assert_invariant(
     assert in_production == ({version} if version else set()), f"records saying production: {in_production}"
     if version is not None and pointer is not None:
         record = releases.read_record(s3, settings.model_bucket, version)
-        assert record is not None and record.image.get("reference") == image == pointer.image
+        assert record is not None and record.image.reference == image == pointer.image
         assert (
             annotations.get(ANNOTATION_RELEASE)
             == pointer.release
@@ -72,8 +72,8 @@ def seed_production(s3: Any, settings: PipelineSettings, bundle: Path, image: st
         model_version=version,
         production=True,
         outcome="released: verified serving, production",
-        gate={"passed": True},
-        image={"reference": image, "digest": image.rsplit("@", 1)[-1]},
+        gate=releases.GateSection(passed=True),
+        image=releases.ImageSection(reference=image, digest=image.rsplit("@", 1)[-1]),
     )
     releases.write_record(s3, settings.model_bucket, record)
     _, etag = modelstore.read_pointer_etag(s3, settings.model_bucket, settings.model_prefix)
