@@ -32,11 +32,12 @@ def pipeline_tags(client: docker.DockerClient, repository: str) -> list[LocalTag
     """The local tags each publish leaves behind (the build's tag and the registry's): images carrying the model
     version label, tagged with a pipeline version in `repository` on any registry. Nothing else is listed."""
     found = []
-    for image in client.images.list(filters={"label": MODEL_VERSION_LABEL}):
-        for reference in image.tags:
+    # One list call (the SDK's images.list inspects each image after listing: one removed meanwhile is a 404).
+    for image in client.api.images(filters={"label": MODEL_VERSION_LABEL}):
+        for reference in image.get("RepoTags") or []:
             name, tag = docker.utils.parse_repository_tag(reference)
             if (name == repository or name.endswith(f"/{repository}")) and tag and VERSION_PATTERN.fullmatch(tag):
-                found.append(LocalTag(reference=reference, version=tag, image_id=str(image.id)))
+                found.append(LocalTag(reference=reference, version=tag, image_id=str(image["Id"])))
     return found
 
 
