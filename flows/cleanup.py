@@ -12,21 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
 from prefect.concurrency.sync import concurrency
 
 from flows.deploy import DEPLOY_LIMIT
 from oncology_pipeline.settings import load_settings
 from tasks.housekeeping import delete_model_versions, plan_cleanup, report_cleanup
-from tasks.runs import ensure_concurrency_limit, run_name
+from tasks.runs import ensure_concurrency_limit, pipeline_flow
 
 
-@flow(
-    name="cleanup",
-    flow_run_name=run_name("cleanup"),
-    log_prints=False,
-    timeout_seconds=load_settings().stage_timeout_seconds,
-)
+@pipeline_flow("cleanup")
 def cleanup(dry_run: bool = True, overrides: dict[str, Any] | None = None) -> list[str]:
     """Delete the model files of old S3 versions that neither serve nor ever served; returns those versions.
 

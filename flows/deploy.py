@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from kubernetes.client import ApiClient
-from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.concurrency.sync import concurrency
 from prefect.states import Completed
@@ -47,18 +46,13 @@ from tasks.releases import (
     stage_times,
     update_release,
 )
-from tasks.runs import ensure_concurrency_limit, run_name, stamp_run
+from tasks.runs import ensure_concurrency_limit, pipeline_flow, stamp_run
 from tasks.training import model_bundle_to_use
 
 DEPLOY_LIMIT = "deploy"
 
 
-@flow(
-    name="deploy",
-    flow_run_name=run_name("deploy", "version"),
-    log_prints=False,
-    timeout_seconds=load_settings().stage_timeout_seconds,
-)
+@pipeline_flow("deploy", "version")
 def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) -> str:
     """Roll out `image` and make model `version` production once the running service is verified.
 
@@ -68,7 +62,7 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
         overrides: settings for this run (see oncology_pipeline.settings.PipelineSettings).
     """
     settings = load_settings(overrides)
-    version = stamp_run("deploy", version)
+    version = stamp_run(version)
     bundle_dir = model_bundle_to_use(settings, None, version)  # its golden set; refused before any change
     ensure_concurrency_limit(DEPLOY_LIMIT)
     annotations = deployment_annotations(version, record_uri(settings, version))
@@ -80,28 +74,9 @@ def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) ->
         report_reconcile(settings, observation, decide(observation, settings.reconcile, deploying=version))
         restore = observation.restore_for(image)
         rolled = _roll_out(api, settings, image, version, bundle_dir, annotations, restore, observation.pointer_etag)
-        cluster = ClusterSection(
-            context=settings.kube_context,
-            namespace=settings.kube_namespace,
-            deployments=[
-                DeploymentChange(name=c.deployment, previous_image=c.previous_image, new_image=c.new_image)
-                for c in rolled.changes
-            ],
-        )
         if rolled.failed is not None:
-            reason = str(rolled.failed.result(raise_on_failure=False))
-            steps = len(rolled.steps)
-            verified = "passed" if steps > 2 else "not reached" if steps < 2 else f"FAILED: {reason}"
-            check = VerificationSection(passed=steps > 2, summary=verified) if steps >= 2 else None
-            change = releases.rolled_back(cluster, image, reason, rolled.restored, check)
-            update_release(settings, version, {**change, "stages": stage_times("deploy", "rolled back")})
-            report_deploy(version, image, change["cluster"], change["rollout"], verified)
-            raise RolloutFailed(f"{reason} Rolled back: {rolled.restored}.")
-    rollout, summary = str(rolled.steps[0].result()), str(rolled.steps[1].result())
-    change = releases.rolled_out(cluster, image, rollout, summary)
-    report_deploy(version, image, change["cluster"], change["rollout"], summary)
-    update_release(settings, version, {**change, "stages": stage_times("deploy", "verified, promoted")})
-    return f"{rollout}; {summary}; production is {version}"
+            _rolled_back(settings, version, image, rolled)
+    return _released(settings, version, image, rolled)
 
 
 def reconcile(settings: PipelineSettings) -> tuple[Observation, str]:
@@ -144,6 +119,41 @@ class _Rollout:
     def failed(self) -> State[Any] | None:
         """The first step that did not complete."""
         return next((step for step in self.steps if not step.is_completed()), None)
+
+
+def _cluster(settings: PipelineSettings, rolled: _Rollout) -> ClusterSection:
+    """The release record's cluster section: where the deploy ran and each Deployment it patched."""
+    return ClusterSection(
+        context=settings.kube_context,
+        namespace=settings.kube_namespace,
+        deployments=[
+            DeploymentChange(name=c.deployment, previous_image=c.previous_image, new_image=c.new_image)
+            for c in rolled.changes
+        ],
+    )
+
+
+def _rolled_back(settings: PipelineSettings, version: str, image: str, rolled: _Rollout) -> NoReturn:
+    """Record and report a deploy that was rolled back (why, what was restored, the verification if it was reached);
+    RolloutFailed."""
+    failed = rolled.failed
+    reason = str(failed.result(raise_on_failure=False)) if failed is not None else "-"
+    steps = len(rolled.steps)
+    verified = "passed" if steps > 2 else "not reached" if steps < 2 else f"FAILED: {reason}"
+    check = VerificationSection(passed=steps > 2, summary=verified) if steps >= 2 else None
+    change = releases.rolled_back(_cluster(settings, rolled), image, reason, rolled.restored, check)
+    update_release(settings, version, {**change, "stages": stage_times("deploy", "rolled back")})
+    report_deploy(version, image, change["cluster"], change["rollout"], verified)
+    raise RolloutFailed(f"{reason} Rolled back: {rolled.restored}.")
+
+
+def _released(settings: PipelineSettings, version: str, image: str, rolled: _Rollout) -> str:
+    """Record and report a verified, promoted deploy; what the run returns."""
+    rollout, summary = str(rolled.steps[0].result()), str(rolled.steps[1].result())
+    change = releases.rolled_out(_cluster(settings, rolled), image, rollout, summary)
+    report_deploy(version, image, change["cluster"], change["rollout"], summary)
+    update_release(settings, version, {**change, "stages": stage_times("deploy", "verified, promoted")})
+    return f"{rollout}; {summary}; production is {version}"
 
 
 def _roll_out(

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import flow
-
 from oncology_pipeline.driftwatch import DriftWatch
 from oncology_pipeline.performance import Performance, joined_cases, logged_cases
 from oncology_pipeline.settings import load_settings
@@ -20,7 +18,7 @@ from tasks.monitor import (
     report_performance,
     watch_drift,
 )
-from tasks.runs import run_name, stamp_run
+from tasks.runs import pipeline_flow, stamp_run
 
 
 @dataclass(frozen=True)
@@ -36,12 +34,7 @@ class MonitorOutcome:
     drift: DriftWatch
 
 
-@flow(
-    name="monitor",
-    flow_run_name=run_name("monitor"),
-    log_prints=False,
-    timeout_seconds=load_settings().stage_timeout_seconds,
-)
+@pipeline_flow("monitor")
 def monitor(
     lookback_days: float | None = None, drift_hours: float | None = None, overrides: dict[str, Any] | None = None
 ) -> MonitorOutcome:
@@ -61,7 +54,7 @@ def monitor(
     recent = timedelta(hours=drift_hours or settings.drift_window_hours)
     if recent > lookback:
         raise ValueError(f"drift_hours: the drift window ({recent}) must lie within the lookback ({lookback})")
-    run = stamp_run("monitor", None)
+    run = stamp_run(None)
     now = datetime.now(UTC)
     window = read_prediction_log(settings, now - lookback, now)
     cases = logged_cases(window.records)

@@ -15,13 +15,10 @@ becomes production only when the deploy stage has verified the running service (
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from prefect import Flow, flow
 from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Failed
@@ -39,27 +36,15 @@ from tasks.data import download_labelled_data, download_training_data
 from tasks.fingerprint import fingerprint_inputs, plan_run, remember_fingerprint, report_no_change
 from tasks.housekeeping import tidy_local
 from tasks.releases import read_release, record_operator_action, record_uri, stage_times, update_release
-from tasks.runs import run_name, stamp_run
+from tasks.runs import pipeline_flow, stamp_run
+from tasks.stages import StageFailed, run_stage
 from tasks.summary import record_summary
 from tasks.training import model_bundle_to_use
 
 FLOW_NAME = "train-test-publish-deploy"
 
 
-class StageFailed(Exception):
-    """A stage's flow run did not complete: the stage, and the exception it ended with."""
-
-    def __init__(self, stage: str, cause: BaseException) -> None:
-        super().__init__(f"failed at {stage}: {cause}")
-        self.stage, self.cause = stage, cause
-
-
-@flow(
-    name=FLOW_NAME,
-    flow_run_name=run_name(FLOW_NAME, "model_version", "version"),
-    log_prints=False,
-    timeout_seconds=load_settings().pipeline_timeout_seconds,
-)
+@pipeline_flow(FLOW_NAME, "model_version", "version", limit="pipeline")
 def train_test_publish_deploy(
     version: str | None = None,
     model_version: str | None = None,
@@ -79,115 +64,35 @@ def train_test_publish_deploy(
         overrides: settings for this run (see oncology_pipeline.settings.PipelineSettings).
     """
     settings = load_settings(overrides)
-    version = stamp_run(FLOW_NAME, model_version or version)
-    summary = PipelineSummary(version=version)
-    plan = Plan("resume", "model_version given: release that candidate", model_version) if model_version else None
-    inputs: Fingerprint | None = None
+    summary = PipelineSummary(version=stamp_run(model_version or version))
     try:
-        if plan is None:
-            inputs = fingerprint_inputs(settings, download_training_data(settings), download_labelled_data(settings))
-            plan = plan_run(settings, inputs, force)
+        plan, inputs = _plan(settings, model_version, force)
         if publish_image and deploy_image:  # a run that may change the cluster first sees what it serves
             _reconcile(summary, settings)
+        if inputs is not None and plan.action in ("no-change", "held"):
+            return _nothing_to_release(summary, plan, inputs)
         if inputs is not None:
-            if plan.action in ("no-change", "held"):  # nothing to release; the cluster may have drifted
-                why = plan.reason if plan.action == "held" else "no change: production was built from the same inputs"
-                summary.skip(dict.fromkeys(STAGES, why))
-                summary.rollout = report_no_change(plan, inputs, summary.reconcile if summary.drifts else None)
-                return summary
-            if plan.action == "resume" and plan.version:
-                version = summary.version = stamp_run(FLOW_NAME, plan.version)
-            else:
-                update_release(settings, version, {"fingerprint": inputs.model_dump(mode="json")})
-                remember_fingerprint(settings, inputs, version)
-
-        if plan.action == "resume":
-            bundle_dir = _stage(summary, settings, "train", partial(_candidate, settings), version=version)
-            summary.stages["train"] = f"candidate {version} reused (not retrained): {plan.reason}"
-        else:
-            trained = _stage(summary, settings, "train", train, version=version, overrides=overrides)
-            summary.stages["train"] = "model approved by the quality gate: a candidate"
-            summary.metrics, summary.gate, summary.s3_uris = trained.metrics, trained.gate, list(trained.s3_uris)
-            bundle_dir = trained.bundle_dir
-
-        if plan.tested:
-            summary.stages["test"] = f"passed in the earlier run of {version} (not re-run)"
-        else:
-            tested = _stage(
-                summary, settings, "test", run_test_suites, version=version, model_dir=bundle_dir, overrides=overrides
-            )
-            summary.stages["test"] = ", ".join(
-                f"{n}: {tested.tests[n]} tests, {c} %" for n, c in tested.coverage.items()
-            )
-            summary.coverage, summary.s3_uris = tested.coverage, [*summary.s3_uris, *tested.s3_uris]
-            update_release(settings, version, releases.tested(tested.tests, tested.coverage))
-
+            _begin(summary, settings, plan, inputs)
+        bundle_dir = _train(summary, settings, plan, overrides)
+        _test(summary, settings, plan, bundle_dir, overrides)
         if not publish_image:
-            summary.skip({"publish": "publish_image=False", "deploy": "no image: publish was skipped"})
-            return summary
-        if plan.image:
-            summary.image = plan.image
-            summary.stages["publish"] = f"pushed in the earlier run (not rebuilt): {plan.image}"
-        else:
-            summary.image = _stage(
-                summary, settings, "publish", publish, version=version, bundle_dir=bundle_dir, overrides=overrides
-            )
-            summary.stages["publish"] = f"pushed {summary.image}"
-            update_release(settings, version, releases.published(summary.image, version))
-
+            return summary.skip({"publish": "publish_image=False", "deploy": "no image: publish was skipped"})
+        _publish(summary, settings, plan, bundle_dir, overrides)
         if not deploy_image:
-            summary.skip({"deploy": "deploy_image=False"})
-            return summary
-        summary.rollout = _stage(
-            summary, settings, "deploy", deploy, image=summary.image, version=version, overrides=overrides
-        )
-        summary.stages["deploy"] = summary.rollout or "rolled out"
-        if model_version:  # a person chose this version: the records say so
-            record_operator_action(settings, "release", version, None)
-        pointer = layout.uri(settings.model_bucket, layout.pointer_key(settings.model_prefix))
-        summary.s3_uris = [*summary.s3_uris, pointer, record_uri(settings, version)]
-        return summary
+            return summary.skip({"deploy": "deploy_image=False"})
+        return _deploy(summary, settings, chosen=model_version is not None, overrides=overrides)
     except StageFailed as failure:
-        if failure.stage == "deploy":  # the deploy flow wrote its outcome (rolled back, and why)
-            summary.rollout = str(failure.cause)
-        elif failure.stage != "reconcile":  # before any stage: this run's version has nothing to record
-            update_release(settings, version, releases.failed(str(failure)))
-        return Failed(message=str(failure), data=failure.cause)
+        return _failed(summary, settings, failure)
     finally:
-        if summary.seconds:  # the stages this run ran (a resumed run keeps the earlier run's times of the others)
-            stages = {stage: summary.times(stage) for stage in summary.seconds}
-            update_release(settings, version, {"stages": stages, "flow_runs": {"pipeline": _run_url()}})
-        record_summary(summary, settings.run_dir(version))
-        tidy_local(settings, version)
+        _finish(summary, settings)
 
 
-def _stage(summary: PipelineSummary, settings: PipelineSettings, stage: str, run: Any, **parameters: Any) -> Any:
-    """Run one stage (a flow, within the stage time limit, or a plain step) and time it; StageFailed if it fails."""
-    start = time.perf_counter()
-    summary.started_at[stage] = datetime.now(UTC)
-    try:
-        if not isinstance(run, Flow):
-            try:
-                return run(**parameters)
-            except Exception as exc:
-                raise StageFailed(stage, exc) from exc
-        limited: Flow[..., Any] = run.with_options(timeout_seconds=settings.stage_timeout_seconds)
-        state = cast(State[Any], limited(**parameters, return_state=True))
-        result = state.result(raise_on_failure=False)
-        if state.name == "TimedOut":
-            limit = settings.stage_timeout_seconds
-            raise StageFailed(stage, TimeoutError(f"did not finish within {limit:g} s (stage_timeout_seconds)"))
-        if not state.is_completed():
-            cause = result if isinstance(result, BaseException) else RuntimeError(state.message or state.name)
-            raise StageFailed(stage, cause)
-        return result
-    except StageFailed as failure:
-        summary.stages[stage] = f"FAILED: {str(failure.cause).splitlines()[0] if str(failure.cause) else stage}"
-        for later in STAGES[STAGES.index(stage) + 1 :]:
-            summary.skipped.setdefault(later, f"{stage} failed")
-        raise
-    finally:
-        summary.seconds[stage] = round(time.perf_counter() - start, 1)
+def _plan(settings: PipelineSettings, model_version: str | None, force: bool) -> tuple[Plan, Fingerprint | None]:
+    """What this run does: release the chosen candidate, or what the inputs' fingerprint says (fingerprint.Plan)."""
+    if model_version:
+        return Plan("resume", "model_version given: release that candidate", model_version), None
+    inputs = fingerprint_inputs(settings, download_training_data(settings), download_labelled_data(settings))
+    return plan_run(settings, inputs, force), inputs
 
 
 def _reconcile(summary: PipelineSummary, settings: PipelineSettings) -> None:
@@ -202,8 +107,105 @@ def _reconcile(summary: PipelineSummary, settings: PipelineSettings) -> None:
     summary.drifts = [str(drift) for drift in observation.drifts]
 
 
-def _run_url() -> str:
-    return str(flow_run.ui_url or flow_run.id)
+def _nothing_to_release(summary: PipelineSummary, plan: Plan, inputs: Fingerprint) -> PipelineSummary:
+    """No change, or the version made from these inputs is held back: the `no-change` artifact says why (and what
+    the run did about a cluster that had drifted)."""
+    why = plan.reason if plan.action == "held" else "no change: production was built from the same inputs"
+    summary.skip(dict.fromkeys(STAGES, why))
+    summary.rollout = report_no_change(plan, inputs, summary.reconcile if summary.drifts else None)
+    return summary
+
+
+def _begin(summary: PipelineSummary, settings: PipelineSettings, plan: Plan, inputs: Fingerprint) -> None:
+    """Resume the earlier run's version, or record this run's inputs and index them for the runs after it."""
+    if plan.action == "resume" and plan.version:
+        summary.version = stamp_run(plan.version)
+        return
+    update_release(settings, summary.version, {"fingerprint": inputs.model_dump(mode="json")})
+    remember_fingerprint(settings, inputs, summary.version)
+
+
+def _train(summary: PipelineSummary, settings: PipelineSettings, plan: Plan, overrides: dict[str, Any] | None) -> Path:
+    """Reuse the candidate (a resumed run, a chosen version) or train a new one; its bundle."""
+    version = summary.version
+    if plan.action == "resume":
+        bundle_dir: Path = run_stage(summary, settings, "train", partial(_candidate, settings), version=version)
+        summary.stages["train"] = f"candidate {version} reused (not retrained): {plan.reason}"
+        return bundle_dir
+    trained = run_stage(summary, settings, "train", train, version=version, overrides=overrides)
+    summary.stages["train"] = "model approved by the quality gate: a candidate"
+    summary.metrics, summary.gate, summary.s3_uris = trained.metrics, trained.gate, list(trained.s3_uris)
+    return Path(trained.bundle_dir)
+
+
+def _test(
+    summary: PipelineSummary, settings: PipelineSettings, plan: Plan, bundle_dir: Path, overrides: dict[str, Any] | None
+) -> None:
+    """Run the suites against the bundle, unless the resumed run passed them."""
+    version = summary.version
+    if plan.tested:
+        summary.stages["test"] = f"passed in the earlier run of {version} (not re-run)"
+        return
+    tested = run_stage(
+        summary, settings, "test", run_test_suites, version=version, model_dir=bundle_dir, overrides=overrides
+    )
+    summary.stages["test"] = ", ".join(f"{n}: {tested.tests[n]} tests, {c} %" for n, c in tested.coverage.items())
+    summary.coverage, summary.s3_uris = tested.coverage, [*summary.s3_uris, *tested.s3_uris]
+    update_release(settings, version, releases.tested(tested.tests, tested.coverage))
+
+
+def _publish(
+    summary: PipelineSummary, settings: PipelineSettings, plan: Plan, bundle_dir: Path, overrides: dict[str, Any] | None
+) -> None:
+    """Build and push the image, unless the resumed run pushed one the registry still holds."""
+    version = summary.version
+    if plan.image:
+        summary.image = plan.image
+        summary.stages["publish"] = f"pushed in the earlier run (not rebuilt): {plan.image}"
+        return
+    summary.image = run_stage(
+        summary, settings, "publish", publish, version=version, bundle_dir=bundle_dir, overrides=overrides
+    )
+    summary.stages["publish"] = f"pushed {summary.image}"
+    update_release(settings, version, releases.published(str(summary.image), version))
+
+
+def _deploy(
+    summary: PipelineSummary, settings: PipelineSettings, *, chosen: bool, overrides: dict[str, Any] | None
+) -> PipelineSummary:
+    """Roll the image out, verify it and promote it (flows/deploy.py); a chosen version is pinned in its record."""
+    version = summary.version
+    summary.rollout = run_stage(
+        summary, settings, "deploy", deploy, image=summary.image, version=version, overrides=overrides
+    )
+    summary.stages["deploy"] = summary.rollout or "rolled out"
+    if chosen:  # a person chose this version: the records say so
+        record_operator_action(settings, "release", version, None)
+    pointer = layout.uri(settings.model_bucket, layout.pointer_key(settings.model_prefix))
+    summary.s3_uris = [*summary.s3_uris, pointer, record_uri(settings, version)]
+    return summary
+
+
+def _failed(summary: PipelineSummary, settings: PipelineSettings, failure: StageFailed) -> State[Any]:
+    """The run ends Failed with `failed at <stage>: <reason>`; the version's record says so (the deploy flow wrote
+    its own outcome; a reconcile failure comes before this run's version has anything to record)."""
+    if failure.stage == "deploy":
+        summary.rollout = str(failure.cause)
+    elif failure.stage != "reconcile":
+        update_release(settings, summary.version, releases.failed(str(failure)))
+    return Failed(message=str(failure), data=failure.cause)
+
+
+def _finish(summary: PipelineSummary, settings: PipelineSettings) -> None:
+    """Record the stages this run ran (a resumed run keeps the earlier run's times of the others), write the
+    summary, and tidy the local images and run folders."""
+    version = summary.version
+    if summary.seconds:
+        stages = {stage: summary.times(stage) for stage in summary.seconds}
+        flow_runs = {"pipeline": str(flow_run.ui_url or flow_run.id)}
+        update_release(settings, version, {"stages": stages, "flow_runs": flow_runs})
+    record_summary(summary, settings.run_dir(version))
+    tidy_local(settings, version)
 
 
 def _candidate(settings: PipelineSettings, version: str) -> Path:

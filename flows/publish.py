@@ -5,20 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-
 from oncology_pipeline.settings import load_settings
 from tasks.publish import build_image, ecr_login, ensure_repository, push_image, report_image, smoke_test_image
-from tasks.runs import run_name, stamp_run
+from tasks.runs import pipeline_flow, stamp_run
 from tasks.training import model_bundle_to_use
 
 
-@flow(
-    name="publish",
-    flow_run_name=run_name("publish", "version"),
-    log_prints=False,
-    timeout_seconds=load_settings().stage_timeout_seconds,
-)
+@pipeline_flow("publish", "version")
 def publish(
     version: str | None = None,
     bundle_dir: Path | None = None,
@@ -28,7 +21,7 @@ def publish(
     """Publish the web-service image with `bundle_dir` (else `model_version`, else production from S3) baked in;
     returns the image pinned by digest. A failed smoke test stops the flow before any push."""
     settings = load_settings(overrides)
-    version = stamp_run("publish", version)
+    version = stamp_run(version)
     bundle = model_bundle_to_use(settings, bundle_dir, model_version)
     info = build_image(settings, bundle, version)
     smoke = smoke_test_image(settings, info, bundle)

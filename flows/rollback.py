@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
 from flows.deploy import deploy
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.settings import load_settings
 from tasks.releases import read_release, record_operator_action
-from tasks.runs import run_name, stamp_run
+from tasks.runs import pipeline_flow, stamp_run
 
 
-@flow(
-    name="rollback",
-    flow_run_name=run_name("rollback", "version"),
-    log_prints=False,
-    timeout_seconds=load_settings().stage_timeout_seconds,
-)
+@pipeline_flow("rollback", "version")
 def rollback(version: str, reason: str | None = None, overrides: dict[str, Any] | None = None) -> str:
     """Redeploy model `version` by the digest its release record holds, verify it, and make it production. The
     records say who did it and why: the version it replaced is `rolled_back` (a nightly never releases it again)
@@ -30,7 +23,7 @@ def rollback(version: str, reason: str | None = None, overrides: dict[str, Any] 
         overrides: settings for this run (see oncology_pipeline.settings.PipelineSettings).
     """
     settings = load_settings(overrides)
-    version = stamp_run("rollback", version)
+    version = stamp_run(version)
     image = read_release(settings, version).image.reference
     if not image:
         raise ConfigurationError(f"the release record of {version} holds no image: it was never published")

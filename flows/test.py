@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-
 from oncology_pipeline import layout
 from oncology_pipeline.settings import load_settings
-from tasks.runs import run_name, stamp_run
+from tasks.runs import pipeline_flow, stamp_run
 from tasks.testing import MODEL, UNIT, check_test_results, run_test_suites_with_coverage
 from tasks.training import model_bundle_to_use, upload_reports
 
@@ -27,12 +25,7 @@ class TestOutcome:
     s3_uris: list[str]
 
 
-@flow(
-    name="test",
-    flow_run_name=run_name("test", "version"),
-    log_prints=False,
-    timeout_seconds=load_settings().stage_timeout_seconds,
-)
+@pipeline_flow("test", "version")
 def run_test_suites(
     version: str | None = None,
     model_dir: Path | None = None,
@@ -41,7 +34,7 @@ def run_test_suites(
 ) -> TestOutcome:
     """Run the unit suite and the model suite (against `model_dir`, else `model_version` or production from S3)."""
     settings = load_settings(overrides)
-    version = stamp_run("test", version)
+    version = stamp_run(version)
     model = model_bundle_to_use(settings, model_dir, model_version)
     results = run_test_suites_with_coverage(settings, model, settings.run_dir(version) / "coverage")
     coverage = {r.name: r.coverage for r in results}

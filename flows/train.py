@@ -10,16 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-
+from oncology_model.candidate import Candidate
 from oncology_model.config import Estimator
+from oncology_model.data import Dataset
 from oncology_model.errors import QualityGateFailed
 from oncology_pipeline import layout, releases
 from oncology_pipeline.releases import lock_sha256, training_files
-from oncology_pipeline.settings import load_settings
+from oncology_pipeline.s3store import CachedDownload
+from oncology_pipeline.settings import PipelineSettings, load_settings
 from tasks.data import download_labelled_data, download_training_data, validate_data
 from tasks.releases import announce_candidate, update_release
-from tasks.runs import run_name, stamp_run
+from tasks.runs import pipeline_flow, stamp_run
 from tasks.training import (
     fetch_model_bundle,
     load_champion,
@@ -41,12 +42,7 @@ class TrainOutcome:
     gate: list[str]
 
 
-@flow(
-    name="train",
-    flow_run_name=run_name("train", "version"),
-    log_prints=False,
-    timeout_seconds=load_settings().stage_timeout_seconds,
-)
+@pipeline_flow("train", "version")
 def train(
     version: str | None = None,
     estimator: Estimator | None = None,
@@ -62,7 +58,7 @@ def train(
             "gate": {"min_recall": 0.97}} (see oncology_pipeline.settings.PipelineSettings).
     """
     settings = load_settings({**(overrides or {}), **({"estimator": estimator} if estimator else {})})
-    version = stamp_run("train", version)
+    version = stamp_run(version)
     data = download_training_data(settings)
     labelled = download_labelled_data(settings)
     dataset = validate_data(data, labelled, settings.max_invalid_share, settings.max_missing_share)
@@ -75,25 +71,7 @@ def train(
         settings, {layout.metrics_key(version): metadata.model_dump(mode="json")}, "Metrics report"
     )
     written += record_metrics_history(settings, metadata)
-    update_release(
-        settings,
-        version,
-        releases.trained(
-            passed=decision.passed,
-            data=releases.DataSection(
-                source=data.source.uri,
-                etag=data.source.etag,
-                sha256=dataset.report.sha256,
-                rows_read=dataset.report.rows_read,
-                rows_kept=dataset.report.rows_kept,
-            ),
-            training_data=training_files([data, *labelled], dataset.report.files),
-            code=releases.CodeSection(revision=metadata.git_revision, lock_sha256=lock_sha256(Path.cwd())),
-            training=settings.training_config().model_dump(mode="json"),
-            metrics={name: est.model_dump(mode="json") for name, est in evaluation.metrics.items()},
-            gate=decision.model_dump(mode="json"),
-        ),
-    )
+    update_release(settings, version, _trained(settings, data, labelled, dataset, candidate))
     if decision.passed:
         announce_candidate(version)
     if not decision.passed:
@@ -104,6 +82,32 @@ def train(
         s3_uris=[o.uri for o in written],
         metrics={name: est.value for name, est in evaluation.metrics.items()},
         gate=decision.reasons,
+    )
+
+
+def _trained(
+    settings: PipelineSettings,
+    data: CachedDownload,
+    labelled: list[CachedDownload],
+    dataset: Dataset,
+    candidate: Candidate,
+) -> dict[str, Any]:
+    """The release record's change: the data and code the model came from, its metrics and the gate's decision."""
+    report, metadata = dataset.report, candidate.metadata
+    return releases.trained(
+        passed=candidate.decision.passed,
+        data=releases.DataSection(
+            source=data.source.uri,
+            etag=data.source.etag,
+            sha256=report.sha256,
+            rows_read=report.rows_read,
+            rows_kept=report.rows_kept,
+        ),
+        training_data=training_files([data, *labelled], report.files),
+        code=releases.CodeSection(revision=metadata.git_revision, lock_sha256=lock_sha256(Path.cwd())),
+        training=settings.training_config().model_dump(mode="json"),
+        metrics={name: est.model_dump(mode="json") for name, est in candidate.evaluation.metrics.items()},
+        gate=candidate.decision.model_dump(mode="json"),
     )
 
 

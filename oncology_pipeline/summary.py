@@ -44,9 +44,10 @@ class PipelineSummary(BaseModel):
         ended = started + timedelta(seconds=seconds) if started and seconds is not None else None
         return {"started_at": started, "ended_at": ended, "seconds": seconds, "outcome": self.stages.get(stage)}
 
-    def skip(self, reasons: dict[str, str]) -> None:
-        """Stages that were not asked for, and why."""
+    def skip(self, reasons: dict[str, str]) -> PipelineSummary:
+        """Stages that were not asked for, and why; the summary itself."""
         self.skipped |= reasons
+        return self
 
     def markdown(self) -> str:
         """The summary as markdown."""

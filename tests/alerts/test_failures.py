@@ -124,7 +124,7 @@ def test_a_failed_stage_inside_the_pipeline_alerts_once_through_the_pipeline_run
 
     @flow(name="train")
     def train() -> None:
-        stamp_run("train", version)
+        stamp_run(version)
         raise ValueError("no training data")
 
     @flow(name="train-test-publish-deploy", flow_run_name=pipeline)
