@@ -10,18 +10,16 @@ runs meanwhile, and reads the production pointer again right before each version
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect.concurrency.sync import concurrency
 
 from flows.deploy import DEPLOY_LIMIT
-from oncology_pipeline.settings import load_settings
+from oncology_pipeline.settings import Overrides, load_settings
 from tasks.housekeeping import delete_model_versions, plan_cleanup, report_cleanup
 from tasks.runs import ensure_concurrency_limit, pipeline_flow
 
 
 @pipeline_flow("cleanup")
-def cleanup(dry_run: bool = True, overrides: dict[str, Any] | None = None) -> list[str]:
+def cleanup(dry_run: bool = True, overrides: Overrides = None) -> list[str]:
     """Delete the model files of old S3 versions that neither serve nor ever served; returns those versions.
 
     Args:

@@ -27,7 +27,7 @@ from oncology_pipeline.cluster import ImageChange, Restore
 from oncology_pipeline.errors import RolloutFailed
 from oncology_pipeline.reconcile import Observation, decide
 from oncology_pipeline.releases import ClusterSection, DeploymentChange, VerificationSection, deployment_annotations
-from oncology_pipeline.settings import PipelineSettings, load_settings
+from oncology_pipeline.settings import Overrides, PipelineSettings, load_settings
 from tasks.deploy import (
     connect_cluster,
     report_deploy,
@@ -53,7 +53,7 @@ DEPLOY_LIMIT = "deploy"
 
 
 @pipeline_flow("deploy", "version")
-def deploy(image: str, version: str, overrides: dict[str, Any] | None = None) -> str:
+def deploy(image: str, version: str, overrides: Overrides = None) -> str:
     """Roll out `image` and make model `version` production once the running service is verified.
 
     Args:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from oncology_pipeline.driftwatch import DriftWatch
 from oncology_pipeline.performance import Performance, joined_cases, logged_cases
-from oncology_pipeline.settings import load_settings
+from oncology_pipeline.settings import Overrides, load_settings
 from tasks.monitor import (
     add_labelled_cases,
     check_outcomes,
@@ -36,7 +35,7 @@ class MonitorOutcome:
 
 @pipeline_flow("monitor")
 def monitor(
-    lookback_days: float | None = None, drift_hours: float | None = None, overrides: dict[str, Any] | None = None
+    lookback_days: float | None = None, drift_hours: float | None = None, overrides: Overrides = None
 ) -> MonitorOutcome:
     """Join the prediction log of the last `lookback_days` (default: setting `monitor_lookback_days`) to every
     confirmed diagnosis; report realised performance per model version (alarm when a version's recall is

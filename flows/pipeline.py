@@ -30,7 +30,7 @@ from flows.train import train
 from oncology_pipeline import layout, releases
 from oncology_pipeline.errors import ConfigurationError
 from oncology_pipeline.fingerprint import Fingerprint, Plan
-from oncology_pipeline.settings import PipelineSettings, load_settings
+from oncology_pipeline.settings import Overrides, PipelineSettings, load_settings
 from oncology_pipeline.summary import STAGES, PipelineSummary
 from tasks.data import download_labelled_data, download_training_data
 from tasks.fingerprint import fingerprint_inputs, plan_run, remember_fingerprint, report_no_change
@@ -51,7 +51,7 @@ def train_test_publish_deploy(
     publish_image: bool = True,
     deploy_image: bool = True,
     force: bool = False,
-    overrides: dict[str, Any] | None = None,
+    overrides: Overrides = None,
 ) -> PipelineSummary | State[Any]:
     """Train (or take a stored candidate), test, publish and deploy one model version.
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from oncology_pipeline.settings import load_settings
+from oncology_pipeline.settings import Overrides, load_settings
 from tasks.publish import build_image, ecr_login, ensure_repository, push_image, report_image, smoke_test_image
 from tasks.runs import pipeline_flow, stamp_run
 from tasks.training import model_bundle_to_use
@@ -16,7 +15,7 @@ def publish(
     version: str | None = None,
     bundle_dir: Path | None = None,
     model_version: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    overrides: Overrides = None,
 ) -> str:
     """Publish the web-service image with `bundle_dir` (else `model_version`, else production from S3) baked in;
     returns the image pinned by digest. A failed smoke test stops the flow before any push."""

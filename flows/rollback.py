@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flows.deploy import deploy
 from oncology_pipeline.errors import ConfigurationError
-from oncology_pipeline.settings import load_settings
+from oncology_pipeline.settings import Overrides, load_settings
 from tasks.releases import read_release, record_operator_action
 from tasks.runs import pipeline_flow, stamp_run
 
 
 @pipeline_flow("rollback", "version")
-def rollback(version: str, reason: str | None = None, overrides: dict[str, Any] | None = None) -> str:
+def rollback(version: str, reason: str | None = None, overrides: Overrides = None) -> str:
     """Redeploy model `version` by the digest its release record holds, verify it, and make it production. The
     records say who did it and why: the version it replaced is `rolled_back` (a nightly never releases it again)
     and `version` is `pinned`.

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from oncology_pipeline import layout
-from oncology_pipeline.settings import load_settings
+from oncology_pipeline.settings import Overrides, load_settings
 from tasks.runs import pipeline_flow, stamp_run
 from tasks.testing import MODEL, UNIT, check_test_results, run_test_suites_with_coverage
 from tasks.training import model_bundle_to_use, upload_reports
@@ -30,7 +29,7 @@ def run_test_suites(
     version: str | None = None,
     model_dir: Path | None = None,
     model_version: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    overrides: Overrides = None,
 ) -> TestOutcome:
     """Run the unit suite and the model suite (against `model_dir`, else `model_version` or production from S3)."""
     settings = load_settings(overrides)

@@ -17,7 +17,7 @@ from oncology_model.errors import QualityGateFailed
 from oncology_pipeline import layout, releases
 from oncology_pipeline.releases import lock_sha256, training_files
 from oncology_pipeline.s3store import CachedDownload
-from oncology_pipeline.settings import PipelineSettings, load_settings
+from oncology_pipeline.settings import Overrides, PipelineSettings, load_settings
 from tasks.data import download_labelled_data, download_training_data, validate_data
 from tasks.releases import announce_candidate, update_release
 from tasks.runs import pipeline_flow, stamp_run
@@ -46,7 +46,7 @@ class TrainOutcome:
 def train(
     version: str | None = None,
     estimator: Estimator | None = None,
-    overrides: dict[str, Any] | None = None,
+    overrides: Overrides = None,
 ) -> TrainOutcome:
     """Train on the S3 data and store the model as a candidate if the quality gate passes (the run fails
     otherwise). The champion it must not be worse than is the production (serving) model.

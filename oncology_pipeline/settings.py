@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, WithJsonSchema, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oncology_model.config import (
@@ -273,3 +274,42 @@ def load_settings(overrides: dict[str, Any] | None = None) -> PipelineSettings:
     except ValidationError as exc:
         raise ConfigurationError(f"invalid setting {first_error(exc)} (ONCOLOGY_* variables or .env)") from None
     return settings.with_overrides(overrides)
+
+
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    """A JSON schema with every `$ref` replaced by the definition it names."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(definitions[node["$ref"].rsplit("/", 1)[-1]], definitions)
+        return {key: _inline(value, definitions) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(value, definitions) for value in node]
+    return node
+
+
+def _overrides_schema() -> dict[str, Any]:
+    """The JSON schema of a run's `overrides`: every setting but the secrets, none required, nothing else allowed,
+    no defaults (a form must not send the code's defaults over the worker's settings); each says its default."""
+    schema = PipelineSettings.model_json_schema()
+    definitions = schema.get("$defs", {})
+    properties = {}
+    for name, field in schema["properties"].items():
+        if name in SECRET_SETTINGS:
+            continue
+        field = _inline(field, definitions)
+        default = field.pop("default", None)
+        if default is not None:
+            field["description"] = f"{field.get('description', '')} (default: {json.dumps(default)})".lstrip()
+        properties[name] = field
+    return {
+        "title": "Overrides",
+        "description": "settings for this run; leave empty for the worker's (ONCOLOGY_* variables)",
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+#: A flow's `overrides` parameter: a dict of settings for one run, shown as a form of the settings in the Prefect UI
+#: (`with_overrides` refuses an unknown key, naming the closest).
+Overrides = Annotated[dict[str, Any] | None, WithJsonSchema(_overrides_schema())]

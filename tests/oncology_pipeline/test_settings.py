@@ -387,3 +387,27 @@ def test_small_limits_that_add_up_are_accepted() -> None:
         "smoke_test_timeout_seconds": 0.1,
     }
     assert PipelineSettings().with_overrides(small).stage_timeout_seconds == 10.5
+
+
+def test_every_flow_shows_the_settings_as_the_form_of_its_overrides() -> None:
+    """The Prefect UI draws a run's form from this schema: every setting but the secrets, no defaults (a form must
+    not send the code's defaults over the worker's settings), and no other key."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.cleanup import cleanup
+    from flows.deploy import deploy
+    from flows.monitor import monitor
+    from flows.pipeline import train_test_publish_deploy
+    from flows.publish import publish
+    from flows.rollback import rollback
+    from flows.test import run_test_suites
+    from flows.train import train
+
+    for flow in (train, run_test_suites, publish, deploy, train_test_publish_deploy, rollback, monitor, cleanup):
+        form = parameter_schema(flow.fn).model_dump()["properties"]["overrides"]
+        fields = form["properties"]
+        assert form["additionalProperties"] is False and "alert_webhook_url" not in fields, flow.name
+        assert set(fields) == set(PipelineSettings.model_fields) - {"alert_webhook_url"}, flow.name
+        assert not [name for name, field in fields.items() if "default" in field], flow.name
+        assert "(default: 42)" in fields["seed"]["description"]
+        assert fields["gate"]["properties"]["min_recall"]["type"] == "number"  # nested settings drawn inline
