@@ -276,15 +276,19 @@ def load_settings(overrides: dict[str, Any] | None = None) -> PipelineSettings:
     return settings.with_overrides(overrides)
 
 
-def _inline(node: Any, definitions: dict[str, Any]) -> Any:
-    """A JSON schema with every `$ref` replaced by the definition it names."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            return _inline(definitions[node["$ref"].rsplit("/", 1)[-1]], definitions)
-        return {key: _inline(value, definitions) for key, value in node.items()}
+def _form(node: Any, definitions: dict[str, Any]) -> Any:
+    """A JSON schema with every `$ref` replaced by the definition it names, and every default moved into the
+    description (a form fills in defaults, and would send them)."""
     if isinstance(node, list):
-        return [_inline(value, definitions) for value in node]
-    return node
+        return [_form(value, definitions) for value in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _form(definitions[node["$ref"].rsplit("/", 1)[-1]], definitions)
+    form = {key: _form(value, definitions) for key, value in node.items() if key != "default"}
+    if node.get("default") is not None and not isinstance(node["default"], dict):
+        form["description"] = f"{node.get('description', '')} (default: {json.dumps(node['default'])})".lstrip()
+    return form
 
 
 def _overrides_schema() -> dict[str, Any]:
@@ -292,15 +296,9 @@ def _overrides_schema() -> dict[str, Any]:
     no defaults (a form must not send the code's defaults over the worker's settings); each says its default."""
     schema = PipelineSettings.model_json_schema()
     definitions = schema.get("$defs", {})
-    properties = {}
-    for name, field in schema["properties"].items():
-        if name in SECRET_SETTINGS:
-            continue
-        field = _inline(field, definitions)
-        default = field.pop("default", None)
-        if default is not None:
-            field["description"] = f"{field.get('description', '')} (default: {json.dumps(default)})".lstrip()
-        properties[name] = field
+    properties = {
+        name: _form(field, definitions) for name, field in schema["properties"].items() if name not in SECRET_SETTINGS
+    }
     return {
         "title": "Overrides",
         "description": "settings for this run; leave empty for the worker's (ONCOLOGY_* variables)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -408,6 +409,6 @@ def test_every_flow_shows_the_settings_as_the_form_of_its_overrides() -> None:
         fields = form["properties"]
         assert form["additionalProperties"] is False and "alert_webhook_url" not in fields, flow.name
         assert set(fields) == set(PipelineSettings.model_fields) - {"alert_webhook_url"}, flow.name
-        assert not [name for name, field in fields.items() if "default" in field], flow.name
+        assert '"default"' not in json.dumps(fields), flow.name  # nested settings (the gate) too
         assert "(default: 42)" in fields["seed"]["description"]
         assert fields["gate"]["properties"]["min_recall"]["type"] == "number"  # nested settings drawn inline
