@@ -83,12 +83,15 @@ _TRANSIENT_WORDS = (
     "broken pipe",
     "toomanyrequests",
     "too many requests",
-    "http error 5",
     "service unavailable",
     "bad gateway",
     "internal server error",
 )
-_HTTP_5XX = re.compile(r"\b5\d\d\b")
+#: A 5xx only where it is an HTTP status: after "HTTP", "HTTP/1.1", "status", "code" or "error" (Docker's
+#: "received unexpected HTTP status: 521 ...", pip's "HTTP error 503 while getting"), or before "error" / "server error"
+#: (urllib3's "too many 503 error responses", requests' "503 Server Error"). Not a bare number: pip's crash tracebacks
+#: are full of "line 5xx", which made a pip crash (a mistyped index URL, say) look like the index answering 5xx.
+_HTTP_5XX = re.compile(r"\b(?:http(?:/[\d.]+)?|status|code|error)\W{0,3}5\d\d\b|\b5\d\d (?:server )?error\b")
 _EOF = re.compile(r"\beof\b")  # Go's io.EOF: the registry closed the connection in the middle of a request
 
 

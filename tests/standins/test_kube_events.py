@@ -183,10 +183,26 @@ def test_scale_reads_and_changes_the_replicas_through_the_subresource(standin: K
     assert patched.spec.replicas == 3
     assert standin.wait_until(lambda: len(standin.pods(NS, "app=scaled")) == 3)
     assert standin.deployment(NS, "scaled")["metadata"]["generation"] == 2
-    scale = apps.read_namespaced_deployment_scale("scaled", NS)
-    scale.spec.replicas = 1
-    replaced: Any = apps.replace_namespaced_deployment_scale("scaled", NS, scale)
-    assert replaced.spec.replicas == 1
+    replaced: list[Any] = []
+
+    def scale_down_from_3_to_1() -> bool:
+        """What `kubectl scale --current-replicas=3 --replicas=1` does: read the Scale, check the precondition, replace
+        it naming the version read. The controller still writes the Deployment's status while the new pods become
+        ready, each write a new resourceVersion, so the replace may get 409 Conflict: kubectl reads again and retries
+        (kubectl/pkg/scale: ScaleCondition retries update conflicts only)."""
+        current: Any = apps.read_namespaced_deployment_scale("scaled", NS)
+        assert current.spec.replicas == 3
+        current.spec.replicas = 1
+        try:
+            replaced.append(apps.replace_namespaced_deployment_scale("scaled", NS, current))
+        except ApiException as refused:
+            if refused.status != 409:
+                raise
+            return False
+        return True
+
+    assert standin.wait_until(scale_down_from_3_to_1)
+    assert replaced[-1].spec.replicas == 1
     assert standin.wait_until(lambda: len(standin.pods(NS, "app=scaled")) == 1)
     assert standin.wait_until(lambda: "SuccessfulDelete" in reasons(core, standin.replicasets(NS, "scaled")[0]))
     messages = [e.message for e in events_of(core, deployment)]
