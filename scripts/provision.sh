@@ -143,8 +143,22 @@ start_registry() {
     local status
     status="$(registry_status)"
     if [ "${status}" = "401" ]; then
-        echo "registry: running on ${REGISTRY_ADDR} (htpasswd auth)"
-        return
+        # A registry started from a checkout that was removed since serves a deleted store: every push gets a 400.
+        local pid config
+        pid="$(pgrep -f '^docker-registry serve ' | head -n 1 || true)"
+        config="$( { tr '\0' '\n' <"/proc/${pid}/cmdline" | sed -n 3p; } 2>/dev/null || true)"
+        if [ -z "${pid}" ] || [ -f "${config}" ]; then
+            echo "registry: running on ${REGISTRY_ADDR} (htpasswd auth)"
+            return
+        fi
+        log "registry: the running one (pid ${pid}) serves ${config}, which is gone: starting it anew from here"
+        kill "${pid}"
+        local deadline=$((SECONDS + REGISTRY_TIMEOUT))
+        until [ "$(registry_status)" = "000" ]; do
+            [ "${SECONDS}" -lt "${deadline}" ] || die "the old registry (pid ${pid}) did not stop within ${REGISTRY_TIMEOUT}s"
+            sleep 0.5
+        done
+        status=000
     fi
     [ "${status}" = "000" ] || die "something else listens on ${REGISTRY_ADDR} (GET /v2/ gave ${status}, expected 401)"
     mkdir -p "${REGISTRY_DIR}/data"
