@@ -49,7 +49,7 @@ from tasks.policy import NETWORK_RETRIES
 from tests.support import docker_env
 from tests.support.clusters import NEW, NS, OLD, Scripted, image_of, kube_overrides, serving_standin
 from tests.support.docker_env import publish_overrides
-from tests.support.fault_proxy import FaultProxy
+from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.invariant import DEPLOYMENT, assert_invariant, snapshot
 from tests.support.moto_server import free_port
 from tests.support.prefect_runs import latest_flow_run, task_runs
@@ -416,6 +416,27 @@ def _deploy_interrupted(env: Env) -> State[Any]:
     return run.state
 
 
+def _kill_when_held(env: Env, stall: Fault, log_name: str, code: str, *args: str) -> None:
+    """Run `python -c code args` as a flow-run process would, SIGKILL it once S3 holds the request `stall` waits for,
+    then let the held request go (its connection is dropped: it never lands)."""
+    environment = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    log = env.notes["tmp_path"] / log_name
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, *args], cwd=PROJECT_DIR, env=environment, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while not stall.reached.wait(0.2):
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            os.kill(process.pid, signal.SIGKILL)
+            assert process.wait(30) == -signal.SIGKILL
+        finally:
+            if process.poll() is None:
+                process.kill()
+            stall.released.set()
+
+
 _TRAIN_IN_A_PROCESS = (
     "import json, sys; from flows.train import train; train(sys.argv[1], overrides=json.loads(sys.argv[2]))"
 )
@@ -425,26 +446,7 @@ def _killed_mid_upload_then_repeated(env: Env) -> State[Any]:
     """A worker process runs `train`; SIGKILL while S3 holds its model upload; then the run is repeated."""
     version, settings = new_version(), env.stack.settings
     stall = env.proxy.stall(method="PUT", path=f"/{settings.model_prefix}/{version}/model.skops")
-    environment = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    log = env.notes["tmp_path"] / "killed-train.log"
-    with log.open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-c", _TRAIN_IN_A_PROCESS, version, json.dumps(env.overrides)],
-            cwd=PROJECT_DIR,
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while not stall.reached.wait(0.2):
-                assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            os.kill(worker.pid, signal.SIGKILL)
-            assert worker.wait(30) == -signal.SIGKILL
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-            stall.released.set()
+    _kill_when_held(env, stall, "killed-train.log", _TRAIN_IN_A_PROCESS, version, json.dumps(env.overrides))
     keys = {
         k for k in snapshot(env.stack.s3, settings.model_bucket) if k.startswith(f"{settings.model_prefix}/{version}/")
     }
@@ -603,26 +605,7 @@ def _killed_between_the_record_writes_then_deployed_again(env: Env) -> State[Any
     _release("current", "current")(env)
     (version, image), previous = env.candidate, env.production[0]
     stall = env.proxy.stall(method="PUT", path=f"/releases/{previous}.json")
-    environment = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    log = env.notes["tmp_path"] / "killed-deploy.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _DEPLOY_IN_A_PROCESS, image, version, json.dumps(env.overrides)],
-            cwd=PROJECT_DIR,
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while not stall.reached.wait(0.2):
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            os.kill(process.pid, signal.SIGKILL)
-            assert process.wait(30) == -signal.SIGKILL
-        finally:
-            if process.poll() is None:
-                process.kill()
-            stall.released.set()
+    _kill_when_held(env, stall, "killed-deploy.log", _DEPLOY_IN_A_PROCESS, image, version, json.dumps(env.overrides))
     env.proxy.clear()
     settings = env.stack.settings
     pointer = modelstore.read_pointer(env.stack.s3, settings.model_bucket, settings.model_prefix)
