@@ -22,6 +22,7 @@ from botocore.signers import RequestSigner
 from kubernetes.client import ApiClient, Configuration
 
 from oncology_pipeline.errors import ClusterError, ConfigurationError, TransientError, is_transient
+from oncology_pipeline.kubeapi import bound_calls
 
 if TYPE_CHECKING:
     from boto3.session import Session
@@ -144,4 +145,4 @@ def connect_eks(
     refresher = TokenRefresher(session, cluster_name, clock=clock)
     refresher(configuration)
     configuration.refresh_api_key_hook = refresher  # type: ignore[assignment]  # the client types it as None
-    return ApiClient(configuration)
+    return bound_calls(ApiClient(configuration))

@@ -1,7 +1,7 @@
 """The Kubernetes API as the deploy stage uses it: connecting, our errors for its refusals, reading Deployments.
 
 Connect with `connect_kubeconfig` (any kubeconfig context: kind, minikube, k3d, EKS via `aws eks
-update-kubeconfig`), `connect_in_cluster`, or `oncology_pipeline.eks.connect_eks` (then `bound_calls`); then
+update-kubeconfig`), `connect_in_cluster`, or `oncology_pipeline.eks.connect_eks`; then
 `apps = AppsV1Api(api_client)`. One function per verb, the API object first; nothing here knows Prefect.
 
 Every call passes `_request_timeout=<seconds>`; the client makes a number `urllib3.Timeout(total=seconds)`:
@@ -56,7 +56,7 @@ class _RetryUnlessTimedOut(Retry):
 
 def bound_calls(api: ApiClient) -> ApiClient:
     """`api` with a timed-out request never sent again, so that each call waits at most its `_request_timeout`
-    (the connect functions here do this; call it on a client made elsewhere, such as `eks.connect_eks`'s)."""
+    (every connect function does this: the two here and `eks.connect_eks`)."""
     api.configuration.retries = _RetryUnlessTimedOut(Retry.DEFAULT.total)
     api.rest_client = RESTClientObject(api.configuration)  # the client reads `retries` when it builds its pools
     return api

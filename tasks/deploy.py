@@ -53,8 +53,7 @@ def connect_cluster(settings: PipelineSettings) -> ApiClient:
     with neither configured, the pod's service account."""
     log = get_run_logger()
     if settings.eks_cluster_name:
-        eks_api = eks.connect_eks(aws_client(settings, "eks"), aws_session(settings), settings.eks_cluster_name)
-        api = kubeapi.bound_calls(eks_api)  # (kubeapi's connect functions below bound their clients themselves)
+        api = eks.connect_eks(aws_client(settings, "eks"), aws_session(settings), settings.eks_cluster_name)
         log.info("connected to EKS cluster %s at %s", settings.eks_cluster_name, api.configuration.host)
         return api
     if not (settings.kubeconfig or settings.kube_context) and os.environ.get("KUBERNETES_SERVICE_HOST"):
