@@ -109,7 +109,8 @@ def _close_the_loop(url: str, version: str) -> None:
             else f"{name} n/a"
             for name, rate in (("recall", perf.sensitivity), ("specificity", perf.specificity))
         )
-        out(f"  {perf.model_version}: {perf.served} served, {perf.confirmed} confirmed; {rates}\n")
+        verifying = f" ({perf.verification_records} deploy verification records set aside)"
+        out(f"  {perf.model_version}: {perf.served} served{verifying}, {perf.confirmed} confirmed; {rates}\n")
     if result.labelled:
         out(f"New labelled cases for the next nightly: {result.labelled}\n")
 

@@ -38,10 +38,10 @@ def monitor(
     lookback_days: float | None = None, drift_hours: float | None = None, overrides: Overrides = None
 ) -> MonitorOutcome:
     """Join the prediction log of the last `lookback_days` (default: setting `monitor_lookback_days`) to every
-    confirmed diagnosis; report realised performance per model version (alarm when a version's recall is
-    credibly below the gate); add the joined cases no labelled file holds yet to the training data; judge the
-    inputs of the last `drift_hours` (default: setting `drift_window_hours`) against the training data (alarm on
-    drift).
+    confirmed diagnosis, the deploy verification's requests set aside (counted per version); report realised
+    performance per model version (alarm when a version's recall is credibly below the gate); add the joined cases
+    no labelled file holds yet to the training data; judge the inputs of the last `drift_hours` (default: setting
+    `drift_window_hours`) against the training data (alarm on drift).
 
     Args:
         lookback_days: how far back predictions are joined to outcomes.

@@ -41,7 +41,8 @@ class DriftWatch(BaseModel):
 
 
 def window_cases(cases: LoggedCases, start: datetime, end: datetime) -> dict[str, list[LoggedPrediction]]:
-    """The logged cases predicted in `[start, end)`, by model version (each case once: its earliest record)."""
+    """The logged cases predicted in `[start, end)`, by model version (each case once: its earliest record; the deploy
+    verification's requests are not among them, see `logged_cases`)."""
     by_version: dict[str, list[LoggedPrediction]] = {}
     for record in cases.cases.values():
         if start <= record.time < end:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from oncology_model import textfiles
 from oncology_model.datamodel import Prediction
 from oncology_model.predictionlog import CASE_ID
+from oncology_pipeline.predictionlog import is_verification
 
 OUTCOME_COLUMNS: tuple[str, ...] = ("request_id", "diagnosis", "confirmed_at")
 #: Problems listed in the report (the counts hold them all).
@@ -36,6 +37,7 @@ class Rule(StrEnum):
     BAD_CASE_ID = "bad_case_id"
     BAD_DIAGNOSIS = "bad_diagnosis"
     BAD_CONFIRMED_AT = "bad_confirmed_at"
+    VERIFICATION_CASE = "verification_case"
     UNKNOWN_CASE = "unknown_case"
     CONFIRMED_BEFORE_PREDICTION = "confirmed_before_prediction"
     DUPLICATE = "duplicate"
@@ -51,6 +53,7 @@ RULES: dict[Rule, str] = {
     Rule.BAD_CASE_ID: "request_id is not a case id (<request id> or <request id>/<row>)",
     Rule.BAD_DIAGNOSIS: "diagnosis is not 2 (benign) or 4 (malignant)",
     Rule.BAD_CONFIRMED_AT: "confirmed_at is not an ISO 8601 time with a time zone",
+    Rule.VERIFICATION_CASE: "case id of a deploy verification request (verify-...), not a patient's",
     Rule.UNKNOWN_CASE: "case id not in the prediction log read",
     Rule.CONFIRMED_BEFORE_PREDICTION: "confirmed before the prediction was made",
     Rule.DUPLICATE: "same case and diagnosis as another row: used once",
@@ -194,6 +197,11 @@ def _check_row(name: str, line: int, cells: list[str], known_cases: Mapping[str,
     if confirmed_at.utcoffset() is None:
         return problem(
             Rule.BAD_CONFIRMED_AT, f"confirmed_at has no time zone (add Z or +hh:mm): {textfiles.shown(time_text)}"
+        )
+    if is_verification(case):
+        return problem(
+            Rule.VERIFICATION_CASE,
+            f"case {textfiles.shown(case)} is a deploy verification request (verify-...), not a patient's case",
         )
     predicted_at = known_cases.get(case)
     if predicted_at is None:

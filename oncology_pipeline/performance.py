@@ -2,7 +2,8 @@
 
 Malignant is the positive class. Each rate (sensitivity = realised recall, specificity, precision) comes with its
 95 % Wilson score interval; a rate of no cases has no value and no interval. The joined cases are also what the
-nightly training adds (`joined_cases`).
+nightly training adds (`joined_cases`). The deploy verification's records (`predictionlog.is_verification`) are
+counted per model version and set aside: they are in no figure about real traffic.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from scipy.stats import binomtest
 from oncology_model.datamodel import Prediction, Tumor
 from oncology_model.predictionlog import REQUEST_ID, case_id
 from oncology_pipeline.outcomes import Outcome
+from oncology_pipeline.predictionlog import is_verification
 
 CONFIDENCE_LEVEL = 0.95
 INTERVAL = "95 % Wilson score interval (scipy.stats.binomtest(k, n).proportion_ci(method='wilson'))"
@@ -54,6 +56,7 @@ class LoggedCases:
 
     cases: dict[str, LoggedPrediction] = field(default_factory=dict)  # the earliest record of each case
     served: dict[str, int] = field(default_factory=dict)  # model version -> distinct cases it answered
+    verification: dict[str, int] = field(default_factory=dict)  # model version -> verification records set aside
     records: int = 0
     invalid: int = 0
     repeated: int = 0  # records of a case id already read
@@ -66,13 +69,15 @@ class LoggedCases:
 
 
 def logged_cases(records: Iterable[Mapping[str, Any]]) -> LoggedCases:
-    """Validate the log's records (dicts of its JSON lines); invalid ones are counted and listed, never used.
+    """Validate the log's records (dicts of its JSON lines); invalid ones are counted and listed, never used. The
+    deploy verification's records are counted per model version, not used (`cases` and `served` leave them out).
 
     A case id logged more than once (a client reusing a request id) counts once; when its records disagree on the
     model version, the scores or the answer, the case is ambiguous and left out of the join."""
     cases: dict[str, LoggedPrediction] = {}
     answers: dict[str, set[tuple[str, Tumor, Prediction]]] = {}
     served: dict[str, set[str]] = {}
+    verification: Counter[str] = Counter()
     problems: list[str] = []
     count = invalid = repeated = 0
     for count, raw in enumerate(records, start=1):
@@ -86,6 +91,9 @@ def logged_cases(records: Iterable[Mapping[str, Any]]) -> LoggedCases:
                 problems.append(f"record {count}: {where}: {error['msg']}")
             continue
         case = record.case_id
+        if is_verification(case):
+            verification[record.model_version] += 1
+            continue
         served.setdefault(record.model_version, set()).add(case)
         answers.setdefault(case, set()).add((record.model_version, record.features, record.prediction))
         earlier = cases.get(case)
@@ -96,6 +104,7 @@ def logged_cases(records: Iterable[Mapping[str, Any]]) -> LoggedCases:
     return LoggedCases(
         cases=cases,
         served={version: len(ids) for version, ids in sorted(served.items())},
+        verification=dict(sorted(verification.items())),
         records=count,
         invalid=invalid,
         repeated=repeated,
@@ -132,7 +141,11 @@ class VersionPerformance(BaseModel):
     """One model version's realised performance on the cases confirmed so far (malignant is positive)."""
 
     model_version: str
-    served: int = Field(description="distinct cases it answered in the window")
+    served: int = Field(description="distinct cases it answered in the window (verification requests aside)")
+    verification_records: int = Field(
+        description="records of the deploy verification's requests (X-Request-ID verify-...), set aside: not "
+        "served, joined, labelled or watched for drift"
+    )
     confirmed: int = Field(description="of those, cases with a confirmed diagnosis")
     confirmed_share: float
     tp: int
@@ -191,7 +204,9 @@ def _joined(log: LoggedCases, outcomes: Mapping[str, Outcome]) -> list[tuple[Log
     return sorted(pairs, key=lambda pair: (pair[0].time, pair[1].case_id))
 
 
-def _version(version: str, served: int, pairs: list[tuple[LoggedPrediction, Outcome]]) -> VersionPerformance:
+def _version(
+    version: str, served: int, verification: int, pairs: list[tuple[LoggedPrediction, Outcome]]
+) -> VersionPerformance:
     counts = Counter(
         (record.prediction is Prediction.MALIGNANT, outcome.diagnosis is Prediction.MALIGNANT)
         for record, outcome in pairs
@@ -201,6 +216,7 @@ def _version(version: str, served: int, pairs: list[tuple[LoggedPrediction, Outc
     return VersionPerformance(
         model_version=version,
         served=served,
+        verification_records=verification,
         confirmed=len(pairs),
         confirmed_share=len(pairs) / served if served else 0.0,
         tp=tp,
@@ -239,12 +255,12 @@ def measure_performance(
     if window_end < window_start:
         raise ValueError(f"window_end {window_end.isoformat()} is before window_start {window_start.isoformat()}")
     pairs = _joined(log, outcomes)
-    by_version: dict[str, list[tuple[LoggedPrediction, Outcome]]] = {version: [] for version in log.served}
+    by_version: dict[str, list[tuple[LoggedPrediction, Outcome]]] = {v: [] for v in log.served | log.verification}
     for record, outcome in pairs:
         by_version[record.model_version].append((record, outcome))
     versions = []
     for version in sorted(by_version):
-        perf = _version(version, log.served[version], by_version[version])
+        perf = _version(version, log.served.get(version, 0), log.verification.get(version, 0), by_version[version])
         versions.append(perf.model_copy(update={"recall_alarm": recall_alarm(perf, min_recall, min_malignant)}))
     return Performance(
         window_start=window_start,

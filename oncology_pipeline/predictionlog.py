@@ -3,6 +3,9 @@
 The log is partitioned by hour (`<prefix>/date=YYYY-MM-DD/hour=HH/`), so a window lists only its hours' prefixes.
 A record is kept when its time falls in the window (`oncology_pipeline.performance` validates the records and
 counts a case logged twice once).
+
+The deploy verification's requests are logged too: their request ids start with `VERIFICATION_PREFIX`, and the
+monitor sets their records apart from real traffic (`is_verification`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from oncology_pipeline import layout, s3store
+
+#: How the deploy verification's request ids begin (`verify-<model version>-<8 hex digits>`); reserved for it: a
+#: client's request with such an X-Request-ID would be set apart as well.
+VERIFICATION_PREFIX = "verify-"
+
+
+def is_verification(case: str) -> bool:
+    """True for a request or case id of the deploy verification (`verify-...`, `verify-.../<row>`)."""
+    return case.startswith(VERIFICATION_PREFIX)
 
 
 @dataclass

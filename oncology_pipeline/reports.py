@@ -345,6 +345,7 @@ def _version_table(version: VersionPerformance) -> list[str]:
         "| | value [95 % interval] (k/n) |",
         "|---|---|",
         f"| served | {version.served} |",
+        f"| deploy verification records (set aside) | {version.verification_records} |",
         f"| confirmed | {version.confirmed} |",
         f"| share confirmed | {version.confirmed_share:.1%} |",
         f"| sensitivity (realised recall) | {_rate(version.sensitivity)} |",

@@ -84,6 +84,13 @@ def report_performance(
     create_markdown_artifact(
         markdown=performance_markdown(performance), key="performance", description="Realised performance"
     )
+    for version in performance.versions:
+        if version.verification_records:
+            get_run_logger().info(
+                "%s: %d records of the deploy verification set aside: not served, joined or watched for drift",
+                version.model_version,
+                version.verification_records,
+            )
     s3 = aws_client(settings, "s3")
     body = performance.model_dump(mode="json")
     written = [

@@ -40,17 +40,28 @@ def test_monitor_joins_outcomes_reports_performance_and_labels_each_case_once(st
     # OLD misses 6 of 10 malignant cases (recall 0.4: the alarm, with min_confirmed_malignant=10); NEW is right.
     _serve(stack, OLD, {f"old-{n}": Prediction.MALIGNANT if n < 4 else Prediction.BENIGN for n in range(10)})
     _serve(stack, NEW, {f"new-{n}": Prediction.BENIGN for n in range(3)})
+    # NEW's deploy verification: a golden batch of 4 rows, logged like any request, in no figure of real traffic.
+    verification = PredictionLog(
+        stack.s3, stack.settings.prediction_log_bucket, "predictions", pod="pod-verify", model_version=NEW
+    )
+    golden = [EXAMPLE_MALIGNANT] * 4
+    verification.add(f"verify-{NEW}-0a1b2c3d", golden, [(Prediction.MALIGNANT, 0.9)] * 4, True)
+    verification.close()
     rows = [f"old-{n},4,2099-01-01T00:00:00Z" for n in range(10)] + [
         f"new-{n},2,2099-01-01T00:00:00Z" for n in range(2)
     ]
-    bad = ["unknown-1,4,2099-01-01T00:00:00Z", "new-2,7,2099-01-01T00:00:00Z"]
+    bad = [
+        "unknown-1,4,2099-01-01T00:00:00Z",
+        "new-2,7,2099-01-01T00:00:00Z",
+        f"verify-{NEW}-0a1b2c3d/0,4,2099-01-01T00:00:00Z",
+    ]
     body = "request_id,diagnosis,confirmed_at\n" + "\n".join(rows + bad) + "\n"
     stack.s3.put_object(Bucket=stack.settings.data_bucket, Key="outcomes/2026-12-03.csv", Body=body.encode())
     overrides = {**stack.overrides, "min_confirmed_malignant": 10}
 
     first = monitor(overrides=overrides)
 
-    assert (first.records, first.joined, first.alarms) == (13, 12, [OLD])
+    assert (first.records, first.joined, first.alarms) == (13 + 4, 12, [OLD])
     metrics = stack.settings.metrics_bucket
     assert {k for k in bucket_keys(stack.s3, metrics) if k.startswith("monitoring/")} == {
         layout.monitoring_key(name, document)
@@ -65,6 +76,9 @@ def test_monitor_joins_outcomes_reports_performance_and_labels_each_case_once(st
     assert (old["served"], old["confirmed"], old["tp"], old["fn"]) == (10, 10, 4, 6)
     assert old["sensitivity"]["value"] == 0.4 and old["recall_alarm"] is True
     assert (new["served"], new["confirmed"], new["tn"], new["fp"]) == (3, 2, 2, 0) and new["recall_alarm"] is False
+    assert (old["verification_records"], new["verification_records"]) == (0, 4)
+    assert (latest["outcomes_joined"], latest["outcomes_not_joined"]) == (12, 0)  # the verify- row was not used
+    assert [v.rows for v in first.drift.versions] == [10, 3]
     assert first.labelled is not None
     labelled = stack.s3.get_object(Bucket=stack.settings.data_bucket, Key=first.labelled.split("/", 3)[3])
     lines = labelled["Body"].read().decode().splitlines()

@@ -39,6 +39,12 @@ def test_only_the_windows_cases_are_judged_each_against_its_versions_reference(r
     records += [_record(f"old-{n}", "v-a", rows[n], timedelta(hours=30), False) for n in range(40)]  # outside
     records += [_record(f"b-{n}", "v-b", rows[n], timedelta(hours=2), False) for n in range(30)]
     records += [records[0]]  # a repeated case counts once
+    # The deploy verifications of v-a and of v-c (nothing else served yet): all malignant, never in the window.
+    records += [
+        _record(f"verify-{v}-0a1b2c3d", v, rows[n], timedelta(hours=1), True) | {"row": n}
+        for v in ("v-a", "v-c")
+        for n in range(140)
+    ]
     cases = logged_cases(records)
     start = NOW - timedelta(hours=24)
 

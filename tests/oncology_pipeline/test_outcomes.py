@@ -29,6 +29,7 @@ def csv_file(*lines: str) -> bytes:
         ("req-1,2,2026-12-05T10:00:00", Rule.BAD_CONFIRMED_AT, "no time zone"),
         ("req-1,2,2026-12-03T19:55:00Z", Rule.CONFIRMED_BEFORE_PREDICTION, "before its prediction"),
         ("req-999,2,2026-12-05T10:00:00Z", Rule.UNKNOWN_CASE, "'req-999' is not in the prediction log"),
+        ("verify-v1-0a1b2c3d/0,4,2026-12-05T10:00:00Z", Rule.VERIFICATION_CASE, "is a deploy verification request"),
         ("req 1,2,2026-12-05T10:00:00Z", Rule.BAD_CASE_ID, "got 'req 1'"),
         ("req-1/x,2,2026-12-05T10:00:00Z", Rule.BAD_CASE_ID, "got 'req-1/x'"),
         ("req-1,2", Rule.WRONG_COLUMNS, "2 columns, expected 3"),

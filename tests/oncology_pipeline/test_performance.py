@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, Prediction
-from oncology_pipeline.outcomes import Outcome
+from oncology_pipeline.outcomes import Outcome, Rule, read_outcomes
 from oncology_pipeline.performance import (
     Performance,
     VersionPerformance,
@@ -130,11 +130,44 @@ def test_the_log_counts_invalid_repeated_and_ambiguous_records_and_leaves_them_o
     assert (joined.case_id, joined.features, joined.diagnosis) == ("req-4", EXAMPLE_MALIGNANT, 4)
 
 
+def test_the_deploy_verifications_records_are_counted_per_version_and_in_no_other_figure() -> None:
+    records, outcomes = known_join()
+    fresh = "20261210T020000Z-00000001"  # just deployed: nothing but its verification yet
+    golden = [
+        record(0, version, "malignant", row=row) | {"request_id": f"verify-{version}-0a1b2c3d"}
+        for version, rows in ((OLD, 2), (NEW, 3), (fresh, 4))
+        for row in range(rows)
+    ]
+    golden.append(golden[-1])  # a retried verification logs its rows again: records are counted, not cases
+    verify_case = f"verify-{NEW}-0a1b2c3d/1"
+    lab = f"request_id,diagnosis,confirmed_at\nreq-0,4,2026-12-05T00:00:00Z\n{verify_case},4,2026-12-05T00:00:00Z\n"
+
+    log = logged_cases(records + golden)
+    used, report = read_outcomes([("lab.csv", lab.encode())], log.prediction_times())
+    performance = measure(records + golden, outcomes | {verify_case: outcome(verify_case, Prediction.MALIGNANT, 2)})
+
+    assert log.verification == {OLD: 2, NEW: 3, fresh: 5}
+    assert (log.records, log.repeated, len(log.cases)) == (len(records) + 10, 0, len(records))
+    assert list(used) == ["req-0"]
+    [problem] = report.problems
+    assert (problem.file, problem.row, problem.rule) == ("lab.csv", 3, Rule.VERIFICATION_CASE)
+    assert "'verify-" in problem.detail
+    assert [(v.model_version, v.served, v.verification_records, v.confirmed) for v in performance.versions] == [
+        (OLD, 60, 2, 50),
+        (NEW, 5, 3, 2),
+        (fresh, 0, 5, 0),
+    ]
+    assert (performance.outcomes_joined, performance.outcomes_not_joined) == (52, 1)
+    assert performance.versions[2].confirmed_share == 0.0 and performance.versions[2].sensitivity.value is None
+    assert not any(case.case_id.startswith("verify-") for case in joined_cases(log, outcomes))
+
+
 def _with_recall(k: int, n: int) -> VersionPerformance:
     empty = wilson_rate(0, 0)
     return VersionPerformance(
         model_version=OLD,
         served=n,
+        verification_records=0,
         confirmed=n,
         confirmed_share=1.0,
         tp=k,
@@ -180,6 +213,7 @@ def test_performance_markdown_shows_each_versions_figures_the_method_and_the_rul
     assert f"## {OLD}: RECALL ALARM" in lines
     assert f"## {NEW}" in lines
     assert "| served | 60 |" in lines
+    assert "| deploy verification records (set aside) | 0 |" in lines
     assert "| confirmed | 50 |" in lines
     assert "| share confirmed | 83.3% |" in lines
     assert f"| sensitivity (realised recall) | 0.900 [{low:.3f}, {high:.3f}] (18/20) |" in lines
