@@ -22,9 +22,10 @@ from oncology_model.reference import Reference, make_reference
 from oncology_pipeline.drift import PREDICTION, DriftReport, assess, holm, homogeneity, merge_bins, psi_limit
 
 Window = tuple[NDArray[np.float64], int]
-#: Why the 500-row target is an expected failure (docs/monitoring.md has the figures).
+#: Why the 500-row target with a 559-row reference is an expected failure (docs/monitoring.md has the figures).
 SHORT_OF_TARGET = (
-    "the issue's rule finds this shift in {rate} of 5,000 windows of 500 rows; 90 % needs about 1,000 rows"
+    "with a 559-row reference the rule finds this shift in {rate} of 1,000 windows of 500 rows; no omnibus test at "
+    "the Holm level can reach 90 % for every feature there: the reference's own noise caps the power"
 )
 
 
@@ -61,41 +62,72 @@ def windows(data: Dataset, count: int, rows: int, seed: int, shifted: str | None
         yield X, int(data.y[drawn].sum())
 
 
-def test_no_drift_windows_raise_at_most_five_percent_false_alarms(
-    data: Dataset, reference: Reference, record_property: Any
-) -> None:
-    alarms = sum(assess(reference, X, malignant).verdict != "no drift" for X, malignant in windows(data, 1000, 500, 1))
+def independent(
+    data: Dataset, reference_rows: int, rows: int, references: int, per_reference: int, seed: int, shifted: str = ""
+) -> Iterator[tuple[Reference, NDArray[np.float64], int]]:
+    """`references` references of `reference_rows` rows, each judging `per_reference` windows of `rows` rows, every
+    one drawn independently with replacement from the 699 rows: the reference is a sample of the population, as a
+    training split is of production traffic (a window drawn from the rows the reference is part of would look too
+    much like it, and understate false alarms and power alike)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(references):
+        drawn = rng.integers(0, len(data.X), reference_rows)
+        reference = make_reference(data.X[drawn], data.y[drawn] == 1)
+        for _ in range(per_reference):
+            X, malignant = next(windows(data, 1, rows, int(rng.integers(2**32)), shifted or None))
+            yield reference, X, malignant
+
+
+def test_no_drift_windows_raise_at_most_five_percent_false_alarms(data: Dataset, record_property: Any) -> None:
+    alarms = sum(assess(r, X, k).verdict != "no drift" for r, X, k in independent(data, 559, 500, 25, 40, 1))
 
     record_property("false_alarms_of_1000_windows_of_500_rows", alarms)
-    assert alarms <= 50  # measured: 1 (0.1 %); 3 of 5,000 in docs/monitoring.md
+    assert alarms <= 50  # measured on 1,000 windows of 50 references: 3.8 % (docs/monitoring.md)
+
+
+def detected(data: Dataset, feature: str, reference_rows: int, rows: int) -> int:
+    """Of 500 windows (20 references x 25), how many name `feature` after it was shifted by 10 points."""
+    return sum(
+        feature in assess(r, X, k).drifting for r, X, k in independent(data, reference_rows, rows, 20, 25, 2, feature)
+    )
 
 
 @pytest.mark.parametrize(
     "feature",
     [
-        pytest.param("bare_nuclei", marks=pytest.mark.xfail(strict=True, reason=SHORT_OF_TARGET.format(rate="82.5 %"))),
+        pytest.param("bare_nuclei", marks=pytest.mark.xfail(strict=True, reason=SHORT_OF_TARGET.format(rate="78.1 %"))),
         pytest.param(
-            "clump_thickness", marks=pytest.mark.xfail(strict=True, reason=SHORT_OF_TARGET.format(rate="59.4 %"))
+            "clump_thickness", marks=pytest.mark.xfail(strict=True, reason=SHORT_OF_TARGET.format(rate="79.9 %"))
         ),
     ],
 )
 def test_a_ten_point_shift_is_detected_in_90_percent_of_500_row_windows(
-    data: Dataset, reference: Reference, feature: str, record_property: Any
+    data: Dataset, feature: str, record_property: Any
 ) -> None:
-    found = sum(feature in assess(reference, X, k).drifting for X, k in windows(data, 500, 500, 2, feature))
+    found = detected(data, feature, 559, 500)
 
     record_property(f"{feature}_detected_of_500_windows_of_500_rows", found)
     assert found >= 450
 
 
 @pytest.mark.parametrize("feature", ["bare_nuclei", "clump_thickness"])
-def test_a_ten_point_shift_is_detected_in_90_percent_of_1000_row_windows(
-    data: Dataset, reference: Reference, feature: str, record_property: Any
+def test_a_2000_row_reference_finds_a_ten_point_shift_in_90_percent_of_500_row_windows(
+    data: Dataset, feature: str, record_property: Any
 ) -> None:
-    found = sum(feature in assess(reference, X, k).drifting for X, k in windows(data, 500, 1000, 2, feature))
+    found = detected(data, feature, 2000, 500)
+
+    record_property(f"{feature}_detected_of_500_windows_of_500_rows_2000_reference_rows", found)
+    assert found >= 450  # measured on 1,000 windows: bare_nuclei 97.5 %, clump_thickness 93.6 %
+
+
+@pytest.mark.parametrize("feature", ["bare_nuclei", "clump_thickness"])
+def test_a_ten_point_shift_is_detected_in_90_percent_of_1000_row_windows(
+    data: Dataset, feature: str, record_property: Any
+) -> None:
+    found = detected(data, feature, 559, 1000)
 
     record_property(f"{feature}_detected_of_500_windows_of_1000_rows", found)
-    assert found >= 450  # measured on 2,000 windows: bare_nuclei 97.7 %, clump_thickness 93.5 %
+    assert found >= 450  # measured on 1,000 windows: bare_nuclei 93.5 %, clump_thickness 93.1 %
 
 
 @pytest.mark.parametrize("rows", [199, 100, 1, 0])
