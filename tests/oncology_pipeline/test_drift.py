@@ -1,8 +1,9 @@
 """The drift rule on the real data: false alarms on no-drift windows, detection of a 10-point shift, nothing judged
 below min_rows; Holm, the merging of sparse scores, the PSI limit, bad arguments.
 
-The reference is the training split (stratified 80 %, seed 42, as training does); "predicted malignant" is the
-label, in the reference and in every window, so the share behaves as a well-calibrated model's would."""
+The rates are measured with references drawn independently of the windows (`independent`); the other tests use the
+training split (stratified 80 %, seed 42, as training does). "Predicted malignant" is the label, in the reference and
+in every window, so the share behaves as a well-calibrated model's would."""
 
 from __future__ import annotations
 
