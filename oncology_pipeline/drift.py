@@ -101,7 +101,9 @@ class DriftReport(BaseModel):
     seed: int = Field(description="seed of the PSI simulation")
     features: list[FeatureDrift]
     prediction: PredictionDrift
-    refused_requests: int | None = Field(default=None, description="requests the service refused as invalid")
+    refused_requests: int | None = Field(
+        default=None, description="requests the service refused as invalid (HTTP 400/422) in the window, if counted"
+    )
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ against the reference its bundle carries (`oncology_pipeline.drift`)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -50,6 +51,11 @@ def window_cases(cases: LoggedCases, start: datetime, end: datetime) -> dict[str
     return dict(sorted(by_version.items()))
 
 
+def window_refusals(cases: LoggedCases, start: datetime, end: datetime) -> Counter[str]:
+    """How many requests each model version refused as invalid in `[start, end)`."""
+    return Counter(r.model_version for r in cases.refusals if start <= r.time < end)
+
+
 def judge(
     version: str,
     records: list[LoggedPrediction],
@@ -57,13 +63,16 @@ def judge(
     *,
     alpha: float,
     min_rows: int,
+    refused: int = 0,
 ) -> VersionDrift:
-    """One version's window judged against its bundle's reference."""
+    """One version's window judged against its bundle's reference (`refused`: the requests it refused as invalid in
+    the window, reported beside the verdict)."""
     if reference is None:
         return VersionDrift(model_version=version, rows=len(records), verdict=NO_REFERENCE, report=None)
     X = np.array([record.features.as_row() for record in records], dtype=np.float64).reshape(-1, 9)
     malignant = sum(record.prediction is Prediction.MALIGNANT for record in records)
     report = assess(reference, X, malignant, alpha=alpha, min_rows=min_rows)
+    report.refused_requests = refused
     return VersionDrift(model_version=version, rows=len(records), verdict=report.verdict, report=report)
 
 
@@ -78,11 +87,19 @@ def watch(
     min_rows: int,
     new_confirmed_cases: int,
     labelled_file: str | None,
+    refused: Mapping[str, int] | None = None,
 ) -> DriftWatch:
     """Every version's cases of the window (`window_cases`), judged against its reference (`references` holds
-    each version)."""
+    each version); `refused`: requests each version refused as invalid in the window (`window_refusals`)."""
     versions = [
-        judge(version, records, references[version], alpha=alpha, min_rows=min_rows)
+        judge(
+            version,
+            records,
+            references[version],
+            alpha=alpha,
+            min_rows=min_rows,
+            refused=(refused or {}).get(version, 0),
+        )
         for version, records in by_version.items()
     ]
     return DriftWatch(

@@ -3,7 +3,8 @@
 Malignant is the positive class. Each rate (sensitivity = realised recall, specificity, precision) comes with its
 95 % Wilson score interval; a rate of no cases has no value and no interval. The joined cases are also what the
 nightly training adds (`joined_cases`). The deploy verification's records (`predictionlog.is_verification`) are
-counted per model version and set aside: they are in no figure about real traffic.
+counted per model version and set aside: they are in no figure about real traffic. Requests the service refused as
+invalid are logged without their body (`LoggedRefusal`) and only counted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -50,6 +51,17 @@ class LoggedPrediction(BaseModel):
         return case_id(self.request_id, self.row)
 
 
+class LoggedRefusal(BaseModel):
+    """One record of a request the service refused as invalid (HTTP 400 or 422), logged without its body."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    request_id: Annotated[str, Field(pattern=f"^{REQUEST_ID.pattern}$")]
+    time: AwareDatetime
+    model_version: Annotated[str, Field(min_length=1)]
+    refused: Literal[400, 422] = Field(description="the HTTP status the service answered")
+
+
 @dataclass(frozen=True)
 class LoggedCases:
     """The valid records of a prediction log, one per case id, and what was left out."""
@@ -57,6 +69,7 @@ class LoggedCases:
     cases: dict[str, LoggedPrediction] = field(default_factory=dict)  # the earliest record of each case
     served: dict[str, int] = field(default_factory=dict)  # model version -> distinct cases it answered
     verification: dict[str, int] = field(default_factory=dict)  # model version -> verification records set aside
+    refusals: tuple[LoggedRefusal, ...] = ()  # requests refused as invalid (real traffic's only)
     records: int = 0
     invalid: int = 0
     repeated: int = 0  # records of a case id already read
@@ -70,7 +83,8 @@ class LoggedCases:
 
 def logged_cases(records: Iterable[Mapping[str, Any]]) -> LoggedCases:
     """Validate the log's records (dicts of its JSON lines); invalid ones are counted and listed, never used. The
-    deploy verification's records are counted per model version, not used (`cases` and `served` leave them out).
+    deploy verification's records are counted per model version, not used (`cases` and `served` leave them out);
+    refusal records (those with `refused`) are kept apart in `refusals`.
 
     A case id logged more than once (a client reusing a request id) counts once; when its records disagree on the
     model version, the scores or the answer, the case is ambiguous and left out of the join."""
@@ -78,10 +92,16 @@ def logged_cases(records: Iterable[Mapping[str, Any]]) -> LoggedCases:
     answers: dict[str, set[tuple[str, Tumor, Prediction]]] = {}
     served: dict[str, set[str]] = {}
     verification: Counter[str] = Counter()
+    refusals: list[LoggedRefusal] = []
     problems: list[str] = []
     count = invalid = repeated = 0
     for count, raw in enumerate(records, start=1):
         try:
+            if "refused" in raw:
+                refusal = LoggedRefusal.model_validate(raw)
+                if not is_verification(refusal.request_id):
+                    refusals.append(refusal)
+                continue
             record = LoggedPrediction.model_validate(raw)
         except ValidationError as exc:
             invalid += 1
@@ -105,6 +125,7 @@ def logged_cases(records: Iterable[Mapping[str, Any]]) -> LoggedCases:
         cases=cases,
         served={version: len(ids) for version, ids in sorted(served.items())},
         verification=dict(sorted(verification.items())),
+        refusals=tuple(refusals),
         records=count,
         invalid=invalid,
         repeated=repeated,

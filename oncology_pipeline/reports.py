@@ -405,6 +405,12 @@ def drift_markdown(watch: DriftWatch, charts: Mapping[str, str]) -> str:
         if report is None:
             continue
         lines += ["", escape_markdown(report.rule)]
+        if report.refused_requests is not None:  # a judged version answered rows > 0 requests of the window
+            refused, requests = report.refused_requests, report.rows + report.refused_requests
+            lines += [
+                "",
+                f"Requests refused as invalid (HTTP 400/422): **{refused}** of {requests} ({refused / requests:.1%})",
+            ]
         if version.model_version in charts:
             lines += ["", f"[Reference vs window, per feature (chart)]({charts[version.model_version]})"]
         lines += [

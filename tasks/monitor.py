@@ -186,6 +186,7 @@ def watch_drift(
         min_rows=settings.drift_min_rows,
         new_confirmed_cases=new_cases,
         labelled_file=labelled_file,
+        refused=driftwatch.window_refusals(cases, start, end),
     )
     written, charts = [], {}
     for version in watch.versions:
