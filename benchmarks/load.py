@@ -99,6 +99,21 @@ def free_port() -> int:
         return port
 
 
+@contextlib.contextmanager
+def unreachable_endpoint() -> Iterator[str]:
+    """An HTTP endpoint on loopback that behaves like an unreachable host: connecting to it times out.
+
+    A listening socket whose accept queue is full (one connection, never accepted, with a backlog of 0): the kernel
+    drops every further SYN, as a network that lost its route does, so a client waits out its connect timeout
+    instead of being refused at once.
+    """
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        with socket.create_connection(server.getsockname()):
+            yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
 def _wait_ready(url: str, alive: Any, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:

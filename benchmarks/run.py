@@ -46,6 +46,7 @@ from benchmarks.load import (
     log,
     process_server,
     side_by_side,
+    unreachable_endpoint,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +60,15 @@ OURS = "ours: `python -m oncology_model serve`"
 OURS_CONTAINER = "ours: a container of the built image"
 LOG_OFF = "ours, prediction log off"
 LOG_ON = "ours, prediction log on (to a local S3: moto)"
+LOG_UNREACHABLE = "ours, prediction log on, S3 unreachable"
+#: The prediction log's counts in /metrics.
+LOG_METRICS = {
+    "logged": 'oncology_prediction_log_records_total{outcome="logged"}',
+    "written": 'oncology_prediction_log_records_total{outcome="written"}',
+    "dropped": 'oncology_prediction_log_records_total{outcome="dropped"}',
+    "buffered": "oncology_prediction_log_buffered_records",
+    "failed writes": "oncology_prediction_log_failed_writes_total",
+}
 
 
 @dataclass
@@ -71,16 +81,48 @@ class Targets:
         """One target: what was measured, and whether it is met (None: not measured in this run)."""
         self.rows.append((target, measured, met))
 
+    def table_rows(self) -> list[str]:
+        """One markdown table row per target."""
+        verdict = {True: "**met**", False: "**not met**", None: "not measured"}
+        return [f"| {target} | {measured} | {verdict[met]} |" for target, measured, met in self.rows]
+
     def lines(self) -> list[str]:
         """The markdown table."""
-        verdict = {True: "**met**", False: "**not met**", None: "not measured"}
-        return [
-            "## Targets (issue 12)",
-            "",
-            "| target | measured in this run | |",
-            "|---|---|---|",
-            *[f"| {target} | {measured} | {verdict[met]} |" for target, measured, met in self.rows],
-        ]
+        return ["## Targets (issue 12)", "", "| target | measured in this run | |", "|---|---|---|", *self.table_rows()]
+
+
+#: The sections of the page, in order; `--only` names them.
+SECTIONS = ("prediction", "http_load", "batch", "prediction_log", "profile", "image", "pipeline", "nights")
+
+
+def markers(section: str) -> tuple[str, str]:
+    """The comments around a section in docs/benchmarks.md, by which `--only` finds it again."""
+    return f"<!-- section:{section} -->", f"<!-- /section:{section} -->"
+
+
+def merge(document: str, sections: dict[str, list[str]], targets: Targets) -> str:
+    """`document` with these sections and these targets' rows replaced (or added: a section at the end, a row at the
+    end of the targets table); everything else unchanged."""
+    for section, lines in sections.items():
+        start, end = markers(section)
+        block = "\n".join([start, *lines, end])
+        at, until = document.find(start), document.find(end)
+        if at >= 0 and until > at:
+            document = document[:at] + block + document[until + len(end) :]
+        else:
+            document = document.rstrip("\n") + "\n\n" + block + "\n"
+    lines = document.split("\n")
+    table = [i for i, line in enumerate(lines) if line.startswith("| ") and " | measured in this run | " in line]
+    for (target, _, _), row in zip(targets.rows, targets.table_rows(), strict=True):
+        same = [i for i, line in enumerate(lines) if line.startswith(f"| {target} |")]
+        if same:
+            lines[same[0]] = row
+        elif table:
+            after = table[0] + 2  # the header and the |---| line
+            while after < len(lines) and lines[after].startswith("|"):
+                after += 1
+            lines.insert(after, row)
+    return "\n".join(lines)
 
 
 def _median_us(fn: Callable[[], object], repeat: int = 7, number: int = 200) -> float:
@@ -191,6 +233,14 @@ def _servers(bundle: Path, workers: int) -> tuple[tuple[str, list[str], int, dic
     )
 
 
+def _get(url: str) -> str:
+    """The body of a GET."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return str(answer.read().decode())
+
+
 def check_answers(targets: Sequence[Target], body: bytes) -> None:
     """Every server answers the body with 200 before it is loaded."""
     import urllib.request
@@ -282,20 +332,33 @@ def http_load(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: Target
     return lines
 
 
+def log_counts(metrics: str) -> dict[str, float]:
+    """The prediction log's counts in a server's /metrics text (the keys of LOG_METRICS)."""
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("oncology_prediction_log_"))
+    if not set(LOG_METRICS.values()) <= set(samples) or not float(samples[LOG_METRICS["logged"]]):
+        raise SystemExit(f"the prediction log's metrics are missing or it logged nothing: {metrics[-800:]}")
+    return {name: float(samples[metric]) for name, metric in LOG_METRICS.items()}
+
+
 def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: Targets) -> list[str]:
-    """One worker with the prediction log off and one with it on (writing to a moto server), side by side."""
-    import urllib.request
+    """One worker with the prediction log off, one with it on (writing to a moto server), one with it on while S3 is
+    unreachable, side by side."""
+    import logging
 
     import boto3
 
     from oncology_model.datamodel import EXAMPLE_MALIGNANT
+    from oncology_model.service import LOG_S3_CONFIG, ServiceSettings
     from standins.aws import moto_server
 
+    # The ratios judged here are a few per cent apart: twice the rounds of the other sections.
+    rounds *= 2
+    defaults = {name: field.default for name, field in ServiceSettings.model_fields.items()}
+
     body = json.dumps(EXAMPLE_MALIGNANT).encode()
-    _, (_, off_command, off_port, env) = _servers(bundle, 1)
-    _, (_, on_command, on_port, _) = _servers(bundle, 1)
-    with moto_server() as endpoint, contextlib.ExitStack() as stack:
-        aws = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    aws = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs a line per PUT
+    with moto_server() as endpoint, unreachable_endpoint() as unreachable, contextlib.ExitStack() as stack:
         boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -303,36 +366,69 @@ def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: T
             aws_secret_access_key="bench",
             region_name="us-east-1",
         ).create_bucket(Bucket="bench-log")
-        logging_env = {**env, **aws, "AWS_ENDPOINT_URL_S3": endpoint, "ONCOLOGY_LOG_BUCKET": "bench-log"}
-        servers = [
-            stack.enter_context(process_server(LOG_OFF, off_command, off_port, env)),
-            stack.enter_context(process_server(LOG_ON, on_command, on_port, logging_env)),
-        ]
+        logging_env = {**aws, "ONCOLOGY_LOG_BUCKET": "bench-log"}
+        variants: tuple[tuple[str, dict[str, str]], ...] = (
+            (LOG_OFF, {}),
+            (LOG_ON, {**logging_env, "AWS_ENDPOINT_URL_S3": endpoint}),
+            (LOG_UNREACHABLE, {**logging_env, "AWS_ENDPOINT_URL_S3": unreachable}),
+        )
+        servers = []
+        for name, extra in variants:
+            _, (_, command, port, env) = _servers(bundle, 1)
+            servers.append(stack.enter_context(process_server(name, command, port, {**env, **extra})))
+        started = time.monotonic()
         check_answers(servers, body)
         results = side_by_side(wrk, servers, "/v1/predictions", body, (16,), rounds, seconds)
-        with urllib.request.urlopen(servers[1].url + "/metrics", timeout=10) as answer:
-            metrics = answer.read().decode()
-    logged = re.search(r'oncology_prediction_log_records_total\{outcome="logged"\} (\S+)', metrics)
-    written = re.search(r'oncology_prediction_log_records_total\{outcome="written"\} (\S+)', metrics)
-    dropped = re.search(r'oncology_prediction_log_records_total\{outcome="dropped"\} (\S+)', metrics)
-    if not (logged and written and dropped) or float(logged[1]) == 0:
-        raise SystemExit(f"the logging server logged nothing: {metrics[-500:]}")
-    off, on = Summary.of(results[(LOG_OFF, 16)]), Summary.of(results[(LOG_ON, 16)])
+        on, down = (log_counts(_get(server.url + "/metrics")) for server in servers[1:])
+        outage = time.monotonic() - started
+    summary = {name: Summary.of(results[(name, 16)]) for name, _ in variants}
+    off_rps, on_rps, down_rps = (summary[name].rps for name in (LOG_OFF, LOG_ON, LOG_UNREACHABLE))
+    off_cpu, on_cpu, down_cpu = (summary[name].cpu_us for name in (LOG_OFF, LOG_ON, LOG_UNREACHABLE))
     targets.add(
         "prediction log on ≥ 90 % of off, 16 connections, one worker",
-        f"{on.rps / off.rps:.0%}",
-        on.rps >= 0.9 * off.rps,
+        f"{on_rps / off_rps:.0%} (server CPU {on_cpu:.0f} vs {off_cpu:.0f} µs/request)",
+        on_rps >= 0.9 * off_rps,
     )
-    targets.add("p99 ≤ 5 ms with the prediction log on, 16 connections", f"{on.p99_ms:.2f} ms", on.p99_ms <= 5)
+    p99 = summary[LOG_ON].p99_ms
+    targets.add("p99 ≤ 5 ms with the prediction log on, 16 connections", f"{p99:.2f} ms", p99 <= 5)
+    targets.add(
+        "S3 unreachable: throughput ≥ 90 % of S3 reachable (prediction log on, 16 connections, one worker)",
+        f"{down_rps / on_rps:.0%} (server CPU {down_cpu:.0f} vs {on_cpu:.0f} µs/request)",
+        down_rps >= 0.9 * on_rps,
+    )
+    cap = defaults["log_max_records"]
+
+    def counted(counts: dict[str, float]) -> str:
+        text = (
+            f"logged {counts['logged']:,.0f}, written {counts['written']:,.0f}, dropped {counts['dropped']:,.0f}, "
+            f"buffered {counts['buffered']:,.0f}, failed writes {counts['failed writes']:,.0f}"
+        )
+        if counts["logged"] != counts["written"] + counts["dropped"] + counts["buffered"]:
+            return text + " (**these do not add up**: logged should be written + dropped + buffered)"
+        if counts["dropped"] and counts["buffered"] < cap:
+            return text + f" (**records dropped while the buffer is below its cap** of {cap:,})"
+        return text
+
     return [
-        "## The prediction log: off and on, side by side",
+        "## The prediction log: off, on, and on with S3 unreachable, side by side",
         "",
-        f"One worker each, `POST /v1/predictions`, 16 connections, {rounds} rounds of {seconds} s, turns as above; "
-        f"the logging server writes to a moto server on loopback (`ONCOLOGY_LOG_BUCKET`, `AWS_ENDPOINT_URL_S3`). "
-        f"It logged {float(logged[1]):,.0f} records, wrote {float(written[1]):,.0f} to S3 by the end of the load "
-        f"(the rest within the flush interval) and dropped {float(dropped[1]):,.0f}.",
+        f"One worker each, `POST /v1/predictions`, 16 connections, {rounds} rounds of {seconds} s (twice the rounds "
+        "of the other sections: the ratios judged here are a few per cent apart), turns as above. Both logging "
+        f"servers run with the service's defaults: a write every {defaults['log_flush_seconds']:.0f} s or as soon "
+        f"as {defaults['log_flush_records']:,} records wait, a buffer of at most {cap:,} records, botocore's "
+        f"{LOG_S3_CONFIG['retries']['mode']} retry mode (3 attempts) with a {LOG_S3_CONFIG['connect_timeout']} s "
+        "connect timeout, then the writer's own back-off (0.5 s doubling to 30 s). One writes to a moto server on "
+        "loopback (`ONCOLOGY_LOG_BUCKET`, `AWS_ENDPOINT_URL_S3`). The other's `AWS_ENDPOINT_URL_S3` is a loopback "
+        "port that never answers a connection (a listening socket with a full accept queue: the kernel drops the "
+        "SYNs), so every attempt waits out the connect timeout, as when S3 is unreachable (a lost route, a "
+        "firewall that drops); a refused connection would fail at once. S3 stayed unreachable for that server's "
+        f"whole {outage:.0f} s run, its writer retrying the first batch all along.",
         "",
-        *_load_table(results, [LOG_OFF, LOG_ON], (16,)),
+        f"Counts from `/metrics` after the load (logged = written + dropped + buffered; dropped only beyond the cap "
+        f"of {cap:,}, the batch being retried included), S3 reachable: {counted(on)}; S3 unreachable: "
+        f"{counted(down)}.",
+        "",
+        *_load_table(results, [LOG_OFF, LOG_ON, LOG_UNREACHABLE], (16,)),
     ]
 
 
@@ -623,55 +719,84 @@ def main() -> int:
     parser.add_argument("--nights", action="store_true", help="a full night vs a no-change night (needs Docker)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each HTTP load (default 3)")
     parser.add_argument("--seconds", type=int, default=10, help="seconds of each wrk run (default 10)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help=f"run only this section (repeatable; one of {', '.join(SECTIONS)}) and replace only it and its targets' "
+        "rows in docs/benchmarks.md",
+    )
     args = parser.parse_args()
+    optional = {"image": args.image, "pipeline": args.summary is not None, "nights": args.nights}
+    chosen = (
+        [section for section in SECTIONS if section in args.only]
+        if args.only
+        else [section for section in SECTIONS if optional.get(section, True)]
+    )
+    if "pipeline" in chosen and args.summary is None:
+        parser.error("the pipeline section needs --summary")
     scripts = tempfile.TemporaryDirectory(prefix="bench-wrk-")
     wrk = Wrk(ensure_wrk(), Path(scripts.name))
     bundle = args.bundle or train_default_bundle()
     started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_average()
     targets = Targets()
-    sections: list[str] = []
-    steps: list[tuple[str, Callable[[], list[str]]]] = [
-        ("in-process latency", lambda: prediction(bundle, targets)),
-        ("HTTP load, side by side", lambda: http_load(bundle, wrk, args.rounds, args.seconds, targets)),
-        ("batch endpoint", lambda: batch(bundle, wrk, args.rounds, args.seconds, targets)),
-        ("prediction log", lambda: prediction_log(bundle, wrk, args.rounds, args.seconds, targets)),
-        ("py-spy profile", lambda: profile(bundle, wrk, args.seconds)),
-    ]
-    if args.image:
-        steps.append(("image", lambda: image(bundle, wrk, args.rounds, args.seconds, targets)))
-    if args.summary:
-        steps.append(("pipeline stages", lambda: pipeline(args.summary)))
-    if args.nights:
-        steps.append(("nights", lambda: nights(targets)))
+    steps: dict[str, tuple[str, Callable[[], list[str]]]] = {
+        "prediction": ("in-process latency", lambda: prediction(bundle, targets)),
+        "http_load": ("HTTP load, side by side", lambda: http_load(bundle, wrk, args.rounds, args.seconds, targets)),
+        "batch": ("batch endpoint", lambda: batch(bundle, wrk, args.rounds, args.seconds, targets)),
+        "prediction_log": (
+            "prediction log",
+            lambda: prediction_log(bundle, wrk, args.rounds, args.seconds, targets),
+        ),
+        "profile": ("py-spy profile", lambda: profile(bundle, wrk, args.seconds)),
+        "image": ("image", lambda: image(bundle, wrk, args.rounds, args.seconds, targets)),
+        "pipeline": ("pipeline stages", lambda: pipeline(args.summary)),
+        "nights": ("nights", lambda: nights(targets)),
+    }
+    sections: dict[str, list[str]] = {}
     failed: list[str] = []
-    for name, step in steps:
+    for section in chosen:
+        name, step = steps[section]
         log(name)
         try:
-            sections += ["", *step()]
+            sections[section] = step()
         except (Exception, SystemExit) as exc:  # one broken section must not lose the others' results
             log(f"{name} failed: {exc}")
             failed.append(name)
             reason = (str(exc) or type(exc).__name__).splitlines()[0]
-            sections += ["", f"## {name[0].upper()}{name[1:]}: failed", "", f"`{reason}`"]
-    if not args.nights:
-        targets.add("no-change night ≤ 10 % of a full run", "run with `--nights`", None)
-    command = "python -m benchmarks.run " + " ".join(sys.argv[1:])
-    document = [
-        "# Benchmarks",
-        "",
-        f"Written by `make benchmark` (`{command.strip()}`), started {started}.",
-        "",
-        f"Machine: {machine()}. Load average (1, 5, 15 min) at the start {load_before}, at the end "
-        f"{load_average()}: the machine may be shared, so req/s and tail latencies move with other work; "
-        "the server CPU per request does much less.",
-        "",
-        *targets.lines(),
-        *sections,
-    ]
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
+            sections[section] = [f"## {name[0].upper()}{name[1:]}: failed", "", f"`{reason}`"]
+    command = ("python -m benchmarks.run " + " ".join(sys.argv[1:])).strip()
     scripts.cleanup()
-    DOCS.write_text("\n".join(document) + "\n")
-    sys.stdout.write("\n".join(document) + "\n")
+    if args.only:
+        for lines in sections.values():
+            lines[1:1] = [
+                "",
+                f"*Run alone (`{command}`), started {started}, load average at the start {load_before}; the rest "
+                "of this page comes from the run named at the top.*",
+            ]
+        text = merge(DOCS.read_text() if DOCS.exists() else "# Benchmarks\n", sections, targets)
+    else:
+        if not args.nights:
+            targets.add("no-change night ≤ 10 % of a full run", "run with `--nights`", None)
+        document = [
+            "# Benchmarks",
+            "",
+            f"Written by `make benchmark` (`{command}`), started {started}.",
+            "",
+            f"Machine: {machine()}. Load average (1, 5, 15 min) at the start {load_before}, at the end "
+            f"{load_average()}: the machine may be shared, so req/s and tail latencies move with other work; "
+            "the server CPU per request does much less.",
+            "",
+            *targets.lines(),
+        ]
+        for section, lines in sections.items():
+            start, end = markers(section)
+            document += ["", start, *lines, end]
+        text = "\n".join(document) + "\n"
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    DOCS.write_text(text)
+    sys.stdout.write(text)
     if failed:
         log(f"failed: {', '.join(failed)} (the others are in {DOCS})")
     return 1 if failed else 0

@@ -206,6 +206,11 @@ class Service(FastAPI):
             await super().__call__(scope, receive, send)
 
 
+#: The prediction log's S3 client (botocore `Config`): the standard retry mode (3 attempts), and a connection S3 has
+#: not accepted within 5 s is a failed attempt; the log's writer then retries with its own back-off.
+LOG_S3_CONFIG: dict[str, Any] = {"retries": {"mode": "standard"}, "connect_timeout": 5, "read_timeout": 15}
+
+
 def prediction_log(settings: ServiceSettings, model_version: str) -> PredictionLog | None:
     """The prediction log the settings ask for, not yet started; None without a log bucket."""
     if settings.log_bucket is None:
@@ -213,7 +218,7 @@ def prediction_log(settings: ServiceSettings, model_version: str) -> PredictionL
     import boto3  # only a service that logs pays for importing it
     from botocore.config import Config
 
-    s3 = boto3.client("s3", config=Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=15))
+    s3 = boto3.client("s3", config=Config(**LOG_S3_CONFIG))
     return PredictionLog(
         s3,
         settings.log_bucket,

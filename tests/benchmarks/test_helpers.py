@@ -1,17 +1,23 @@
-"""The benchmark's own helpers (no load is run here): summaries of runs and profiles, the wrk script, the seed path."""
+"""The benchmark's own helpers (no load is run here): summaries of runs and profiles, the wrk script, the seed path,
+the unreachable S3 endpoint, the prediction log's counts, a section run alone merged into the page."""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from benchmarks.load import Load, Summary, Wrk, _tree_cpu_seconds
+from benchmarks.load import Load, Summary, Wrk, _tree_cpu_seconds, unreachable_endpoint
 from benchmarks.profiling import summarise
+from benchmarks.run import Targets, log_counts, markers, merge
 from benchmarks.seed_service import seed_predict
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, Prediction, Tumor
+from oncology_model.metrics import ServiceMetrics
+from oncology_model.predictionlog import LogCounts
 
 
 def _load(requests: int, p99_ms: float, non_2xx: int = 0) -> Load:
@@ -64,3 +70,70 @@ def test_the_seed_path_is_the_pipelines_predict(session_classifier: Classifier) 
         row = np.array([Tumor(**example).as_row()], dtype=np.float64)
         assert seed_predict(session_classifier.pipeline, example) is expected
         assert int(session_classifier.pipeline.predict(row)[0]) == (expected is Prediction.MALIGNANT)
+
+
+def test_the_unreachable_endpoint_lets_connections_time_out_and_refuses_none() -> None:
+    with unreachable_endpoint() as url:
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(2):
+            with pytest.raises(TimeoutError):
+                socket.create_connection((host, int(port)), timeout=0.3)
+
+
+def test_the_log_counts_are_read_from_the_service_metrics() -> None:
+    metrics = ServiceMetrics()
+    metrics.prediction_log(LogCounts(logged=130_000, written=0, dropped=30_000, failed_writes=4, buffered=100_000))
+    counts = log_counts(metrics.exposition().decode())
+    assert counts == {
+        "logged": 130_000,
+        "written": 0,
+        "dropped": 30_000,
+        "buffered": 100_000,
+        "failed writes": 4,
+    }
+    with pytest.raises(SystemExit, match="missing or it logged nothing"):
+        log_counts(ServiceMetrics().exposition().decode())
+
+
+PAGE = "\n".join(
+    [
+        "# Benchmarks",
+        "",
+        "## Targets (issue 12)",
+        "",
+        "| target | measured in this run | |",
+        "|---|---|---|",
+        "| fast | 1 µs | **met** |",
+        "| log on ≥ 90 % of off | 85% | **not met** |",
+        "",
+        markers("prediction")[0],
+        "## One prediction",
+        "old",
+        markers("prediction")[1],
+        "",
+        markers("prediction_log")[0],
+        "## The log",
+        "old",
+        markers("prediction_log")[1],
+        "",
+        "## Nights",
+        "",
+    ]
+)
+
+
+def test_a_section_run_alone_replaces_only_itself_and_its_targets_rows() -> None:
+    targets = Targets()
+    targets.add("log on ≥ 90 % of off", "93%", True)
+    targets.add("S3 unreachable ≥ 90 % of reachable", "98%", True)
+    merged = merge(PAGE, {"prediction_log": ["## The log", "new"]}, targets)
+    assert merged == PAGE.replace("## The log\nold", "## The log\nnew").replace(
+        "| log on ≥ 90 % of off | 85% | **not met** |",
+        "| log on ≥ 90 % of off | 93% | **met** |\n| S3 unreachable ≥ 90 % of reachable | 98% | **met** |",
+    )
+
+
+def test_a_section_the_page_lacks_is_appended() -> None:
+    merged = merge("# Benchmarks\n\ntext\n", {"prediction_log": ["## The log"]}, Targets())
+    start, end = markers("prediction_log")
+    assert merged == f"# Benchmarks\n\ntext\n\n{start}\n## The log\n{end}\n"

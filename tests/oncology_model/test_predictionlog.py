@@ -146,6 +146,42 @@ def test_records_go_to_the_hour_they_were_made_in(bucket: str, moto_endpoint: st
     assert by_hour == {"09": ["before"], "10": ["after", "after"]}
 
 
+class _Bucket:
+    """An S3 client that keeps what is put, in memory."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **_: Any) -> None:
+        self.objects[Key] = Body
+
+    def cases(self) -> list[str]:
+        lines = [json.loads(line) for body in self.objects.values() for line in gzip.decompress(body).splitlines()]
+        return [case_id(record["request_id"], record["row"]) for record in lines]
+
+
+def test_beyond_the_cap_exactly_the_oldest_waiting_rows_are_dropped() -> None:
+    s3 = _Bucket()
+    log = _log(s3, "b", max_records=5)
+    _add(log, "first", rows=4)
+    _add(log, "second", rows=3)  # 7 records, a cap of 5: the first two rows go, not the whole first request
+    assert (log.counts.logged, log.counts.dropped, log.counts.buffered) == (7, 2, 5)
+    log.close()
+    assert s3.cases() == ["first/2", "first/3", "second/0", "second/1", "second/2"]
+    assert (log.counts.written, log.counts.buffered) == (5, 0)
+
+
+def test_a_few_records_are_written_on_the_timer() -> None:
+    s3 = _Bucket()
+    log = _log(s3, "b", flush_seconds=0.05)  # far fewer records than a write, or a slice the request path encodes
+    log.start()
+    for n in range(3):
+        _add(log, f"quiet-{n}")
+    _wait(lambda: log.counts.written == 3)
+    log.close()
+    assert sorted(s3.cases()) == ["quiet-0", "quiet-1", "quiet-2"]
+
+
 def _no_retries() -> Any:
     from botocore.config import Config
 
