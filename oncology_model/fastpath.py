@@ -36,6 +36,8 @@ OTHER_ROUTE = "other"
 #: Where the request id is kept in the ASGI scope, for the FastAPI routes (Front sets it on every HTTP request).
 REQUEST_ID_KEY = "oncology.request_id"
 REQUEST_ID_HEADER = b"x-request-id"
+#: The statuses of a prediction request refused as invalid (unreadable body, invalid fields): logged as refusals.
+REFUSED = frozenset({400, 422})
 #: Content types answered here; any other goes to FastAPI, which decides.
 JSON_TYPES = frozenset({b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"})
 
@@ -128,6 +130,8 @@ class Front:
         finally:
             if status:
                 self.metrics.request(route, scope["method"], status, perf_counter() - start)
+            if status in REFUSED and route in (PREDICT, PREDICT_BATCH) and self.log is not None:
+                self.log.refuse(scope[REQUEST_ID_KEY], status)
 
     async def _serve(self, scope: Scope, route: str, receive: Receive, send: Send) -> int:
         """Answer the request or hand it on; the status sent, 0 when the client left first."""

@@ -21,7 +21,8 @@ releases the GIL (compressing, sending) and little Python around it.
 
 One record: request_id, row (None for a single prediction, the index within a batch), time (UTC), model_version,
 image_digest, the nine features, prediction, probability_malignant. A case is `request_id`, or
-`request_id/row` for a batch row: the id confirmed diagnoses are joined on.
+`request_id/row` for a batch row: the id confirmed diagnoses are joined on. A request refused as invalid is one
+record without its body: request_id, time, model_version, image_digest, refused (the HTTP status).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ ENCODE_SLICE = 256
 log = logging.getLogger(__name__)
 
 Result = tuple[Prediction, float]
-#: One answered request as `add` notes it: time (seconds since the epoch), request id, features, results, batch.
+#: One answered request as `add` notes it: time (seconds since the epoch), request id, features, results, batch;
+#: a refusal as `refuse` notes it has no results and its HTTP status as its one feature.
 _Answer = tuple[float, str, Sequence[Any], Sequence[Result], bool]
 
 
@@ -71,6 +73,16 @@ class _Record(msgspec.Struct, gc=False):
     features: Any
     prediction: Prediction
     probability_malignant: float
+
+
+class _Refusal(msgspec.Struct, gc=False):
+    """The line of a request refused as invalid: no body, no answer."""
+
+    request_id: str
+    time: str
+    model_version: str
+    image_digest: str | None
+    refused: int
 
 
 def request_id(header: bytes | None) -> str:
@@ -165,8 +177,13 @@ class PredictionLog:
         """Buffer one answered request's records (never blocks on S3); `features`: one object of the nine scores
         per row (a dict, or a msgspec struct with those fields). They are encoded later: the caller must not change
         `features` or `results` afterwards."""
-        answer = (self._clock(), request, features, results, batch)
-        records = len(results)
+        self._note((self._clock(), request, features, results, batch), len(results))
+
+    def refuse(self, request: str, status: int) -> None:
+        """Buffer the record of a prediction request refused as invalid (`status`: 400 or 422)."""
+        self._note((self._clock(), request, (status,), (), False), 1)
+
+    def _note(self, answer: _Answer, records: int) -> None:
         with self._lock:
             self._answers.append(answer)
             self._unencoded += records
@@ -184,7 +201,7 @@ class PredictionLog:
     def _encode(self) -> None:
         """Encode the noted answers in one pass, one chunk per hour of prediction time (the lock held)."""
         version, digest = self.model_version, self.image_digest
-        records: list[_Record] = []
+        records: list[_Record | _Refusal] = []
         second = hour = -1
         text = ""
         for now, request, features, results, batch in self._answers:
@@ -196,7 +213,9 @@ class PredictionLog:
                     records = []
                     hour = second - second % 3600
             stamp = "%s.%06dZ" % (text, (now - second) * 1e6)  # noqa: UP031 - per record: half an f-string's time
-            if batch:
+            if not results:
+                records.append(_Refusal(request, stamp, version, digest, features[0]))
+            elif batch:
                 records += [
                     _Record(request, row, stamp, version, digest, scores, label, probability)
                     for row, (scores, (label, probability)) in enumerate(zip(features, results, strict=True))
@@ -209,7 +228,7 @@ class PredictionLog:
         self._waiting += self._unencoded
         self._unencoded = 0
 
-    def _add_chunk(self, hour: int, records: list[_Record]) -> None:
+    def _add_chunk(self, hour: int, records: list[_Record | _Refusal]) -> None:
         if records:
             self._chunks.append(_Chunk(hour, self._encode_lines(records), len(records)))
 

@@ -61,14 +61,21 @@ def test_every_prediction_is_logged_once_with_its_request_id(
     # FastAPI's path (5.0 is an integer score to FastAPI; the fast path hands it on) logs too
     handed_on = client.post("/v1/predictions", json={**EXAMPLE_BENIGN, "mitoses": 1.0})
     refused = client.post("/v1/predictions", json={**EXAMPLE_BENIGN, "mitoses": 11})
+    unreadable = client.post(
+        "/v1/predictions/batch",
+        content=b'"\xff"',
+        headers={"content-type": "application/json", "X-Request-ID": "r-2"},
+    )
     assert [r.status_code for r in (given, generated, batch, handed_on, refused)] == [200, 200, 200, 200, 422]
+    assert unreadable.status_code == 400
     assert given.headers["x-request-id"] == "lab-7:case.1"
     ids = [r.headers["x-request-id"] for r in (generated, batch, handed_on, refused)]
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids) and len(set(ids)) == 4
     client.__exit__(None, None, None)  # shutdown: the buffer is written
 
     objects = _records(moto_endpoint, bucket)
-    records = [r for rs in objects.values() for r in rs]
+    records = [r for rs in objects.values() for r in rs if "refused" not in r]
+    refusals = [r for rs in objects.values() for r in rs if "refused" in r]
     cases = [case_id(r["request_id"], r["row"]) for r in records]
     assert sorted(cases) == sorted(["lab-7:case.1", ids[0], f"{ids[1]}/0", f"{ids[1]}/1", ids[2]])
     first = next(r for r in records if r["request_id"] == "lab-7:case.1")
@@ -77,6 +84,16 @@ def test_every_prediction_is_logged_once_with_its_request_id(
     assert first["probability_malignant"] == given.json()["probability_malignant"]
     assert first["model_version"] == given.json()["model_version"]
     assert first["image_digest"] == "sha256:" + "ab" * 32
+    # the refused requests: one line each, no body
+    assert [{k: v for k, v in r.items() if k != "time"} for r in refusals] == [
+        {
+            "request_id": request,
+            "model_version": first["model_version"],
+            "image_digest": first["image_digest"],
+            "refused": status,
+        }
+        for request, status in ((ids[3], 422), ("r-2", 400))
+    ]
     now = datetime.now(UTC)
     (key,) = objects
     assert re.fullmatch(rf"predictions/date={now:%Y-%m-%d}/hour=\d\d/pod-a-\d{{8}}T\d{{6}}Z-000001\.jsonl\.gz", key)
