@@ -117,6 +117,9 @@ def test_an_image_that_cannot_be_pulled_is_a_warning(standin: KubeStandIn, clien
 def test_events_are_listed_in_every_namespace_and_filtered_by_fields(standin: KubeStandIn, client: ApiClient) -> None:
     core = CoreV1Api(client)
     standin.add_deployment("elsewhere", "other", {"app": "other"}, {"web": IMAGE})
+    # its own warnings in NS: the module's other tests may run on another worker
+    standin.add_deployment(NS, "listed", {"app": "listed"}, {"web": UNPULLABLE}, settle=False)
+    assert standin.wait_until(lambda: bool(core.list_namespaced_event(NS, field_selector="type=Warning").items), 30)
     everywhere = core.list_event_for_all_namespaces().items
     assert {"elsewhere", NS} <= {e.metadata.namespace for e in everywhere}
     warnings = core.list_namespaced_event(NS, field_selector="type=Warning").items
