@@ -379,22 +379,29 @@ def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: T
         started = time.monotonic()
         check_answers(servers, body)
         results = side_by_side(wrk, servers, "/v1/predictions", body, (16,), rounds, seconds)
-        on, down = (log_counts(_get(server.url + "/metrics")) for server in servers[1:])
+        on_counts, down_counts = (log_counts(_get(server.url + "/metrics")) for server in servers[1:])
         outage = time.monotonic() - started
     summary = {name: Summary.of(results[(name, 16)]) for name, _ in variants}
-    off_rps, on_rps, down_rps = (summary[name].rps for name in (LOG_OFF, LOG_ON, LOG_UNREACHABLE))
-    off_cpu, on_cpu, down_cpu = (summary[name].cpu_us for name in (LOG_OFF, LOG_ON, LOG_UNREACHABLE))
+
+    def ratio(name: str, baseline: str) -> float:
+        """The median of the rounds' ratios of req/s (each round runs the servers back to back)."""
+        pairs = zip(results[(name, 16)], results[(baseline, 16)], strict=True)
+        return statistics.median(a.rps / b.rps for a, b in pairs)
+
+    def cpu(name: str, baseline: str) -> str:
+        return f"server CPU {summary[name].cpu_us:.0f} vs {summary[baseline].cpu_us:.0f} µs/request"
+
+    on = ratio(LOG_ON, LOG_OFF)
     targets.add(
-        "prediction log on ≥ 90 % of off, 16 connections, one worker",
-        f"{on_rps / off_rps:.0%} (server CPU {on_cpu:.0f} vs {off_cpu:.0f} µs/request)",
-        on_rps >= 0.9 * off_rps,
+        "prediction log on ≥ 90 % of off, 16 connections, one worker", f"{on:.0%} ({cpu(LOG_ON, LOG_OFF)})", on >= 0.9
     )
     p99 = summary[LOG_ON].p99_ms
     targets.add("p99 ≤ 5 ms with the prediction log on, 16 connections", f"{p99:.2f} ms", p99 <= 5)
+    down = ratio(LOG_UNREACHABLE, LOG_ON)
     targets.add(
         "S3 unreachable: throughput ≥ 90 % of S3 reachable (prediction log on, 16 connections, one worker)",
-        f"{down_rps / on_rps:.0%} (server CPU {down_cpu:.0f} vs {on_cpu:.0f} µs/request)",
-        down_rps >= 0.9 * on_rps,
+        f"{down:.0%} ({cpu(LOG_UNREACHABLE, LOG_ON)})",
+        down >= 0.9,
     )
     cap = defaults["log_max_records"]
 
@@ -413,7 +420,8 @@ def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: T
         "## The prediction log: off, on, and on with S3 unreachable, side by side",
         "",
         f"One worker each, `POST /v1/predictions`, 16 connections, {rounds} rounds of {seconds} s (twice the rounds "
-        "of the other sections: the ratios judged here are a few per cent apart), turns as above. Both logging "
+        "of the other sections: the ratios judged here are a few per cent apart), turns as above; the targets take "
+        "the median of the rounds' ratios, as each round runs the servers back to back. Both logging "
         f"servers run with the service's defaults: a write every {defaults['log_flush_seconds']:.0f} s or as soon "
         f"as {defaults['log_flush_records']:,} records wait, a buffer of at most {cap:,} records, botocore's "
         f"{LOG_S3_CONFIG['retries']['mode']} retry mode (3 attempts) with a {LOG_S3_CONFIG['connect_timeout']} s "
@@ -425,8 +433,8 @@ def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: T
         f"whole {outage:.0f} s run, its writer retrying the first batch all along.",
         "",
         f"Counts from `/metrics` after the load (logged = written + dropped + buffered; dropped only beyond the cap "
-        f"of {cap:,}, the batch being retried included), S3 reachable: {counted(on)}; S3 unreachable: "
-        f"{counted(down)}.",
+        f"of {cap:,}, the batch being retried included), S3 reachable: {counted(on_counts)}; S3 "
+        f"unreachable: {counted(down_counts)}.",
         "",
         *_load_table(results, [LOG_OFF, LOG_ON, LOG_UNREACHABLE], (16,)),
     ]
