@@ -293,6 +293,33 @@ def side_by_side(
 
 
 @dataclass(frozen=True)
+class PairedRatio:
+    """The median of the rounds' ratios of req/s, each round's servers run back to back, with a distribution-free
+    interval for that median: order statistics (the sign test's), covering it with probability `confidence`."""
+
+    median: float
+    low: float
+    high: float
+    confidence: float
+
+    @classmethod
+    def of(cls, loads: Sequence[Load], baselines: Sequence[Load], level: float = 0.95) -> PairedRatio:
+        """The rounds' ratios; the interval is the narrowest pair of order statistics covering at least `level`
+        (with too few rounds for `level`: the smallest and largest ratio, and their own coverage)."""
+        from scipy.stats import binom
+
+        ratios = sorted(load.rps / base.rps for load, base in zip(loads, baselines, strict=True))
+        n = len(ratios)
+        # the k-th smallest and k-th largest ratio cover the median with probability 1 - 2 P(Binomial(n, 1/2) < k)
+        k = max([1, *(k for k in range(1, n // 2 + 1) if 1 - 2 * binom.cdf(k - 1, n, 0.5) >= level)])
+        return cls(statistics.median(ratios), ratios[k - 1], ratios[n - k], float(1 - 2 * binom.cdf(k - 1, n, 0.5)))
+
+    def text(self) -> str:
+        """E.g. `93% (97.9% interval: 79% to 100%)`."""
+        return f"{self.median:.0%} ({self.confidence:.1%} interval: {self.low:.0%} to {self.high:.0%})"
+
+
+@dataclass(frozen=True)
 class Summary:
     """The median over rounds of one server at one level; errors are summed over the rounds."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.load import Load, Summary, Wrk, _tree_cpu_seconds, unreachable_endpoint
+from benchmarks.load import Load, PairedRatio, Summary, Wrk, _tree_cpu_seconds, unreachable_endpoint
 from benchmarks.profiling import summarise
 from benchmarks.run import Targets, log_counts, markers, merge
 from benchmarks.seed_service import seed_predict
@@ -30,6 +30,20 @@ def test_a_summary_takes_medians_and_sums_the_errors() -> None:
     assert summary.rounds_rps == [10_000, 30_000, 20_000]
     assert summary.p99_ms == 2.0
     assert summary.non_2xx == 3
+
+
+def test_a_paired_ratio_is_the_median_of_the_rounds_ratios_with_the_sign_tests_interval() -> None:
+    baselines = [_load(100_000, 1.0) for _ in range(10)]
+    loads = [_load(requests, 1.0) for requests in (70_000, 79_000, 88_000, 89_000, 92_000, 94_000, 97_000)]
+    loads += [_load(requests, 1.0) for requests in (99_000, 100_000, 114_000)]
+    ratio = PairedRatio.of(loads[::-1], baselines)
+    assert ratio.median == pytest.approx(0.93)
+    # 10 rounds: the 2nd smallest and 2nd largest cover the median with 1 - 2 (1 + 10) / 1024 = 97.9 %
+    assert (ratio.low, ratio.high) == (pytest.approx(0.79), pytest.approx(1.0))
+    assert ratio.confidence == pytest.approx(1 - 22 / 1024)
+    assert ratio.text() == "93% (97.9% interval: 79% to 100%)"
+    few = PairedRatio.of(loads[:3], baselines[:3])  # too few rounds for 95 %: the extremes, at 75 %
+    assert (few.low, few.high, few.confidence) == (pytest.approx(0.7), pytest.approx(0.88), 0.75)
 
 
 def test_the_wrk_script_posts_the_body_and_prints_its_summary(tmp_path: Path) -> None:
