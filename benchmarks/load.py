@@ -292,6 +292,26 @@ def side_by_side(
     return results
 
 
+def at_once(
+    wrk: Wrk, targets: Sequence[Target], path: str, body: bytes, connections: int, rounds: int, seconds: int
+) -> dict[str, list[Load]]:
+    """Each round loads every target at the same time, one wrk each. On a shared machine one core can run at half
+    speed for seconds; a round that runs the targets back to back then compares one on a fast core with one on a
+    slow one, while targets loaded at once share whatever the cores give (the scheduler spreads them over both).
+    Their CPU shares are equal, so within a round their req/s compare as their CPU time per request does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    results: dict[str, list[Load]] = {target.name: [] for target in targets}
+    with ThreadPoolExecutor(len(targets)) as pool:
+        for round_ in range(rounds):
+            wait_for_quiet()
+            loads = list(pool.map(lambda target: wrk.run(target, path, body, connections, seconds), targets))
+            for target, load in zip(targets, loads, strict=True):
+                results[target.name].append(load)
+            log(f"round {round_ + 1}, all at once: " + ", ".join(f"{load.rps:,.0f} req/s" for load in loads))
+    return results
+
+
 @dataclass(frozen=True)
 class PairedRatio:
     """The median of the rounds' ratios of req/s, each round's servers run back to back, with a distribution-free

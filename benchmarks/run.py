@@ -41,6 +41,7 @@ from benchmarks.load import (
     Summary,
     Target,
     Wrk,
+    at_once,
     container_server,
     ensure_wrk,
     free_port,
@@ -380,15 +381,17 @@ def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: T
         started = time.monotonic()
         check_answers(servers, body)
         results = side_by_side(wrk, servers, "/v1/predictions", body, (16,), rounds, seconds)
+        together = at_once(wrk, servers, "/v1/predictions", body, 16, rounds, seconds)
         on_counts, down_counts = (log_counts(_get(server.url + "/metrics")) for server in servers[1:])
         outage = time.monotonic() - started
     summary = {name: Summary.of(results[(name, 16)]) for name, _ in variants}
 
     def ratio(name: str, baseline: str) -> PairedRatio:
-        return PairedRatio.of(results[(name, 16)], results[(baseline, 16)])
+        return PairedRatio.of(together[name], together[baseline])
 
     def cpu(name: str, baseline: str) -> str:
-        return f"server CPU {summary[name].cpu_us:.0f} vs {summary[baseline].cpu_us:.0f} µs/request"
+        us = {server: statistics.median(load.cpu_us for load in together[server]) for server in (name, baseline)}
+        return f"server CPU {us[name]:.0f} vs {us[baseline]:.0f} µs/request"
 
     on = ratio(LOG_ON, LOG_OFF)
     targets.add(
@@ -421,12 +424,16 @@ def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: T
         "## The prediction log: off, on, and on with S3 unreachable, side by side",
         "",
         f"One worker each, `POST /v1/predictions`, 16 connections, {rounds} rounds of {seconds} s (twice the rounds "
-        "of the other sections: the ratios judged here are a few per cent apart), turns as above; the targets take "
-        "the median of the rounds' ratios, as each round runs the servers back to back, with the interval of "
-        "order statistics that covers that median (the sign test's: it assumes nothing of how rounds vary). Both "
-        "logging "
-        f"servers run with the service's defaults: a write every {defaults['log_flush_seconds']:.0f} s or as soon "
-        f"as {defaults['log_flush_records']:,} records wait, a buffer of at most {cap:,} records, botocore's "
+        "of the other sections: the ratios judged here are a few per cent apart), turns as above (the table). "
+        f"Then {rounds} rounds of {seconds} s that load the three at the same time, one wrk each: on this shared "
+        "machine one core can run at half speed for seconds, so servers loaded in turn may be compared across a "
+        "fast and a slow core (in the table, the same server's req/s moves by up to half between rounds), while "
+        "servers loaded at once share the cores equally and compare as their CPU time per request does. The ratio "
+        "targets take the median of these rounds' ratios, with the interval of order statistics that covers that "
+        "median (the sign test's: it assumes nothing of how rounds vary), and the medians of their server CPU. "
+        "Both logging servers run with the service's defaults: a write every "
+        f"{defaults['log_flush_seconds']:.0f} s or as soon as {defaults['log_flush_records']:,} records wait, a "
+        f"buffer of at most {cap:,} records, botocore's "
         f"{LOG_S3_CONFIG['retries']['mode']} retry mode (3 attempts) with a {LOG_S3_CONFIG['connect_timeout']} s "
         "connect timeout, then the writer's own back-off (0.5 s doubling to 30 s). One writes to a moto server on "
         "loopback (`ONCOLOGY_LOG_BUCKET`, `AWS_ENDPOINT_URL_S3`). The other's `AWS_ENDPOINT_URL_S3` is a loopback "
@@ -440,6 +447,16 @@ def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: T
         f"unreachable: {counted(down_counts)}.",
         "",
         *_load_table(results, [LOG_OFF, LOG_ON, LOG_UNREACHABLE], (16,)),
+        "",
+        "Loaded at the same time (each server had about a third of the 2 cores, with the three wrk processes):",
+        "",
+        "| server | req/s (median) | req/s by round | server CPU µs/request (median) |",
+        "|---|---:|---|---:|",
+        *[
+            f"| {name} | {statistics.median(x.rps for x in loads):,.0f} | {' / '.join(f'{x.rps:,.0f}' for x in loads)} "
+            f"| {statistics.median(x.cpu_us for x in loads):.0f} |"
+            for name, loads in together.items()
+        ],
     ]
 
 

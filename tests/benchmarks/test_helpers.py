@@ -1,16 +1,18 @@
 """The benchmark's own helpers (no load is run here): summaries of runs and profiles, the wrk script, the seed path,
-the unreachable S3 endpoint, the prediction log's counts, a section run alone merged into the page."""
+the unreachable S3 endpoint, the prediction log's counts, paired ratios and loads at once, a section run alone merged
+into the page."""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.load import Load, PairedRatio, Summary, Wrk, _tree_cpu_seconds, unreachable_endpoint
+from benchmarks.load import Load, PairedRatio, Summary, Target, Wrk, _tree_cpu_seconds, at_once, unreachable_endpoint
 from benchmarks.profiling import summarise
 from benchmarks.run import Targets, log_counts, markers, merge
 from benchmarks.seed_service import seed_predict
@@ -44,6 +46,32 @@ def test_a_paired_ratio_is_the_median_of_the_rounds_ratios_with_the_sign_tests_i
     assert ratio.text() == "93% (97.9% interval: 79% to 100%)"
     few = PairedRatio.of(loads[:3], baselines[:3])  # too few rounds for 95 %: the extremes, at 75 %
     assert (few.low, few.high, few.confidence) == (pytest.approx(0.7), pytest.approx(0.88), 0.75)
+
+
+def test_at_once_loads_every_target_at_the_same_time_in_each_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("benchmarks.load.wait_for_quiet", lambda: None)
+    spans: list[tuple[str, float, float]] = []
+
+    class Timed(Wrk):
+        def run(self, target: Target, path: str, body: bytes, connections: int, seconds: int) -> Load:
+            start = time.monotonic()
+            time.sleep(0.2)
+            spans.append((target.name, start, time.monotonic()))
+            return _load(1000 * len(target.name), 1.0)
+
+    targets = [Target(name, "http://127.0.0.1:1", os.getpid()) for name in ("off", "on", "down")]
+    results = at_once(Timed("wrk", tmp_path), targets, "/v1/predictions", b"{}", 16, rounds=2, seconds=1)
+    assert {name: [load.requests for load in loads] for name, loads in results.items()} == {
+        "off": [3000, 3000],
+        "on": [2000, 2000],
+        "down": [4000, 4000],
+    }
+    rounds = sorted(spans, key=lambda span: span[1])
+    for round_ in (rounds[:3], rounds[3:]):  # within a round the three loads overlap
+        assert max(start for _, start, _ in round_) < min(end for _, _, end in round_)
+    assert max(span[2] for span in rounds[:3]) <= min(span[1] for span in rounds[3:])  # rounds follow each other
 
 
 def test_the_wrk_script_posts_the_body_and_prints_its_summary(tmp_path: Path) -> None:
