@@ -41,11 +41,11 @@ def test_a_paired_ratio_is_the_median_of_the_rounds_ratios_with_the_sign_tests_i
     ratio = PairedRatio.of(loads[::-1], baselines)
     assert ratio.median == pytest.approx(0.93)
     # 10 rounds: the 2nd smallest and 2nd largest cover the median with 1 - 2 (1 + 10) / 1024 = 97.9 %
-    assert (ratio.low, ratio.high) == (pytest.approx(0.79), pytest.approx(1.0))
+    assert (ratio.low, ratio.high) == pytest.approx((0.79, 1.0))
     assert ratio.confidence == pytest.approx(1 - 22 / 1024)
     assert ratio.text() == "93% (97.9% interval: 79% to 100%)"
     few = PairedRatio.of(loads[:3], baselines[:3])  # too few rounds for 95 %: the extremes, at 75 %
-    assert (few.low, few.high, few.confidence) == (pytest.approx(0.7), pytest.approx(0.88), 0.75)
+    assert (few.low, few.high, few.confidence) == pytest.approx((0.7, 0.88, 0.75))
 
 
 def test_at_once_loads_every_target_at_the_same_time_in_each_round(
