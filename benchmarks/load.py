@@ -314,7 +314,7 @@ def at_once(
 
 @dataclass(frozen=True)
 class PairedRatio:
-    """The median of the rounds' ratios of req/s, each round's servers run back to back, with a distribution-free
+    """The median of the rounds' ratios of req/s (two servers loaded in the same round), with a distribution-free
     interval for that median: order statistics (the sign test's), covering it with probability `confidence`."""
 
     median: float
