@@ -175,7 +175,7 @@ def _roll_out(
     promoting = False
     try:
         with shielded():  # set_image undoes its own partial patches; a cancellation lands after it returned
-            changes = set_image(api, settings, image, annotations, restore)
+            changes = set_image(api, settings, image, annotations, restore, releases.serving_env(image, version))
         steps.append(wait_for_rollout(api, settings, changes, return_state=True))
         if steps[-1].is_completed():
             steps.append(verify_release(api, settings, version, bundle_dir, return_state=True))

@@ -53,6 +53,9 @@ class ServiceSettings(BaseSettings):
     log_shutdown_seconds: float = Field(default=20, gt=0, description="time to write the buffer on shutdown")
     pod_name: str = Field(default_factory=socket.gethostname, description="names the log's objects (the pod)")
     image_digest: str | None = Field(default=None, description="the serving image's digest, logged with each record")
+    image_model_version: str | None = Field(
+        default=None, description="the model version `image_digest` was set for: logged only when this pod serves it"
+    )
 
 
 class PredictionOut(BaseModel):
@@ -211,6 +214,20 @@ class Service(FastAPI):
 LOG_S3_CONFIG: dict[str, Any] = {"retries": {"mode": "standard"}, "connect_timeout": 5, "read_timeout": 15}
 
 
+def image_digest(settings: ServiceSettings, model_version: str) -> str | None:
+    """The image digest to log: the one set (by the deploy, with the image) unless it was set for another model
+    version, as when the image was changed by hand (`kubectl set image`) and the environment was left behind."""
+    if settings.image_model_version not in (None, model_version):
+        logging.getLogger(__name__).warning(
+            "ONCOLOGY_IMAGE_DIGEST %s was set for model %s, and this pod serves %s: the log records no image digest",
+            settings.image_digest,
+            settings.image_model_version,
+            model_version,
+        )
+        return None
+    return settings.image_digest
+
+
 def prediction_log(settings: ServiceSettings, model_version: str) -> PredictionLog | None:
     """The prediction log the settings ask for, not yet started; None without a log bucket."""
     if settings.log_bucket is None:
@@ -225,7 +242,7 @@ def prediction_log(settings: ServiceSettings, model_version: str) -> PredictionL
         settings.log_prefix,
         pod=settings.pod_name,
         model_version=model_version,
-        image_digest=settings.image_digest,
+        image_digest=image_digest(settings, model_version),
         flush_seconds=settings.log_flush_seconds,
         flush_records=settings.log_flush_records,
         max_records=settings.log_max_records,

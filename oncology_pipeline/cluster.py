@@ -121,13 +121,15 @@ def set_image(
     annotations: Mapping[str, str] | None = None,
     restore: Restore | None = None,
     *,
+    env: Mapping[str, str] | None = None,
     request_timeout: float,
     protect: Protect = nullcontext,
 ) -> list[ImageChange]:
     """Patch `container` to `image` in every Deployment matching `selector`; all or none.
 
-    `annotations` go on each Deployment in the same patch (so the cluster says what it serves). A rollback puts
-    `restore` back (production's recorded image and annotations), else what each Deployment ran before.
+    `annotations` go on each Deployment in the same patch (so the cluster says what it serves), and `env` on the
+    container (merged by name). A rollback puts `restore` back (production's recorded image and annotations), else
+    what each Deployment ran before; it leaves `env` as patched (what it describes names the new image).
 
     Everything is checked before anything is patched. If a patch fails half-way, or anything else interrupts the
     patching (a timeout, a lost lease, Ctrl-C: any BaseException), the Deployments already patched get their image
@@ -154,7 +156,10 @@ def set_image(
             f"Deployment(s) matching {selector!r} in namespace {namespace!r} have no container named "
             f"{container!r}: {described}. Nothing was changed."
         )
-    body: dict[str, Any] = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
+    patched_container: dict[str, Any] = {"name": container, "image": image}
+    if env:
+        patched_container["env"] = [{"name": name, "value": value} for name, value in env.items()]
+    body: dict[str, Any] = {"spec": {"template": {"spec": {"containers": [patched_container]}}}}
     if annotations:
         body["metadata"] = {"annotations": dict(annotations)}
     # Each Deployment goes on the list before its patch is sent: a patch may land although its reply never comes

@@ -39,6 +39,13 @@ def deployment_annotations(version: str, release: str) -> dict[str, str]:
     return {ANNOTATION_VERSION: version, ANNOTATION_RELEASE: release}
 
 
+def serving_env(image: str, version: str) -> dict[str, str]:
+    """What a deploy of `image` (pinned by digest, holding model `version`) sets in the container's environment, in
+    the same patch as the image: the digest the service logs with each prediction, and the model version it was set
+    for. An image changed by hand leaves both behind; the service then sees another model and logs no digest."""
+    return {"ONCOLOGY_IMAGE_DIGEST": image.rpartition("@")[2], "ONCOLOGY_IMAGE_MODEL_VERSION": version}
+
+
 class Section(BaseModel):
     """A part of the record: every field optional, unknown fields kept as they were, its own fields left out when
     they hold nothing."""

@@ -72,10 +72,11 @@ def set_image(
     image: str,
     annotations: Mapping[str, str],
     restore: cluster.Restore | None,
+    env: Mapping[str, str],
 ) -> list[cluster.ImageChange]:
     """Patch container oncology-webservice of every matching Deployment to `image`, with `annotations` on the
-    Deployments in the same patch (all or none, even when interrupted); a rollback puts `restore` back (None: what
-    ran)."""
+    Deployments and `env` on the container in the same patch (all or none, even when interrupted); a rollback puts
+    `restore` back (None: what ran)."""
     selector = cluster.webservice_selector(settings.team)
     changes = cluster.set_image(
         AppsV1Api(api),
@@ -85,6 +86,7 @@ def set_image(
         image,
         annotations,
         restore,
+        env=env,
         request_timeout=settings.kube_request_timeout_seconds,
         protect=shielded,
     )

@@ -153,6 +153,14 @@ def _assert_one_version_released(
     assert status == 200 and headers.get("Docker-Content-Digest") == digest  # the version tag is that digest
 
     assert all(_image(standin, name) == image for name in DEPLOYMENTS)
+    for name in DEPLOYMENTS:  # in the same patch: the digest the pods log, and the model it was set for
+        (container,) = [
+            c
+            for c in standin.deployment(NS, name)["spec"]["template"]["spec"]["containers"]
+            if c["name"] == WEBSERVICE_CONTAINER
+        ]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["ONCOLOGY_IMAGE_DIGEST"] == digest and env["ONCOLOGY_IMAGE_MODEL_VERSION"] == version
     assert_invariant(stack.s3, s, standin, version=version, image=image, before=before)
     record = read_record(stack.s3, s.model_bucket, version)
     assert record is not None and record.outcome.startswith("released") and record.verification.passed

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from oncology_model.datamodel import EXAMPLE_BENIGN, EXAMPLE_MALIGNANT, FEATURES, Prediction
 from oncology_model.predictionlog import PredictionLog, case_id, request_id
-from oncology_model.service import ServiceSettings, create_app
+from oncology_model.service import ServiceSettings, create_app, image_digest
 from tests.support.fault_proxy import FaultProxy
 
 
@@ -49,6 +49,20 @@ def logging_client(model_bundle_dir: Path, bucket: str) -> Iterator[TestClient]:
     )
     with TestClient(create_app(settings)) as client:
         yield client
+
+
+@pytest.mark.parametrize(
+    ("set_for", "logged"),
+    [("v1", "sha256:" + "cd" * 32), (None, "sha256:" + "cd" * 32), ("v0", None)],
+    ids=["set-for-this-model", "set-by-hand", "left-behind-by-an-image-changed-by-hand"],
+)
+def test_the_image_digest_is_logged_unless_it_was_set_for_another_model(
+    model_bundle_dir: Path, set_for: str | None, logged: str | None
+) -> None:
+    settings = ServiceSettings(
+        model_dir=model_bundle_dir, image_digest="sha256:" + "cd" * 32, image_model_version=set_for
+    )
+    assert image_digest(settings, "v1") == logged
 
 
 def test_every_prediction_is_logged_once_with_its_request_id(

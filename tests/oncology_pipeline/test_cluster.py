@@ -279,6 +279,22 @@ def test_a_hanging_rollout_times_out_and_is_rolled_back(
     assert all(c["reason"] != "ProgressDeadlineExceeded" for c in conditions)
 
 
+def test_the_image_and_its_environment_land_in_one_patch_merged_by_name(seeded: KubeStandIn, apps: AppsV1Api) -> None:
+    first = {"ONCOLOGY_IMAGE_DIGEST": NEW.rpartition("@")[2], "ONCOLOGY_IMAGE_MODEL_VERSION": "v2"}
+    generations = {
+        c.deployment: c.generation for c in set_image(apps, NS, SELECTOR, CONTAINER, NEW, env=first, request_timeout=RT)
+    }
+    second = {"ONCOLOGY_IMAGE_DIGEST": THIRD.rpartition("@")[2], "ONCOLOGY_IMAGE_MODEL_VERSION": "v3"}
+    set_image(apps, NS, SELECTOR, CONTAINER, THIRD, env=second, request_timeout=RT)
+    for name, generation in generations.items():
+        deployment = seeded.deployment(NS, name)
+        (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == CONTAINER]
+        assert container["image"] == THIRD
+        set_here = [e for e in container.get("env", []) if e["name"] in second]
+        assert set_here == [{"name": k, "value": v} for k, v in second.items()]  # replaced, never appended
+        assert deployment["metadata"]["generation"] == generation + 1  # one patch, one generation each time
+
+
 def test_rollback_leaves_alone_a_deployment_someone_else_changed(seeded: KubeStandIn, apps: AppsV1Api) -> None:
     changes = set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
     someone_else = {"spec": {"template": {"spec": {"containers": [{"name": CONTAINER, "image": THIRD}]}}}}
