@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client import AppsV1Api, V1Container, V1Deployment
@@ -45,26 +45,30 @@ Protect = Callable[[], AbstractContextManager[object]]
 
 @dataclass(frozen=True)
 class ImageChange:
-    """One Deployment's container image after a patch, and the image (and annotations) a rollback puts back."""
+    """One Deployment's container image after a patch, and the image (annotations, container variables) a rollback
+    puts back: the previous value of each annotation and variable the patch set, None where there was none."""
 
     deployment: str
     previous_image: str
     new_image: str
     generation: int
     previous_annotations: tuple[tuple[str, str | None], ...] = ()
+    previous_env: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def changed(self) -> bool:
-        """The patch changed something that a rollback must put back (the image or annotations)."""
-        return self.previous_image != self.new_image or bool(self.previous_annotations)
+        """The patch changed something that a rollback must put back (the image, annotations or variables)."""
+        return self.previous_image != self.new_image or bool(self.previous_annotations or self.previous_env)
 
 
 @dataclass(frozen=True)
 class Restore:
-    """What a rollback puts back: production's recorded image and the annotations that name its version."""
+    """What a rollback puts back: production's recorded image, the annotations that name its version, and the
+    container variables a deploy of it sets."""
 
     image: str
     annotations: Mapping[str, str]
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- images and selectors ---------------------------------------------------------------------------
@@ -129,7 +133,8 @@ def set_image(
 
     `annotations` go on each Deployment in the same patch (so the cluster says what it serves), and `env` on the
     container (merged by name). A rollback puts `restore` back (production's recorded image and annotations), else
-    what each Deployment ran before; it leaves `env` as patched (what it describes names the new image).
+    what each Deployment ran before, variables included: the pod template is then the one before, and the controller
+    scales the old ReplicaSet back up instead of replacing its pods.
 
     Everything is checked before anything is patched. If a patch fails half-way, or anything else interrupts the
     patching (a timeout, a lost lease, Ctrl-C: any BaseException), the Deployments already patched get their image
@@ -169,19 +174,22 @@ def set_image(
         for deployment in deployments:
             name = deployment_name(deployment)
             existing: Mapping[str, str]
+            existing_env: Mapping[str, str | None]
             if restore is None:
                 previous = container_image(deployment, container) or ""
                 existing = (deployment.metadata.annotations if deployment.metadata else None) or {}
+                existing_env = _env_values(_container(deployment, container))
             else:
-                previous, existing = restore.image, restore.annotations
+                previous, existing, existing_env = restore.image, restore.annotations, restore.env
             before = tuple((key, existing.get(key)) for key in sorted(annotations or {}))
-            changes.append(ImageChange(name, previous, image, 0, before))
+            env_before = tuple((key, existing_env.get(key)) for key in sorted(env or {}))
+            changes.append(ImageChange(name, previous, image, 0, before, env_before))
             with calling(f"patch deployment {name!r} in namespace {namespace!r}"):
                 patched = apps.patch_namespaced_deployment(
                     name, namespace, body, _content_type=STRATEGIC_MERGE_PATCH, _request_timeout=request_timeout
                 )
             generation = (patched.metadata.generation if patched.metadata else None) or 0
-            changes[-1] = ImageChange(name, previous, image, generation, before)
+            changes[-1] = ImageChange(name, previous, image, generation, before, env_before)
     except BaseException as exc:  # whatever broke or interrupted it, leave no Deployment half-patched
         with protect():
             outcome = _undo(apps, namespace, changes, container, request_timeout)
@@ -195,6 +203,38 @@ def set_image(
             raise type(exc)(f"{exc} {outcome}") from exc
         raise ClusterError(f"Patching deployment {failed!r} failed: {exc!r}. {outcome}") from exc
     return changes
+
+
+def _env_values(container: V1Container | None) -> dict[str, str | None]:
+    """The container's variables set by value (one set from a source, `valueFrom`, counts as None)."""
+    return {item.name: item.value for item in (container.env or [])} if container else {}
+
+
+def _env_operations(path: str, current: V1Container, previous: Sequence[tuple[str, str | None]]) -> list[Any]:
+    """JSON-patch operations that give the container's variables named in `previous` their previous values (None:
+    removed), each guarded by a `test` of its name; removals last, from the highest index down
+    (the whole list when none would be left)."""
+    names = [item.name for item in current.env or []]
+    operations: list[dict[str, Any]] = []
+    removals: list[int] = []
+    for name, value in previous:
+        if name in names:
+            index = names.index(name)
+            operations.append({"op": "test", "path": f"{path}/env/{index}/name", "value": name})
+            if value is None:
+                removals.append(index)
+            else:
+                operations.append(
+                    {"op": "replace", "path": f"{path}/env/{index}", "value": {"name": name, "value": value}}
+                )
+        elif value is not None:
+            if not names and not any(op["path"] == f"{path}/env" for op in operations):
+                operations.append({"op": "add", "path": f"{path}/env", "value": []})
+            operations.append({"op": "add", "path": f"{path}/env/-", "value": {"name": name, "value": value}})
+    if removals and len(removals) == len(names) and all(op["op"] != "add" for op in operations):
+        return [*operations, {"op": "remove", "path": f"{path}/env"}]  # none left: the list the patch added goes
+    operations += [{"op": "remove", "path": f"{path}/env/{index}"} for index in sorted(removals, reverse=True)]
+    return operations
 
 
 def _put_back(
@@ -218,6 +258,7 @@ def _put_back(
         {"op": "test", "path": f"{path}/image", "value": change.new_image},
         {"op": "replace", "path": f"{path}/image", "value": change.previous_image},
     ]
+    operations += _env_operations(path, containers[index], change.previous_env)
     present = (current.metadata.annotations if current.metadata else None) or {}
     for key, value in change.previous_annotations:
         pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")

@@ -18,7 +18,13 @@ from kubernetes.client import V1Deployment
 from oncology_pipeline.cluster import Restore, container_image, is_pinned
 from oncology_pipeline.kubeapi import deployment_name
 from oncology_pipeline.modelstore import ProductionPointer
-from oncology_pipeline.releases import ANNOTATION_VERSION, ReleaseRecord, deployment_annotations, record_uri
+from oncology_pipeline.releases import (
+    ANNOTATION_VERSION,
+    ReleaseRecord,
+    deployment_annotations,
+    record_uri,
+    serving_env,
+)
 
 Kind = Literal["record", "image", "annotation", "served"]
 Mode = Literal["alert", "repair"]
@@ -116,7 +122,7 @@ class Observation:
         production = self.production
         if production is None or production.image is None or production.image == image:
             return None
-        return Restore(production.image, production.annotations)
+        return Restore(production.image, production.annotations, serving_env(production.image, production.version))
 
 
 def running(deployment: V1Deployment, container: str) -> Running:

@@ -295,6 +295,27 @@ def test_the_image_and_its_environment_land_in_one_patch_merged_by_name(seeded: 
         assert deployment["metadata"]["generation"] == generation + 1  # one patch, one generation each time
 
 
+def test_a_rollback_puts_the_variables_back_so_the_pod_template_is_the_one_before(
+    seeded: KubeStandIn, apps: AppsV1Api
+) -> None:
+    def template(name: str) -> Any:
+        return seeded.deployment(NS, name)["spec"]["template"]
+
+    before = {name: template(name) for name in ("oncology-webservice", "oncology-webservice-canary")}
+    first = {"ONCOLOGY_IMAGE_DIGEST": NEW.rpartition("@")[2], "ONCOLOGY_IMAGE_MODEL_VERSION": "v2"}
+    changes = set_image(apps, NS, SELECTOR, CONTAINER, NEW, env=first, request_timeout=RT)
+    assert all(template(name) != t for name, t in before.items())
+    rollback(apps, NS, changes, CONTAINER, timeout=TIMEOUT, poll=POLL, request_timeout=RT)
+    assert {name: template(name) for name in before} == before  # no variable left behind: the old ReplicaSet fits
+
+    set_image(apps, NS, SELECTOR, CONTAINER, NEW, env=first, request_timeout=RT)
+    middle = {name: template(name) for name in before}
+    second = {"ONCOLOGY_IMAGE_DIGEST": THIRD.rpartition("@")[2], "ONCOLOGY_IMAGE_MODEL_VERSION": "v3"}
+    changes = set_image(apps, NS, SELECTOR, CONTAINER, THIRD, env=second, request_timeout=RT)
+    rollback(apps, NS, changes, CONTAINER, timeout=TIMEOUT, poll=POLL, request_timeout=RT)
+    assert {name: template(name) for name in before} == middle
+
+
 def test_rollback_leaves_alone_a_deployment_someone_else_changed(seeded: KubeStandIn, apps: AppsV1Api) -> None:
     changes = set_image(apps, NS, SELECTOR, CONTAINER, NEW, request_timeout=RT)
     someone_else = {"spec": {"template": {"spec": {"containers": [{"name": CONTAINER, "image": THIRD}]}}}}

@@ -19,7 +19,7 @@ from kubernetes.client import (
 from oncology_pipeline.cluster import WEBSERVICE_CONTAINER, Restore
 from oncology_pipeline.modelstore import ProductionPointer
 from oncology_pipeline.reconcile import Observation, Repair, Served, decide, observe, running
-from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION, ImageSection, ReleaseRecord
+from oncology_pipeline.releases import ANNOTATION_RELEASE, ANNOTATION_VERSION, ImageSection, ReleaseRecord, serving_env
 from oncology_pipeline.reports import reconcile_markdown
 from oncology_pipeline.summary import PipelineSummary
 
@@ -74,7 +74,7 @@ def test_agreement_is_no_drift_and_a_failed_deploy_would_restore_productions_rec
     assert decide(observation, "repair").repair is None
     assert observation.pointer_etag == '"etag"'
     restore = observation.restore_for(OLD)
-    assert restore == Restore(NEW, {ANNOTATION_VERSION: V2, ANNOTATION_RELEASE: RELEASE})
+    assert restore == Restore(NEW, {ANNOTATION_VERSION: V2, ANNOTATION_RELEASE: RELEASE}, serving_env(NEW, V2))
     assert observation.restore_for(NEW) is None  # redeploying production's own image: what ran goes back
 
 
