@@ -175,12 +175,14 @@ def set_image(
             name = deployment_name(deployment)
             existing: Mapping[str, str]
             existing_env: Mapping[str, str | None]
+            running_env = _env_values(_container(deployment, container))
             if restore is None:
                 previous = container_image(deployment, container) or ""
                 existing = (deployment.metadata.annotations if deployment.metadata else None) or {}
-                existing_env = _env_values(_container(deployment, container))
-            else:
-                previous, existing, existing_env = restore.image, restore.annotations, restore.env
+                existing_env = running_env
+            else:  # production's variables as they run, when production runs (its pods are kept on a rollback)
+                previous, existing = restore.image, restore.annotations
+                existing_env = running_env if container_image(deployment, container) == restore.image else restore.env
             before = tuple((key, existing.get(key)) for key in sorted(annotations or {}))
             env_before = tuple((key, existing_env.get(key)) for key in sorted(env or {}))
             changes.append(ImageChange(name, previous, image, 0, before, env_before))
