@@ -391,7 +391,7 @@ def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: T
 
     def ratio(together: dict[str, list[Load]], name: str, baseline: str) -> tuple[PairedRatio, str]:
         """The paired ratio of two servers loaded together, and their server CPU per request."""
-        us = {server: statistics.median(x.cpu_us for x in together[server]) for server in (name, baseline)}
+        us = {server: Summary.of(together[server]).cpu_us for server in (name, baseline)}
         cpu = f"server CPU {us[name]:.0f} vs {us[baseline]:.0f} µs/request"
         return PairedRatio.of(together[name], together[baseline]), cpu
 
@@ -456,10 +456,10 @@ def prediction_log(bundle: Path, wrk: Wrk, rounds: int, seconds: int, targets: T
         "| servers loaded together | server | req/s (median) | req/s by round | server CPU µs/request (median) |",
         "|---|---|---:|---|---:|",
         *[
-            f"| {' + '.join(pair)} | {name} | {statistics.median(x.rps for x in loads):,.0f} "
-            f"| {' / '.join(f'{x.rps:,.0f}' for x in loads)} | {statistics.median(x.cpu_us for x in loads):.0f} |"
+            f"| {' + '.join(pair)} | {name} | {s.rps:,.0f} | {' / '.join(f'{r:,.0f}' for r in s.rounds_rps)} "
+            f"| {s.cpu_us:.0f} |"
             for pair in (on_off, down_on)
-            for name, loads in pair.items()
+            for name, s in ((name, Summary.of(loads)) for name, loads in pair.items())
         ],
     ]
 

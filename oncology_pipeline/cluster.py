@@ -175,14 +175,16 @@ def set_image(
             name = deployment_name(deployment)
             existing: Mapping[str, str]
             existing_env: Mapping[str, str | None]
-            running_env = _env_values(_container(deployment, container))
+            running, running_env = (
+                container_image(deployment, container) or "",
+                _env_values(_container(deployment, container)),
+            )
             if restore is None:
-                previous = container_image(deployment, container) or ""
+                previous, existing_env = running, running_env
                 existing = (deployment.metadata.annotations if deployment.metadata else None) or {}
-                existing_env = running_env
             else:  # production's variables as they run, when production runs (its pods are kept on a rollback)
                 previous, existing = restore.image, restore.annotations
-                existing_env = running_env if container_image(deployment, container) == restore.image else restore.env
+                existing_env = running_env if running == restore.image else restore.env
             before = tuple((key, existing.get(key)) for key in sorted(annotations or {}))
             env_before = tuple((key, existing_env.get(key)) for key in sorted(env or {}))
             changes.append(ImageChange(name, previous, image, 0, before, env_before))
@@ -219,6 +221,7 @@ def _env_operations(path: str, current: V1Container, previous: Sequence[tuple[st
     names = [item.name for item in current.env or []]
     operations: list[dict[str, Any]] = []
     removals: list[int] = []
+    added = False
     for name, value in previous:
         if name in names:
             index = names.index(name)
@@ -230,10 +233,11 @@ def _env_operations(path: str, current: V1Container, previous: Sequence[tuple[st
                     {"op": "replace", "path": f"{path}/env/{index}", "value": {"name": name, "value": value}}
                 )
         elif value is not None:
-            if not names and not any(op["path"] == f"{path}/env" for op in operations):
+            if not names and not added:  # no list yet
                 operations.append({"op": "add", "path": f"{path}/env", "value": []})
             operations.append({"op": "add", "path": f"{path}/env/-", "value": {"name": name, "value": value}})
-    if removals and len(removals) == len(names) and all(op["op"] != "add" for op in operations):
+            added = True
+    if removals and len(removals) == len(names) and not added:
         return [*operations, {"op": "remove", "path": f"{path}/env"}]  # none left: the list the patch added goes
     operations += [{"op": "remove", "path": f"{path}/env/{index}"} for index in sorted(removals, reverse=True)]
     return operations
